@@ -1,0 +1,262 @@
+"""Benchmark of `TruncatedBPTT` against what Keras users do today.
+
+Prints ratios measured in one run (absolute times on a shared machine mean
+little):
+
+- speed: (a) the manual loop a Keras user writes today (stateful LSTM(64),
+  batch 32, T=1000, window 50: `reset_state` then `train_on_batch` per
+  window), (b) `TruncatedBPTT.fit`, (c) plain `fit` over the same windows
+  pre-cut into independent samples (no state). Targets: b/a <= 0.5,
+  b/c <= 0.8. The three run interleaved, round after round, and each ratio
+  is the median of the per-round ratios.
+- memory: peak resident memory added by one epoch of TBPTT at T=16000 and at
+  T=1000, each size in its own process. Target: within 1.25x.
+- compile: first epoch minus a later epoch (trace and compile overhead) with
+  320 and with 20 windows per batch, each in its own process. Target: within
+  1.5x.
+
+Usage:
+
+    python benchmarks/bench_tbptt.py            # everything
+    python benchmarks/bench_tbptt.py speed      # one part
+    python benchmarks/bench_tbptt.py --quick    # small sizes, for a smoke test
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+BATCH, UNITS, WINDOW, FEATURES = 32, 64, 50, 2
+
+
+def _setup():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras
+
+
+def _data(num_sequences, length, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num_sequences, length, FEATURES)).astype("float32")
+    y = (np.cumsum(x[..., :1], axis=1) / np.sqrt(length)).astype("float32")
+    return x, y
+
+
+def _inner(keras, stateful=True):
+    return keras.Sequential(
+        [
+            keras.Input(batch_shape=(BATCH if stateful else None, None, FEATURES)),
+            keras.layers.LSTM(UNITS, stateful=stateful, return_sequences=True),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def speed(length, batches, rounds):
+    """Times (a), (b), (c) interleaved; returns per-window milliseconds."""
+    keras = _setup()
+    import numpy as np
+
+    from keras_gradwatch import TruncatedBPTT
+
+    x, y = _data(BATCH * batches, length)
+    count = length // WINDOW
+
+    manual = _inner(keras)
+    manual.compile(optimizer="adam", loss="mse")
+    rnn = manual.layers[0]
+
+    def run_manual():
+        for b in range(batches):
+            rows = slice(b * BATCH, (b + 1) * BATCH)
+            rnn.reset_state()
+            for w in range(count):
+                steps = slice(w * WINDOW, (w + 1) * WINDOW)
+                manual.train_on_batch(x[rows, steps], y[rows, steps])
+
+    tbptt = TruncatedBPTT(_inner(keras), window=WINDOW)
+    tbptt.compile(optimizer="adam", loss="mse")
+
+    def run_tbptt():
+        tbptt.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+
+    plain = _inner(keras, stateful=False)
+    plain.compile(optimizer="adam", loss="mse")
+    # Window-major order: window w of every sequence, then window w + 1.
+    cut_x = np.concatenate([x[:, w * WINDOW : (w + 1) * WINDOW] for w in range(count)])
+    cut_y = np.concatenate([y[:, w * WINDOW : (w + 1) * WINDOW] for w in range(count)])
+
+    def run_plain():
+        plain.fit(cut_x, cut_y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+
+    # The floor: the model's own forward and backward pass over the windows,
+    # compiled, with no optimizer, loss bookkeeping or state handling.
+    import tensorflow as tf
+
+    bare = _inner(keras, stateful=False)
+    windows_x = tf.constant(cut_x[:BATCH])
+    windows_y = tf.constant(cut_y[:BATCH])
+
+    @tf.function
+    def forward_backward(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((bare(x, training=True) - y) ** 2)
+        return tape.gradient(loss, bare.trainable_variables)
+
+    def run_floor():
+        for _ in range(batches * count):
+            forward_backward(windows_x, windows_y)
+
+    runs = {
+        "a_manual": run_manual,
+        "b_tbptt": run_tbptt,
+        "c_plain": run_plain,
+        "floor": run_floor,
+    }
+    for run in runs.values():  # trace and warm up
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    windows = batches * count
+    return {
+        "per_window_ms": {
+            name: 1000 * statistics.median(t) / windows for name, t in times.items()
+        },
+        "b/a": statistics.median(
+            b / a for b, a in zip(times["b_tbptt"], times["a_manual"])
+        ),
+        "b/c": statistics.median(
+            b / c for b, c in zip(times["b_tbptt"], times["c_plain"])
+        ),
+        "floor/a": statistics.median(
+            f / a for f, a in zip(times["floor"], times["a_manual"])
+        ),
+    }
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory(length):
+    """Peak resident memory added by one epoch of TBPTT (own process)."""
+    keras = _setup()
+    from keras_gradwatch import TruncatedBPTT
+
+    x, y = _data(BATCH, length)
+    model = TruncatedBPTT(_inner(keras), window=WINDOW)
+    model.compile(optimizer="adam", loss="mse")
+    # Trace on a short batch first, so the measured epoch holds no tracing.
+    model.fit(x[:, :WINDOW * 2], y[:, :WINDOW * 2], epochs=1, verbose=0)
+    baseline = _rss_bytes()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    model.fit(x, y, epochs=1, verbose=0)
+    done.set()
+    sampler.join()
+    return {"length": length, "baseline_mb": baseline / 2**20, "added_mb": (peak[0] - baseline) / 2**20}
+
+
+def compile_overhead(windows):
+    """First epoch minus the fastest later epoch (own process)."""
+    keras = _setup()
+    from keras_gradwatch import TruncatedBPTT
+
+    x, y = _data(BATCH, windows * WINDOW)
+    model = TruncatedBPTT(_inner(keras), window=WINDOW)
+    model.compile(optimizer="adam", loss="mse")
+    epochs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.fit(x, y, epochs=1, verbose=0)
+        epochs.append(time.perf_counter() - start)
+    return {"windows": windows, "first_s": epochs[0], "later_s": min(epochs[1:]), "overhead_s": epochs[0] - min(epochs[1:])}
+
+
+def _child(part, value):
+    out = subprocess.run(
+        [sys.executable, __file__, "_child", part, str(value)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="?", default="all", choices=["all", "speed", "memory", "compile", "_child"])
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    args = parser.parse_args(argv)
+    if args.part == "_child":
+        kind, value = args.args
+        fn = memory if kind == "memory" else compile_overhead
+        print(json.dumps(fn(int(value))))
+        return
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    import keras
+    import tensorflow as tf
+
+    print(f"tensorflow {tf.__version__}, keras {keras.__version__}")
+    long_t, short_t = (2000, 500) if args.quick else (16000, 1000)
+    many, few = (40, 10) if args.quick else (320, 20)
+    if args.part in ("all", "speed"):
+        s = speed(length=500 if args.quick else 1000, batches=2 if args.quick else 4, rounds=2 if args.quick else 5)
+        ms = s["per_window_ms"]
+        print(
+            "speed, ms per window: (a) manual %.2f, (b) TruncatedBPTT %.2f, "
+            "(c) plain fit %.2f" % (ms["a_manual"], ms["b_tbptt"], ms["c_plain"])
+        )
+        print(
+            "speed floor: the model's forward+backward pass alone takes %.2f "
+            "ms per window, %.3f of (a): no windowing scheme can beat that"
+            % (ms["floor"], s["floor/a"])
+        )
+        print("speed ratio b/a = %.3f (target <= 0.5)" % s["b/a"])
+        print("speed ratio b/c = %.3f (target <= 0.8)" % s["b/c"])
+    if args.part in ("all", "memory"):
+        big, small = _child("memory", long_t), _child("memory", short_t)
+        print(
+            "memory: T=%d adds %.1f MB, T=%d adds %.1f MB (baseline %.0f MB)"
+            % (big["length"], big["added_mb"], small["length"], small["added_mb"], small["baseline_mb"])
+        )
+        print(
+            "memory ratio (peak RSS, T=%d / T=%d) = %.3f (target <= 1.25)"
+            % (long_t, short_t, (big["baseline_mb"] + big["added_mb"]) / (small["baseline_mb"] + small["added_mb"]))
+        )
+    if args.part in ("all", "compile"):
+        a, b = _child("compile", many), _child("compile", few)
+        print(
+            "compile overhead: %d windows %.2f s, %d windows %.2f s"
+            % (a["windows"], a["overhead_s"], b["windows"], b["overhead_s"])
+        )
+        print("compile ratio = %.3f (target <= 1.5)" % (a["overhead_s"] / b["overhead_s"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Private helpers that cut nested batches along the time and batch axes.
+
+Every helper maps over a nested structure (a tensor, a tuple, a dict...) and
+passes `None` leaves through, the way Keras passes `x`, `y` and
+`sample_weight` around. Slicing keeps the Keras mask attached to a tensor
+(`_keras_mask`), so losses and metrics still skip masked steps.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def _mask_of(tensor):
+    return getattr(tensor, "_keras_mask", None)
+
+
+def _set_mask(tensor, mask):
+    if mask is None:
+        return tensor
+    try:
+        tensor._keras_mask = mask
+    except AttributeError:
+        # Some tensor types refuse new attributes; losses then see no mask.
+        pass
+    return tensor
+
+
+def _leaves(structure):
+    return [t for t in keras.tree.flatten(structure) if t is not None]
+
+
+def first_leaf(structure):
+    """The first tensor of a nested structure."""
+    return _leaves(structure)[0]
+
+
+def time_length(structure):
+    """Length of axis 1 of the first leaf: a Python int when static."""
+    tensor = first_leaf(structure)
+    static = tensor.shape[1]
+    return static if static is not None else tf.shape(tensor)[1]
+
+
+def batch_rows(structure):
+    """Number of rows (axis 0) of the first leaf, as a scalar tensor."""
+    return tf.shape(first_leaf(structure))[0]
+
+
+def slice_time(structure, start, stop):
+    """Cuts every leaf to the steps `[start, stop)` of axis 1."""
+
+    def cut(tensor):
+        if tensor is None:
+            return None
+        out = tensor[:, start:stop]
+        mask = _mask_of(tensor)
+        return _set_mask(out, None if mask is None else mask[:, start:stop])
+
+    return keras.tree.map_structure(cut, structure)
+
+
+def take_rows(structure, rows):
+    """Keeps the first `rows` rows of every leaf (drops batch padding)."""
+
+    def cut(tensor):
+        if tensor is None:
+            return None
+        out = tensor[:rows]
+        mask = _mask_of(tensor)
+        return _set_mask(out, None if mask is None else mask[:rows])
+
+    return keras.tree.map_structure(cut, structure)
+
+
+def pad_rows(structure, batch_size):
+    """Pads every leaf with zero rows up to `batch_size` rows.
+
+    Stateful recurrent layers hold one state row per sequence, so a smaller
+    last batch is padded to the state's batch size; the padded rows are cut
+    off again before any loss, metric or prediction sees them.
+    """
+
+    def pad(tensor):
+        if tensor is None:
+            return None
+        if tensor.shape[0] == batch_size:
+            return tensor
+        missing = batch_size - tf.shape(tensor)[0]
+        checked = tf.debugging.assert_non_negative(
+            missing,
+            message=(
+                f"A batch has more rows than the stateful layers' batch size "
+                f"{batch_size}. Pass batch_size={batch_size} to fit/evaluate/"
+                f"predict, or batch your dataset by {batch_size}."
+            ),
+        )
+        with tf.control_dependencies([checked]):
+            paddings = tf.concat(
+                [
+                    tf.stack([tf.zeros_like(missing), missing])[None],
+                    tf.zeros((tensor.shape.rank - 1, 2), dtype=missing.dtype),
+                ],
+                axis=0,
+            )
+            padded = tf.pad(tensor, paddings)
+        return tf.ensure_shape(padded, [batch_size] + tensor.shape[1:])
+
+    return keras.tree.map_structure(pad, structure)

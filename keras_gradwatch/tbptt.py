@@ -1,0 +1,764 @@
+"""Windowed truncated backpropagation through time (TBPTT) inside `fit`."""
+
+import functools
+
+import keras
+import tensorflow as tf
+
+from keras_gradwatch import _sequence
+from keras_gradwatch import _state
+from keras_gradwatch.errors import InvalidInputError
+
+RESET_MODES = ("batch", "epoch")
+
+
+def _check_steps(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(
+            f"Received: {name}={value!r}. Pass a positive integer number of "
+            "time steps."
+        )
+
+
+class _Plan:
+    """What one batch's static shapes tell about how to window it."""
+
+    def __init__(self, batch_size, has_time, output_spec):
+        self.batch_size = batch_size
+        self.has_time = has_time
+        self.output_spec = output_spec
+
+
+class _ResetAtEpochStart(keras.callbacks.Callback):
+    """Resets the recurrent state before each epoch (`reset="epoch"`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._wrapper = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._wrapper.reset_state()
+
+
+@keras.saving.register_keras_serializable(package="keras_gradwatch")
+class TruncatedBPTT(keras.Model):
+    """Trains a stateful recurrent model with truncated BPTT inside `fit`.
+
+    Each batch `x` of shape `(batch, T, ...)` is cut along axis 1 into
+    consecutive windows of `window` steps. The recurrent state carries from
+    window to window, the gradient stops at the window edge and the optimizer
+    applies one update per window. All windows of a batch run in one compiled
+    step, in a symbolic loop, so memory is bounded by the window, not by `T`,
+    and the trace does not grow with the number of windows.
+
+    With `backprop > window` this is Williams & Peng's TBPTT(k1, k2), with
+    k1 = `window` and k2 = `backprop`: each update back-propagates through the
+    `backprop - window` steps before the window as well, re-running that span
+    with the current weights from the state saved when the forward pass went
+    through its first step; the loss covers only the window's own steps.
+
+    Targets (and sample weights) with a time axis of length T are cut with
+    the inputs. When the model's output has no time axis (many-to-one), only
+    the final window has a loss and an update; earlier windows only advance
+    the state. A batch smaller than the stateful layers' batch size is padded
+    for the recurrent state and the padding is cut off before the loss, the
+    metrics and the predictions.
+
+    `evaluate` and `predict` run window by window as well; `predict` returns
+    full-length outputs equal to running the model over the whole sequence.
+    Calling the wrapper directly (`wrapper(x)`) runs the wrapped model over
+    `x` in one piece.
+
+    The logs of every training step hold `grad_norm`, the global L2 norm of
+    the step's gradients (the largest over the step's updates, unscaled when
+    a loss-scale optimizer is used), and `skipped_updates`, the number of
+    updates skipped so far because their gradients were not finite: such an
+    update does not touch the weights.
+
+    Args:
+        model: A Keras model (Sequential, functional or subclassed) with at
+            least one recurrent layer with `stateful=True`, built for a fixed
+            batch size.
+        window: Positive int, the number of time steps per update (k1).
+        backprop: Positive int >= `window`, the number of time steps each
+            update back-propagates through (k2). Defaults to `window`.
+        reset: `"batch"` (default) resets the recurrent state at the start of
+            every batch: each batch holds independent sequences. `"epoch"`
+            carries the state from batch to batch (row `i` of a batch
+            continues row `i` of the previous batch) and resets it at the
+            start of each epoch and of each `evaluate`/`predict`; `fit` then
+            does not shuffle, and `shuffle=True` is an error.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        InvalidInputError: For a bad `window`, `backprop` or `reset`, or a
+            model with no stateful recurrent layer.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_gradwatch import TruncatedBPTT
+    >>> inner = keras.Sequential([
+    ...     keras.Input(batch_shape=(4, None, 1)),
+    ...     keras.layers.LSTM(8, stateful=True, return_sequences=True),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> model = TruncatedBPTT(inner, window=5)
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> x = np.random.rand(8, 20, 1).astype("float32")
+    >>> history = model.fit(x, x, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['grad_norm', 'loss', 'skipped_updates']
+    """
+
+    def __init__(self, model, window, backprop=None, reset="batch", **kwargs):
+        _check_steps(window, "window")
+        if backprop is not None:
+            _check_steps(backprop, "backprop")
+            if backprop < window:
+                raise InvalidInputError(
+                    f"Received: backprop={backprop}, window={window}. Each "
+                    "update back-propagates through at least its own window: "
+                    "pass backprop >= window, or leave backprop=None."
+                )
+        if reset not in RESET_MODES:
+            raise InvalidInputError(
+                f"Received: reset={reset!r}. Pass reset='batch' (independent "
+                "sequences in every batch) or reset='epoch' (batches continue "
+                "the same streams)."
+            )
+        if not isinstance(model, keras.Model):
+            raise InvalidInputError(
+                f"Received: model of type {type(model).__name__}. Pass a "
+                "keras.Model (Sequential, functional or subclassed) holding a "
+                "stateful recurrent layer."
+            )
+        _state.stateful_layers(model)
+        _state.warn_non_stateful(model)
+        super().__init__(**kwargs)
+        self.model = model
+        self.window = window
+        self.backprop = window if backprop is None else backprop
+        self.reset = reset
+        self._skipped_updates = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int64",
+            trainable=False,
+            name="skipped_updates",
+        )
+        # The wrapper owns no layer of its own: it is built when the wrapped
+        # model is (a stateful model usually is, from its batch_shape).
+        self.built = model.built
+
+    # Keras plumbing -------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        _check_time_axis(inputs)
+        return self.model(inputs, training=training)
+
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """Configures the model for training, as `keras.Model.compile`.
+
+        XLA is not used: windows have data-dependent lengths.
+        """
+        if jit_compile is True:
+            raise InvalidInputError(
+                "Received: jit_compile=True. TruncatedBPTT cuts batches into "
+                "windows of data-dependent length, which XLA cannot compile. "
+                "Leave jit_compile at its default."
+            )
+        super().compile(*args, jit_compile=False, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips compile_from_config for models that override compile.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def summary(
+        self,
+        line_length=None,
+        positions=None,
+        print_fn=None,
+        expand_nested=True,
+        show_trainable=False,
+        layer_range=None,
+    ):
+        """Prints the wrapped model's layers and the windowing settings."""
+        super().summary(
+            line_length=line_length,
+            positions=positions,
+            print_fn=print_fn,
+            expand_nested=expand_nested,
+            show_trainable=show_trainable,
+            layer_range=layer_range,
+        )
+        (print_fn or print)(
+            f" Truncated BPTT: window={self.window}, "
+            f"backprop={self.backprop}, reset={self.reset!r} "
+            "(non-trainable: the skipped-updates counter)"
+        )
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "window": self.window,
+            "backprop": self.backprop,
+            "reset": self.reset,
+        }
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
+
+    def build(self, input_shape=None):
+        if not self.model.built and input_shape is not None:
+            self.model.build(input_shape)
+        self.built = True
+
+    def reset_state(self):
+        """Sets the state of every stateful recurrent layer to zero."""
+        _state.reset(self._state_variables())
+
+    @property
+    def skipped_updates(self):
+        """Number of updates skipped because their gradients were not finite."""
+        return int(self._skipped_updates.numpy())
+
+    # fit / evaluate / predict --------------------------------------------
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=None,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        """Trains the model, as `keras.Model.fit`, one update per window.
+
+        `shuffle` defaults to True with `reset="batch"` and to False with
+        `reset="epoch"`, where shuffling would mix the streams (an error).
+        `batch_size` defaults to the stateful layers' batch size.
+        """
+        if self.reset == "epoch":
+            if shuffle:
+                raise InvalidInputError(
+                    f"Received: shuffle={shuffle!r} with reset='epoch'. In "
+                    "epoch mode row i of each batch continues row i of the "
+                    "previous batch, and shuffling would mix the streams. "
+                    "Pass shuffle=False (the default in this mode), or use "
+                    "reset='batch' for independent sequences."
+                )
+            shuffle = False
+            callbacks = self._with_epoch_reset(callbacks)
+        elif shuffle is None:
+            # Keras's default, except where Keras would only warn about it.
+            shuffle = not isinstance(
+                x, (tf.data.Dataset, keras.utils.PyDataset)
+            )
+        batch_size = self._resolve_batch_size(x, batch_size)
+        if validation_batch_size is None and validation_data is not None:
+            validation_batch_size = self._resolve_batch_size(
+                validation_data, None
+            )
+        return super().fit(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
+        )
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        """Evaluates the model window by window, as `keras.Model.evaluate`."""
+        if self.reset == "epoch":
+            self.reset_state()
+        batch_size = self._resolve_batch_size(x, batch_size)
+        return super().evaluate(x=x, y=y, batch_size=batch_size, **kwargs)
+
+    def predict(self, x, batch_size=None, **kwargs):
+        """Predicts window by window; returns full-length outputs."""
+        if self.reset == "epoch":
+            self.reset_state()
+        batch_size = self._resolve_batch_size(x, batch_size)
+        return super().predict(x, batch_size=batch_size, **kwargs)
+
+    def _with_epoch_reset(self, callbacks):
+        reset = _ResetAtEpochStart(self)
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            reset.set_model(self)
+            callbacks.callbacks.insert(0, reset)
+            return callbacks
+        return [reset] + list(callbacks or [])
+
+    def _resolve_batch_size(self, x, batch_size):
+        if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
+            return batch_size
+        if x is not None and not _is_array_data(x):
+            return batch_size
+        expected = _state.state_batch_size(self._stateful_layers())
+        if expected is None:
+            return batch_size
+        if batch_size is None:
+            return expected
+        if batch_size > expected:
+            raise InvalidInputError(
+                f"Received: batch_size={batch_size}, but the stateful layers "
+                f"of '{self.model.name}' were built for batches of "
+                f"{expected}. Pass batch_size={expected} (or leave it unset)."
+            )
+        return batch_size
+
+    # Steps ----------------------------------------------------------------
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        plan = self._plan(x, y, sample_weight)
+        if not self.optimizer.built:
+            # Before the loop: its variables (and a loss scale) are read there.
+            self.optimizer.build(self.trainable_variables)
+        if self.reset == "batch":
+            self.reset_state()
+        rows = _sequence.batch_rows(x)
+        x = _sequence.pad_rows(x, plan.batch_size)
+        grad_norm = tf.distribute.get_replica_context().merge_call(
+            functools.partial(self._fit_windows, plan=plan),
+            args=(x, y, sample_weight, rows),
+        )
+        logs = self.get_metrics_result()
+        logs["grad_norm"] = grad_norm
+        logs["skipped_updates"] = tf.identity(self._skipped_updates.value)
+        return logs
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        plan = self._plan(x, y, sample_weight)
+        if self.reset == "batch":
+            self.reset_state()
+        rows = _sequence.batch_rows(x)
+        x = _sequence.pad_rows(x, plan.batch_size)
+
+        def evaluate_window(begin, end):
+            y_pred = _sequence.take_rows(
+                self.model(_sequence.slice_time(x, begin, end), training=False),
+                rows,
+            )
+            y_true, weight, steps = self._targets(
+                plan, x, y, sample_weight, begin, end
+            )
+            loss = self.compute_loss(
+                x=None,
+                y=y_true,
+                y_pred=y_pred,
+                sample_weight=weight,
+                training=False,
+            )
+            self._track_loss(loss, rows * steps)
+            self.compute_metrics(None, y_true, y_pred, weight)
+
+        self._for_each_window(x, plan, evaluate_window, training=False)
+        return self.get_metrics_result()
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        plan = self._plan(x, None, None)
+        if self.reset == "batch":
+            self.reset_state()
+        rows = _sequence.batch_rows(x)
+        x = _sequence.pad_rows(x, plan.batch_size)
+        specs = keras.tree.flatten(plan.output_spec)
+
+        if not plan.has_time:
+            outputs = []
+
+            def final_window(begin, end):
+                y_pred = self.model(
+                    _sequence.slice_time(x, begin, end), training=False
+                )
+                outputs.append(_sequence.take_rows(y_pred, rows))
+
+            self._for_each_window(x, plan, final_window, training=False)
+            return outputs[0]
+
+        # Time-major TensorArrays, so windows of any length concatenate.
+        arrays = [
+            tf.TensorArray(
+                spec.dtype,
+                size=0,
+                dynamic_size=True,
+                infer_shape=False,
+                element_shape=tf.TensorShape(
+                    [None, plan.batch_size] + list(spec.shape[2:])
+                ),
+            )
+            for spec in specs
+        ]
+        length = _sequence.time_length(x)
+        count = _ceil_div(length, self.window)
+
+        def body(i, *arrays):
+            begin, end = self._bounds(i, length)
+            y_pred = self.model(
+                _sequence.slice_time(x, begin, end), training=False
+            )
+            return (i + 1,) + tuple(
+                array.write(i, _time_major(t))
+                for array, t in zip(arrays, keras.tree.flatten(y_pred))
+            )
+
+        _, *arrays = tf.while_loop(
+            lambda i, *_: i < count,
+            body,
+            [tf.constant(0)] + arrays,
+            parallel_iterations=1,
+        )
+        outputs = [_time_major(array.concat())[:rows] for array in arrays]
+        return keras.tree.pack_sequence_as(plan.output_spec, outputs)
+
+    # Windows --------------------------------------------------------------
+
+    def _fit_windows(self, strategy, x, y, sample_weight, rows, plan):
+        """Runs every update of a batch (cross-replica context).
+
+        The loop runs in cross-replica context and each window in replica
+        context, so that the optimizer's gradient all-reduce and the cond
+        that skips non-finite updates work under `tf.distribute`.
+        """
+        run = strategy.extended.call_for_each_replica
+        length = _sequence.time_length(x)
+        count = _ceil_div(length, self.window)
+        # Many-to-one: only the final window has a loss and an update.
+        first = tf.convert_to_tensor(0 if plan.has_time else count - 1, "int32")
+        saved = run(self._states_before, args=(x, first))
+        is_scaled = isinstance(
+            self.optimizer, keras.optimizers.LossScaleOptimizer
+        )
+
+        def body(i, saved, largest, worst, skipped):
+            norm, grads, saved = run(
+                self._window_gradients,
+                args=(x, y, sample_weight, rows, i, saved),
+                kwargs={"plan": plan},
+            )
+            # The norm is of all-reduced gradients: equal on every replica.
+            norm = strategy.experimental_local_results(norm)[0]
+            finite = tf.math.is_finite(norm)
+            self._apply(strategy, grads, finite, always=is_scaled)
+            largest = tf.where(finite, tf.maximum(largest, norm), largest)
+            worst = tf.where(finite, worst, norm)
+            skipped += tf.cast(tf.logical_not(finite), skipped.dtype)
+            return i + 1, saved, largest, worst, skipped
+
+        _, _, largest, worst, skipped = tf.while_loop(
+            lambda i, *_: i < count,
+            body,
+            [first, saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")],
+            parallel_iterations=1,
+        )
+        self._skipped_updates.assign_add(skipped)
+        if is_scaled:
+            # Non-finite steps are the loss scale's business, not the model's.
+            applied = tf.cast(count - first, skipped.dtype) - skipped
+            return tf.where(applied > 0, largest, float("nan"))
+        return tf.where(skipped > 0, worst, largest)
+
+    def _states_before(self, x, first):
+        """Advances to the first update's span start; returns saved state."""
+        span_start = self._span_start(first * self.window)
+        self._advance(x, 0, span_start, training=True)
+        if self.backprop == self.window:
+            return []
+        return _state.read(self._state_variables())
+
+    def _window_gradients(self, x, y, sample_weight, rows, i, saved, plan):
+        """Gradients of window `i` (replica context).
+
+        Returns the unscaled global norm of the (all-reduced) gradients, the
+        local gradients, and the saved state the next window starts from.
+        """
+        length = _sequence.time_length(x)
+        begin, end = self._bounds(i, length)
+        start = self._span_start(begin)
+        variables = self._state_variables()
+        if saved:
+            # TBPTT(k1, k2): save the state where the next span starts, then
+            # re-run this span from the state saved where it starts.
+            _state.assign(variables, saved)
+            next_start = self._span_start(end)
+            count = _ceil_div(length, self.window)
+
+            def advance():
+                self.model(
+                    _sequence.slice_time(x, start, next_start), training=True
+                )
+                return _state.read(variables)
+
+            next_saved = tf.cond(
+                tf.logical_and(next_start > start, i + 1 < count),
+                advance,
+                lambda: list(saved),
+            )
+            _state.assign(variables, saved)
+        else:
+            next_saved = []
+        trainable = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self.model(
+                _sequence.slice_time(x, start, end), training=True
+            )
+            if plan.has_time and saved:
+                y_pred = _sequence.slice_time(y_pred, begin - start, end - start)
+            y_pred = _sequence.take_rows(y_pred, rows)
+            y_true, weight, steps = self._targets(
+                plan, x, y, sample_weight, begin, end
+            )
+            loss = self.compute_loss(
+                x=None,
+                y=y_true,
+                y_pred=y_pred,
+                sample_weight=weight,
+                training=True,
+            )
+            scaled_loss = self.optimizer.scale_loss(loss)
+        self._track_loss(loss, rows * steps)
+        self.compute_metrics(None, y_true, y_pred, weight)
+        grads = tape.gradient(scaled_loss, trainable)
+        return self._unscaled_norm(grads), grads, next_saved
+
+    def _apply(self, strategy, grads, finite, always):
+        trainable = self.trainable_variables
+
+        def apply():
+            strategy.extended.call_for_each_replica(
+                lambda grads: self.optimizer.apply(grads, trainable),
+                args=(grads,),
+            )
+            return tf.constant(True)
+
+        if always:
+            # A LossScaleOptimizer skips non-finite steps itself and lowers
+            # its scale, so it must see them.
+            apply()
+        else:
+            tf.cond(finite, apply, lambda: tf.constant(False))
+
+    def _unscaled_norm(self, grads):
+        present = [g for g in grads if g is not None]
+        if not present:
+            return tf.constant(0.0)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            present = context.all_reduce("sum", present)
+        norm = tf.cast(tf.linalg.global_norm(present), "float32")
+        optimizer = self.optimizer
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            norm = norm / tf.cast(optimizer.dynamic_scale, "float32")
+        elif optimizer.loss_scale_factor:
+            norm = norm / optimizer.loss_scale_factor
+        return norm
+
+    def _for_each_window(self, x, plan, fn, training):
+        """Calls `fn(begin, end)` per window (replica context, no update)."""
+        length = _sequence.time_length(x)
+        count = _ceil_div(length, self.window)
+        if not plan.has_time:
+            last_begin = (count - 1) * self.window
+            self._advance(x, 0, last_begin, training=training)
+            fn(last_begin, length)
+            return
+
+        def body(i):
+            fn(*self._bounds(i, length))
+            return (i + 1,)
+
+        tf.while_loop(
+            lambda i: i < count, body, [tf.constant(0)], parallel_iterations=1
+        )
+
+    def _advance(self, x, start, stop, training):
+        """Runs the model over `[start, stop)` window by window, for state."""
+
+        def body(begin):
+            end = tf.minimum(begin + self.window, stop)
+            self.model(_sequence.slice_time(x, begin, end), training=training)
+            return (begin + self.window,)
+
+        tf.while_loop(
+            lambda begin: begin < stop,
+            body,
+            [tf.convert_to_tensor(start, "int32")],
+            parallel_iterations=1,
+        )
+
+    def _bounds(self, i, length):
+        begin = i * self.window
+        return begin, tf.minimum(begin + self.window, length)
+
+    def _span_start(self, begin):
+        return tf.maximum(begin - (self.backprop - self.window), 0)
+
+    def _targets(self, plan, x, y, sample_weight, begin, end):
+        """Targets, sample weights and step count of one window's loss."""
+        if not plan.has_time:
+            return y, sample_weight, 1
+        y = _sequence.slice_time(y, begin, end)
+        if _weights_have_time(sample_weight):
+            sample_weight = _sequence.slice_time(sample_weight, begin, end)
+        return y, sample_weight, end - begin
+
+    def _track_loss(self, loss, weight):
+        for metric in self.metrics:
+            if metric.name == "loss":
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                # Keras divides each replica's loss by the replica count.
+                metric.update_state(
+                    loss * replicas, sample_weight=tf.cast(weight, "float32")
+                )
+                return
+
+    def _stateful_layers(self):
+        return _state.stateful_layers(self.model)
+
+    def _state_variables(self):
+        return _state.state_variables(self._stateful_layers())
+
+    def _plan(self, x, y, sample_weight):
+        """Checks a batch's static shapes; decides how to window it."""
+        _check_time_axis(x)
+        length = x_length = _sequence.first_leaf(x).shape[1]
+        for leaf in keras.tree.flatten(x):
+            if leaf is not None and leaf.shape[1] != x_length:
+                raise InvalidInputError(
+                    "All inputs need the same time length on axis 1. "
+                    f"Received inputs with shapes "
+                    f"{[tuple(t.shape) for t in keras.tree.flatten(x)]}."
+                )
+        self.built = True
+        batch_size = _state.state_batch_size(self._stateful_layers())
+        rows = _sequence.first_leaf(x).shape[0]
+        if rows is not None and rows > batch_size:
+            raise InvalidInputError(
+                f"Received a batch of {rows} sequences, but the stateful "
+                f"layers of '{self.model.name}' were built for batches of "
+                f"{batch_size}. Pass batch_size={batch_size} to fit, evaluate "
+                f"and predict, or batch your dataset by {batch_size}."
+            )
+        has_time, output_spec = self._output_time_axes(x, batch_size)
+        if has_time and y is not None:
+            for leaf in keras.tree.flatten(y):
+                if leaf is None:
+                    continue
+                if leaf.shape.rank < 2 or (
+                    length is not None and leaf.shape[1] != length
+                ):
+                    raise InvalidInputError(
+                        "The model's outputs have a time axis, so the targets "
+                        "need one of the same length as the inputs. Received: "
+                        f"x with shape {tuple(_sequence.first_leaf(x).shape)}"
+                        f" and y with shape {tuple(leaf.shape)}. Pass y with "
+                        "shape (batch, T, ...) matching x's T."
+                    )
+        return _Plan(batch_size, has_time, output_spec)
+
+    def _output_time_axes(self, x, batch_size):
+        """Whether the model's outputs follow the input's time axis.
+
+        The model's output spec is computed for two window lengths: an
+        output whose axis 1 follows the input length is per time step.
+        """
+
+        def spec(length):
+            return keras.tree.map_structure(
+                lambda t: None
+                if t is None
+                else keras.KerasTensor(
+                    (batch_size, length) + tuple(t.shape[2:]),
+                    dtype=keras.backend.standardize_dtype(t.dtype),
+                ),
+                x,
+            )
+
+        short = self.model.compute_output_spec(spec(self.window))
+        long = self.model.compute_output_spec(spec(self.window + 1))
+        flags = [
+            len(a.shape) >= 2
+            and a.shape[1] == self.window
+            and b.shape[1] == self.window + 1
+            for a, b in zip(keras.tree.flatten(short), keras.tree.flatten(long))
+        ]
+        if any(flags) and not all(flags):
+            raise InvalidInputError(
+                "TruncatedBPTT needs all outputs to be per time step, or "
+                "none (many-to-one). Received outputs with shapes "
+                f"{[tuple(t.shape) for t in keras.tree.flatten(short)]} for a "
+                f"window of {self.window} steps."
+            )
+        return all(flags), short
+
+
+def _check_time_axis(x):
+    for leaf in keras.tree.flatten(x):
+        if leaf is None:
+            continue
+        rank = len(leaf.shape)
+        if rank < 2:
+            raise InvalidInputError(
+                "TruncatedBPTT cuts inputs along axis 1 (time), but received "
+                f"an input with shape {tuple(leaf.shape)}. Pass sequences "
+                "shaped (batch, time, ...)."
+            )
+
+
+def _weights_have_time(sample_weight):
+    # Per-step weights are (batch, T); per-sequence ones (batch,) or (batch, 1).
+    return any(
+        t.shape.rank >= 2 and t.shape[1] != 1
+        for t in keras.tree.flatten(sample_weight)
+        if t is not None
+    )
+
+
+def _is_array_data(x):
+    leaves = keras.tree.flatten(x)
+    return bool(leaves) and all(
+        hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves
+    )
+
+
+def _ceil_div(a, b):
+    return (a + b - 1) // b
+
+
+def _time_major(t):
+    perm = [1, 0] + list(range(2, t.shape.rank))
+    return tf.transpose(t, perm)
