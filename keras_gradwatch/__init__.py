@@ -5,12 +5,24 @@ Public API:
 
 - `TruncatedBPTT`: a `keras.Model` that trains a stateful recurrent model
   window by window (truncated backpropagation through time) inside `fit`.
+- `layers`: recurrent layers (`SimpleRNN`, `GRU`, `LSTM`, `RNN`) whose
+  per-step state gradient can be measured, and the `Probe` marker layer.
+- `measure`: one probed forward/backward pass; returns the gradient profile
+  ‖∂L/∂h_t‖ against steps back from the loss, per layer (`Measurement`,
+  `LayerProfile`).
+- `stats`: pure functions on a profile (`decay_rate`, `horizon`,
+  `truncation_bias`, `suggested_window`).
 - `errors`: the package's exceptions.
 """
 
 from keras_gradwatch import errors
+from keras_gradwatch import layers
+from keras_gradwatch import stats
 from keras_gradwatch.errors import InvalidInputError
 from keras_gradwatch.errors import KerasGradwatchError
+from keras_gradwatch.measurement import LayerProfile
+from keras_gradwatch.measurement import Measurement
+from keras_gradwatch.measurement import measure
 from keras_gradwatch.tbptt import TruncatedBPTT
 
 __version__ = "0.1.0"
@@ -18,6 +30,11 @@ __version__ = "0.1.0"
 __all__ = [
     "InvalidInputError",
     "KerasGradwatchError",
+    "LayerProfile",
+    "Measurement",
     "TruncatedBPTT",
     "errors",
+    "layers",
+    "measure",
+    "stats",
 ]

@@ -9,6 +9,8 @@ passes `None` leaves through, the way Keras passes `x`, `y` and
 import keras
 import tensorflow as tf
 
+from keras_gradwatch.errors import InvalidInputError
+
 
 def _mask_of(tensor):
     return getattr(tensor, "_keras_mask", None)
@@ -106,3 +108,51 @@ def pad_rows(structure, batch_size):
         return tf.ensure_shape(padded, [batch_size] + tensor.shape[1:])
 
     return keras.tree.map_structure(pad, structure)
+
+
+def output_time_axes(model, x, batch_size, length):
+    """Whether a model's outputs follow the input's time axis.
+
+    The model's output spec is computed for inputs of `length` and
+    `length + 1` steps: an output whose axis 1 follows the input length is
+    per time step (many-to-many); one whose axis 1 does not is many-to-one.
+
+    Args:
+        model: A Keras model.
+        x: A (nested) input batch, for dtypes and feature shapes.
+        batch_size: Static batch size of the spec, or None.
+        length: A time length to try.
+
+    Returns:
+        `(has_time, output_spec)`: whether every output is per time step,
+        and the output spec for `length` steps.
+
+    Raises:
+        InvalidInputError: If some outputs are per time step and some not.
+    """
+
+    def spec(steps):
+        return keras.tree.map_structure(
+            lambda t: None
+            if t is None
+            else keras.KerasTensor(
+                (batch_size, steps) + tuple(t.shape[2:]),
+                dtype=keras.backend.standardize_dtype(t.dtype),
+            ),
+            x,
+        )
+
+    short = model.compute_output_spec(spec(length))
+    long = model.compute_output_spec(spec(length + 1))
+    flags = [
+        len(a.shape) >= 2 and a.shape[1] == length and b.shape[1] == length + 1
+        for a, b in zip(keras.tree.flatten(short), keras.tree.flatten(long))
+    ]
+    if any(flags) and not all(flags):
+        raise InvalidInputError(
+            "keras_gradwatch needs all outputs of a model to be per time "
+            "step, or none (many-to-one). Received outputs with shapes "
+            f"{[tuple(t.shape) for t in keras.tree.flatten(short)]} for "
+            f"inputs of {length} steps."
+        )
+    return all(flags), short

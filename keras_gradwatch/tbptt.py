@@ -673,7 +673,9 @@ class TruncatedBPTT(keras.Model):
                 f"{batch_size}. Pass batch_size={batch_size} to fit, evaluate "
                 f"and predict, or batch your dataset by {batch_size}."
             )
-        has_time, output_spec = self._output_time_axes(x, batch_size)
+        has_time, output_spec = _sequence.output_time_axes(
+            self.model, x, batch_size, self.window
+        )
         if has_time and y is not None:
             for leaf in keras.tree.flatten(y):
                 if leaf is None:
@@ -689,41 +691,6 @@ class TruncatedBPTT(keras.Model):
                         "shape (batch, T, ...) matching x's T."
                     )
         return _Plan(batch_size, has_time, output_spec)
-
-    def _output_time_axes(self, x, batch_size):
-        """Whether the model's outputs follow the input's time axis.
-
-        The model's output spec is computed for two window lengths: an
-        output whose axis 1 follows the input length is per time step.
-        """
-
-        def spec(length):
-            return keras.tree.map_structure(
-                lambda t: None
-                if t is None
-                else keras.KerasTensor(
-                    (batch_size, length) + tuple(t.shape[2:]),
-                    dtype=keras.backend.standardize_dtype(t.dtype),
-                ),
-                x,
-            )
-
-        short = self.model.compute_output_spec(spec(self.window))
-        long = self.model.compute_output_spec(spec(self.window + 1))
-        flags = [
-            len(a.shape) >= 2
-            and a.shape[1] == self.window
-            and b.shape[1] == self.window + 1
-            for a, b in zip(keras.tree.flatten(short), keras.tree.flatten(long))
-        ]
-        if any(flags) and not all(flags):
-            raise InvalidInputError(
-                "TruncatedBPTT needs all outputs to be per time step, or "
-                "none (many-to-one). Received outputs with shapes "
-                f"{[tuple(t.shape) for t in keras.tree.flatten(short)]} for a "
-                f"window of {self.window} steps."
-            )
-        return all(flags), short
 
 
 def _check_time_axis(x):

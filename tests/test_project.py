@@ -61,3 +61,14 @@ def test_benchmark_script_quick():
     ).stdout
     for label in ("b/a =", "b/c =", "memory ratio", "compile ratio"):
         assert label in out
+
+
+def test_measure_benchmark_script_quick():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_measure.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    assert out.count("ratio") == 3

@@ -1,0 +1,399 @@
+"""Measuring how the gradient decays with distance in time.
+
+`measure(model, x, y)` runs one forward and backward pass with gradient
+probes (see `keras_gradwatch.layers`) and returns, for every measured layer,
+the profile ‖∂L/∂h_t‖ against the number of steps back from the loss, with
+its statistics (`keras_gradwatch.stats`).
+"""
+
+import dataclasses
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_gradwatch import _probing
+from keras_gradwatch import _sequence
+from keras_gradwatch import _state
+from keras_gradwatch import layers as probed_layers
+from keras_gradwatch import stats
+from keras_gradwatch.errors import InvalidInputError
+
+LOSS_STEPS = ("last", "all")
+
+# One compiled measurement per (model, loss, loss_steps), reused while the
+# model lives: a callback measures the same model many times.
+_compiled = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerProfile:
+    """The measured gradient profile of one layer, with its statistics.
+
+    Attributes:
+        name: Name of the layer (a shared layer's second call gets `#2`).
+        site: What was measured: `"state"` (∂L/∂h_t inside a
+            `keras_gradwatch.layers` recurrent layer), `"input"` (∂L/∂x_t at
+            the input of a stock Keras recurrent layer) or `"probe"` (at a
+            `keras_gradwatch.layers.Probe`).
+        profile: 1-D float array indexed by lag (lag 0 = the step nearest
+            the loss): mean over the batch of the L2 norm of the gradient at
+            that step.
+        decay_rate: `stats.decay_rate(profile)`.
+        horizon: `stats.horizon(profile, threshold)`.
+        truncation_bias: `stats.truncation_bias(profile, window)`, NaN when
+            no window is known.
+        suggested_window: `stats.suggested_window(profile, tolerance)`.
+    """
+
+    name: str
+    site: str
+    profile: np.ndarray
+    decay_rate: float
+    horizon: int
+    truncation_bias: float
+    suggested_window: int
+
+    @classmethod
+    def from_profile(cls, name, site, profile, window, threshold, tolerance):
+        """Computes the statistics of `profile`."""
+        profile = np.asarray(profile, dtype="float64")
+        return cls(
+            name=name,
+            site=site,
+            profile=profile,
+            decay_rate=stats.decay_rate(profile),
+            horizon=stats.horizon(profile, threshold),
+            truncation_bias=(
+                stats.truncation_bias(profile, window)
+                if window is not None
+                else float("nan")
+            ),
+            suggested_window=stats.suggested_window(profile, tolerance),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """What `measure` returns.
+
+    Attributes:
+        layers: Dict mapping each measured layer's name to its
+            `LayerProfile`, in the order the forward pass met them.
+        length: Number of time steps of the probe sequence.
+        sequences: Number of sequences averaged over.
+        loss_steps: `"last"` (loss at the final step) or `"all"`.
+        window: The window `truncation_bias` refers to, or None.
+    """
+
+    layers: dict
+    length: int
+    sequences: int
+    loss_steps: str
+    window: object
+
+    def summary(self):
+        """A plain-text table of the layers' statistics."""
+        lines = [
+            f"{'layer':<24} {'site':<6} {'decay':>7} {'horizon':>8} "
+            f"{'bias@' + str(self.window):>9} {'suggest':>8}"
+        ]
+        for record in self.layers.values():
+            lines.append(
+                f"{record.name:<24} {record.site:<6} "
+                f"{record.decay_rate:>7.4f} {record.horizon:>8d} "
+                f"{record.truncation_bias:>9.4f} {record.suggested_window:>8d}"
+            )
+        return "\n".join(lines)
+
+
+def measure(
+    model,
+    x,
+    y=None,
+    *,
+    loss=None,
+    loss_steps="last",
+    window=None,
+    threshold=stats.DEFAULT_HORIZON_THRESHOLD,
+    tolerance=stats.DEFAULT_BIAS_TOLERANCE,
+):
+    """Measures ‖∂L/∂h_t‖ against the number of steps back from the loss.
+
+    One forward and backward pass over `x` (in inference mode) with zero
+    probes at every measured site:
+
+    - layers of `keras_gradwatch.layers` (`SimpleRNN`, `GRU`, `LSTM`,
+      `RNN`): the total derivative ∂L/∂h_t of the recurrent state, through
+      the outputs and through the recurrence;
+    - stock Keras recurrent layers and `Bidirectional` wrappers, anywhere in
+      the model: ∂L/∂x_t at their input (cast to float first, so token ids
+      or booleans are measured at the tensor the layer computes on);
+    - `keras_gradwatch.layers.Probe` layers: ∂L/∂x_t where they stand.
+
+    The measurement starts from a zero recurrent state and restores the
+    state afterwards; it changes no weights, no state and no metric. On a
+    `TruncatedBPTT` model it measures the wrapped model over the whole
+    sequence, not window by window, so the profile shows what the window
+    cuts off.
+
+    Args:
+        model: A Keras model, or a `TruncatedBPTT`.
+        x: Input batch `(batch, T, ...)` (numpy or tensor, possibly nested).
+            Stateful models use their first `batch_size` sequences (fewer
+            are padded).
+        y: Targets. Without targets the "loss" is the sum of the outputs at
+            the final step: the profile then shows how much the final
+            outputs depend on each earlier step.
+        loss: A Keras loss (name, function or `keras.losses.Loss`).
+            Defaults to the model's compiled loss.
+        loss_steps: `"last"` (default): the loss at the final step only, so
+            the x axis is "steps back from the loss". `"all"`: the mean loss
+            over all steps, as in training.
+        window: Window for `truncation_bias`. Defaults to `backprop` of a
+            `TruncatedBPTT` model (the steps each update reaches), else none.
+        threshold: Relative threshold of `horizon` (default 0.01).
+        tolerance: Tolerance of `suggested_window` (default 0.05).
+
+    Returns:
+        A `Measurement`; `.layers[name].profile` is the profile of a layer.
+
+    Raises:
+        InvalidInputError: If `x` has no time axis, `loss_steps` is unknown,
+            targets come without a loss, or the model holds nothing to probe.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_gradwatch import layers, measure
+    >>> model = keras.Sequential([
+    ...     keras.Input((None, 2)),
+    ...     layers.SimpleRNN(8, name="rnn"),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> result = measure(model, np.ones((4, 30, 2), "float32"))
+    >>> result.layers["rnn"].profile.shape
+    (30,)
+    >>> result.layers["rnn"].decay_rate < 1.0
+    True
+    """
+    from keras_gradwatch.tbptt import TruncatedBPTT
+
+    if loss_steps not in LOSS_STEPS:
+        raise InvalidInputError(
+            f"Received: loss_steps={loss_steps!r}. Pass 'last' (the loss at "
+            "the final step) or 'all' (the mean loss over all steps)."
+        )
+    inner = model
+    if isinstance(model, TruncatedBPTT):
+        inner = model.model
+        window = model.backprop if window is None else window
+    if loss is None and y is not None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise InvalidInputError(
+                "Received targets y but no loss: the model is not compiled. "
+                "Pass loss=... (e.g. loss='mse'), or compile the model."
+            )
+    loss_fn = _loss_function(loss) if y is not None else None
+
+    x = keras.tree.map_structure(_to_tensor, x)
+    y = None if y is None else keras.tree.map_structure(_to_tensor, y)
+    _check_inputs(x)
+    stateful = _stateful_layers(inner)
+    batch_size = _state.state_batch_size(stateful)
+    rows = int(_sequence.first_leaf(x).shape[0])
+    if batch_size is not None:
+        x = _fit_rows(x, batch_size)
+        y = None if y is None else _fit_rows(y, batch_size)
+        rows = min(rows, batch_size)
+    length = int(_sequence.first_leaf(x).shape[1])
+
+    measurer = _measurer(inner, loss_fn, loss, loss_steps)
+    norms = measurer(x, y)
+    records = {}
+    for name, per_step in norms.items():
+        per_step = per_step.numpy()[:rows]  # drop batch padding
+        profile = per_step.mean(axis=0)[::-1]
+        records[name] = LayerProfile.from_profile(
+            name, measurer.kinds[name], profile, window, threshold, tolerance
+        )
+    return Measurement(
+        layers=records,
+        length=length,
+        sequences=rows,
+        loss_steps=loss_steps,
+        window=window,
+    )
+
+
+class _Measurer:
+    """A compiled probed forward/backward pass of one model."""
+
+    def __init__(self, model, loss_fn, loss_steps):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.loss_steps = loss_steps
+        self.kinds = {}
+        self.stock = _stock_recurrent_layers(model)
+        self.probed = [
+            layer
+            for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, (probed_layers.Probe, probed_layers._ProbedRecurrence))
+        ]
+        if not self.stock and not self.probed:
+            raise InvalidInputError(
+                f"measure found nothing to probe in model '{model.name}': it "
+                "has no recurrent layer (keras_gradwatch.layers or stock "
+                "Keras) and no keras_gradwatch.layers.Probe. Build it from "
+                "keras_gradwatch.layers, or insert keras_gradwatch.layers."
+                "Probe() on the (batch, time, ...) tensor to measure."
+            )
+        self.function = tf.function(self._run, reduce_retracing=True)
+
+    def __call__(self, x, y):
+        return self.function(x, y)
+
+    def _run(self, x, y):
+        variables = _state.state_variables(_stateful_layers(self.model))
+        saved = _state.read(variables)
+        _state.reset(variables)
+        with tf.GradientTape() as tape:
+            with _probing.session(tape, self.stock) as session:
+                y_pred = self.model(x, training=False)
+            total = self._loss(x, y, y_pred)
+        sites = session.sites
+        grads = tape.gradient(total, [site.probe for site in sites])
+        _state.assign(variables, saved)
+        if all(g is None for g in grads):
+            raise InvalidInputError(
+                f"The loss of model '{self.model.name}' does not depend on "
+                f"any probed tensor ({[s.name for s in sites]}), so there is "
+                "no gradient to measure. Check that the probed layers lie "
+                "between the inputs and the outputs."
+            )
+        self.kinds = {site.name: site.kind for site in sites}
+        return {
+            site.name: _per_step_norm(
+                tf.zeros_like(site.probe) if grad is None else grad
+            )
+            for site, grad in zip(sites, grads)
+        }
+
+    def _loss(self, x, y, y_pred):
+        has_time, _ = _sequence.output_time_axes(
+            self.model, x, _sequence.first_leaf(x).shape[0], 2
+        )
+        outputs = keras.tree.flatten(y_pred)
+        if has_time and self.loss_steps == "last":
+            outputs = [t[:, -1] for t in outputs]
+        if y is None:
+            return tf.add_n([tf.reduce_sum(tf.cast(t, "float32")) for t in outputs])
+        targets = keras.tree.flatten(y)
+        if has_time and self.loss_steps == "last":
+            targets = [t[:, -1] for t in targets]
+        if len(targets) != len(outputs):
+            raise InvalidInputError(
+                f"Received {len(targets)} targets for a model with "
+                f"{len(outputs)} outputs. Pass one target per output."
+            )
+        total = 0.0
+        for target, output in zip(targets, outputs):
+            values = tf.cast(self.loss_fn(target, output), "float32")
+            # Per-sequence loss (mean over steps, as in training), summed over
+            # the batch so each sequence's gradient keeps its own scale.
+            if values.shape.rank and values.shape.rank > 1:
+                values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+            total += tf.reduce_sum(values)
+        return total
+
+
+def _measurer(model, loss_fn, loss, loss_steps):
+    per_model = _compiled.setdefault(model, {})
+    key = (_loss_key(loss), loss_steps)
+    if key not in per_model:
+        per_model[key] = _Measurer(model, loss_fn, loss_steps)
+    return per_model[key]
+
+
+def _loss_key(loss):
+    if loss is None or isinstance(loss, str):
+        return loss
+    return id(loss)
+
+
+def _loss_function(loss):
+    """A function returning unreduced (per-sample) loss values."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+        return loss.call if isinstance(loss, keras.losses.Loss) else loss
+    if callable(loss):
+        return loss
+    raise InvalidInputError(
+        f"Received: loss={loss!r}. Pass a Keras loss: a name such as 'mse', "
+        "a function (y_true, y_pred) or a keras.losses.Loss. Models compiled "
+        "with one loss per output need loss= passed explicitly."
+    )
+
+
+def _per_step_norm(grad):
+    """L2 norm per (sequence, step) over the remaining axes."""
+    grad = tf.cast(grad, "float32")
+    axes = list(range(2, grad.shape.rank))
+    return tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes)) if axes else tf.abs(grad)
+
+
+def _stock_recurrent_layers(model):
+    """Stock Keras recurrent layers to probe at their input.
+
+    A `Bidirectional` around a stock layer is probed as a whole; layers of
+    `keras_gradwatch.layers` probe their own state instead.
+    """
+    found, inside = [], set()
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Bidirectional):
+            inner = (layer.forward_layer, layer.backward_layer)
+            inside.update(id(part) for part in inner)
+            if not any(isinstance(part, probed_layers._ProbedRecurrence) for part in inner):
+                found.append(layer)
+        elif (
+            isinstance(layer, keras.layers.RNN)
+            and not isinstance(layer, probed_layers._ProbedRecurrence)
+            and id(layer) not in inside
+        ):
+            found.append(layer)
+    return found
+
+
+def _stateful_layers(model):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.RNN) and layer.stateful
+    ]
+
+
+def _to_tensor(value):
+    if value is None or isinstance(value, tf.Tensor):
+        return value
+    return tf.convert_to_tensor(value)
+
+
+def _check_inputs(x):
+    for leaf in keras.tree.flatten(x):
+        if leaf is not None and len(leaf.shape) < 2:
+            raise InvalidInputError(
+                "measure needs sequences shaped (batch, time, ...), but "
+                f"received an input with shape {tuple(leaf.shape)}."
+            )
+
+
+def _fit_rows(structure, batch_size):
+    """First `batch_size` rows, zero-padded if fewer (stateful layers)."""
+    structure = keras.tree.map_structure(
+        lambda t: None if t is None else t[:batch_size], structure
+    )
+    return _sequence.pad_rows(structure, batch_size)
