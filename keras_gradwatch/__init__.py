@@ -12,14 +12,24 @@ Public API:
   `LayerProfile`).
 - `stats`: pure functions on a profile (`decay_rate`, `horizon`,
   `truncation_bias`, `suggested_window`).
+- `GradWatch`: the Keras callback that measures gradients during `fit`,
+  raises alerts (`Alert`) on exploding, non-finite or vanishing gradients and
+  keeps run records (`records.load_run` reads them back).
 - `errors`: the package's exceptions.
 """
 
+from keras_gradwatch import alerts
 from keras_gradwatch import errors
 from keras_gradwatch import layers
+from keras_gradwatch import records
 from keras_gradwatch import stats
+from keras_gradwatch.alerts import Alert
+from keras_gradwatch.callback import GradWatch
+from keras_gradwatch.errors import GradientAlertError
+from keras_gradwatch.errors import GradientWarning
 from keras_gradwatch.errors import InvalidInputError
 from keras_gradwatch.errors import KerasGradwatchError
+from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.measurement import LayerProfile
 from keras_gradwatch.measurement import Measurement
 from keras_gradwatch.measurement import measure
@@ -28,13 +38,20 @@ from keras_gradwatch.tbptt import TruncatedBPTT
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alert",
+    "GradWatch",
+    "GradientAlertError",
+    "GradientWarning",
     "InvalidInputError",
     "KerasGradwatchError",
     "LayerProfile",
     "Measurement",
+    "RunDirectoryError",
     "TruncatedBPTT",
+    "alerts",
     "errors",
     "layers",
     "measure",
+    "records",
     "stats",
 ]

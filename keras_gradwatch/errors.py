@@ -21,3 +21,40 @@ class InvalidInputError(KerasGradwatchError, ValueError):
     >>> issubclass(InvalidInputError, ValueError)
     True
     """
+
+
+class RunDirectoryError(KerasGradwatchError, OSError):
+    """A run folder that cannot be written, or records that cannot be read.
+
+    Example:
+
+    >>> from keras_gradwatch.errors import RunDirectoryError
+    >>> issubclass(RunDirectoryError, OSError)
+    True
+    """
+
+
+class GradientAlertError(KerasGradwatchError, RuntimeError):
+    """Raised by `GradWatch` for an alert whose action is `"raise"`.
+
+    Attributes:
+        alert: The `keras_gradwatch.Alert` that was raised.
+
+    Example:
+
+    >>> from keras_gradwatch.errors import GradientAlertError
+    >>> issubclass(GradientAlertError, RuntimeError)
+    True
+    """
+
+    def __init__(self, alert):
+        super().__init__(alert.message)
+        self.alert = alert
+
+
+class GradientWarning(UserWarning):
+    """Warning category of `GradWatch` alerts whose action is `"warn"`.
+
+    Filter it like any warning, e.g.
+    `warnings.simplefilter("error", GradientWarning)`.
+    """

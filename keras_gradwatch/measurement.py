@@ -85,6 +85,12 @@ class Measurement:
         sequences: Number of sequences averaged over.
         loss_steps: `"last"` (loss at the final step) or `"all"`.
         window: The window `truncation_bias` refers to, or None.
+        global_norm: With `gradient_norms=True`, the global L2 norm of the
+            gradient of the training loss (mean over sequences and steps)
+            with respect to the trainable weights; else None.
+        layer_norms: With `gradient_norms=True`, a dict mapping each
+            top-level layer with trainable weights to the L2 norm of its
+            weights' gradient; else None.
     """
 
     layers: dict
@@ -92,6 +98,8 @@ class Measurement:
     sequences: int
     loss_steps: str
     window: object
+    global_norm: object = None
+    layer_norms: object = None
 
     def summary(self):
         """A plain-text table of the layers' statistics."""
@@ -118,6 +126,7 @@ def measure(
     window=None,
     threshold=stats.DEFAULT_HORIZON_THRESHOLD,
     tolerance=stats.DEFAULT_BIAS_TOLERANCE,
+    gradient_norms=False,
 ):
     """Measures ‖∂L/∂h_t‖ against the number of steps back from the loss.
 
@@ -155,6 +164,9 @@ def measure(
             `TruncatedBPTT` model (the steps each update reaches), else none.
         threshold: Relative threshold of `horizon` (default 0.01).
         tolerance: Tolerance of `suggested_window` (default 0.05).
+        gradient_norms: Also return the global and per-layer norms of the
+            weights' gradient of the training loss (mean over sequences and
+            steps), from the same forward pass.
 
     Returns:
         A `Measurement`; `.layers[name].profile` is the profile of a layer.
@@ -177,6 +189,38 @@ def measure(
     (30,)
     >>> result.layers["rnn"].decay_rate < 1.0
     True
+    """
+    return _measure(
+        model,
+        x,
+        y,
+        loss=loss,
+        loss_steps=loss_steps,
+        window=window,
+        threshold=threshold,
+        tolerance=tolerance,
+        gradient_norms=gradient_norms,
+        profiles=True,
+    )
+
+
+def _measure(
+    model,
+    x,
+    y,
+    *,
+    loss,
+    loss_steps,
+    window,
+    threshold,
+    tolerance,
+    gradient_norms,
+    profiles,
+):
+    """`measure`, where `profiles=None` measures time profiles if it can.
+
+    With `profiles=None`, a model with nothing to probe (e.g. feed-forward)
+    gets gradient norms only.
     """
     from keras_gradwatch.tbptt import TruncatedBPTT
 
@@ -208,41 +252,53 @@ def measure(
         x = _fit_rows(x, batch_size)
         y = None if y is None else _fit_rows(y, batch_size)
         rows = min(rows, batch_size)
-    length = int(_sequence.first_leaf(x).shape[1])
+    total_rows = int(_sequence.first_leaf(x).shape[0])
+    row_weight = tf.constant([1.0] * rows + [0.0] * (total_rows - rows))
 
-    measurer = _measurer(inner, loss_fn, loss, loss_steps)
-    norms = measurer(x, y)
+    measurer = _measurer(inner, loss_fn, loss, loss_steps, gradient_norms, profiles)
+    out = measurer(x, y, row_weight)
     records = {}
-    for name, per_step in norms.items():
+    for name, per_step in out["profiles"].items():
         per_step = per_step.numpy()[:rows]  # drop batch padding
         profile = per_step.mean(axis=0)[::-1]
         records[name] = LayerProfile.from_profile(
             name, measurer.kinds[name], profile, window, threshold, tolerance
         )
+    norms = {name: float(v) for name, v in out["norms"].items()}
     return Measurement(
         layers=records,
-        length=length,
+        length=int(_sequence.first_leaf(x).shape[1]),
         sequences=rows,
         loss_steps=loss_steps,
         window=window,
+        global_norm=(
+            float(np.sqrt(sum(v**2 for v in norms.values())))
+            if gradient_norms
+            else None
+        ),
+        layer_norms=norms if gradient_norms else None,
     )
 
 
 class _Measurer:
     """A compiled probed forward/backward pass of one model."""
 
-    def __init__(self, model, loss_fn, loss_steps):
+    def __init__(self, model, loss_fn, loss_steps, gradient_norms, profiles):
         self.model = model
         self.loss_fn = loss_fn
         self.loss_steps = loss_steps
+        self.gradient_norms = gradient_norms
         self.kinds = {}
         self.stock = _stock_recurrent_layers(model)
-        self.probed = [
+        probed = [
             layer
             for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, (probed_layers.Probe, probed_layers._ProbedRecurrence))
+            if isinstance(
+                layer, (probed_layers.Probe, probed_layers._ProbedRecurrence)
+            )
         ]
-        if not self.stock and not self.probed:
+        self.profiles = bool(self.stock or probed)
+        if profiles and not self.profiles:
             raise InvalidInputError(
                 f"measure found nothing to probe in model '{model.name}': it "
                 "has no recurrent layer (keras_gradwatch.layers or stock "
@@ -250,70 +306,109 @@ class _Measurer:
                 "keras_gradwatch.layers, or insert keras_gradwatch.layers."
                 "Probe() on the (batch, time, ...) tensor to measure."
             )
+        # Weight gradients are reported per top-level layer.
+        self.weight_groups = [
+            (layer.name, layer.trainable_variables)
+            for layer in model.layers
+            if layer.trainable_variables
+        ]
         self.function = tf.function(self._run, reduce_retracing=True)
 
-    def __call__(self, x, y):
-        return self.function(x, y)
+    def __call__(self, x, y, row_weight):
+        return self.function(x, y, row_weight)
 
-    def _run(self, x, y):
+    def _run(self, x, y, row_weight):
         variables = _state.state_variables(_stateful_layers(self.model))
         saved = _state.read(variables)
         _state.reset(variables)
-        with tf.GradientTape() as tape:
-            with _probing.session(tape, self.stock) as session:
-                y_pred = self.model(x, training=False)
-            total = self._loss(x, y, y_pred)
-        sites = session.sites
-        grads = tape.gradient(total, [site.probe for site in sites])
-        _state.assign(variables, saved)
-        if all(g is None for g in grads):
-            raise InvalidInputError(
-                f"The loss of model '{self.model.name}' does not depend on "
-                f"any probed tensor ({[s.name for s in sites]}), so there is "
-                "no gradient to measure. Check that the probed layers lie "
-                "between the inputs and the outputs."
-            )
-        self.kinds = {site.name: site.kind for site in sites}
-        return {
-            site.name: _per_step_norm(
-                tf.zeros_like(site.probe) if grad is None else grad
-            )
-            for site, grad in zip(sites, grads)
-        }
-
-    def _loss(self, x, y, y_pred):
-        has_time, _ = _sequence.output_time_axes(
+        has_time = self.profiles and _sequence.output_time_axes(
             self.model, x, _sequence.first_leaf(x).shape[0], 2
-        )
+        )[0]
+        with tf.GradientTape(persistent=True) as tape:
+            with _probing.session(tape, self.stock if self.profiles else ()) as session:
+                y_pred = self.model(x, training=False)
+            if self.profiles:
+                # Summed over sequences: each keeps its own gradient scale.
+                profile_loss = tf.reduce_sum(
+                    self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
+                )
+            if self.gradient_norms:
+                # As in training: the mean over sequences and steps.
+                per_sequence = self._per_sequence_loss(y, y_pred, has_time, "all")
+                weight_loss = tf.reduce_sum(per_sequence * row_weight) / tf.reduce_sum(
+                    row_weight
+                )
+        sites = session.sites
+        out = {"profiles": {}, "norms": {}}
+        if self.profiles:
+            grads = tape.gradient(profile_loss, [site.probe for site in sites])
+            if all(g is None for g in grads):
+                raise InvalidInputError(
+                    f"The loss of model '{self.model.name}' does not depend on "
+                    f"any probed tensor ({[s.name for s in sites]}), so there "
+                    "is no gradient to measure. Check that the probed layers "
+                    "lie between the inputs and the outputs."
+                )
+            self.kinds = {site.name: site.kind for site in sites}
+            out["profiles"] = {
+                site.name: _per_step_norm(
+                    tf.zeros_like(site.probe) if grad is None else grad
+                )
+                for site, grad in zip(sites, grads)
+            }
+        if self.gradient_norms:
+            for name, weights in self.weight_groups:
+                grads = [
+                    g
+                    for g in tape.gradient(weight_loss, weights)
+                    if g is not None
+                ]
+                out["norms"][name] = (
+                    tf.cast(tf.linalg.global_norm(grads), "float32")
+                    if grads
+                    else tf.constant(0.0)
+                )
+        del tape
+        _state.assign(variables, saved)
+        return out
+
+    def _per_sequence_loss(self, y, y_pred, has_time, loss_steps):
+        """The loss of each sequence, shape (batch,)."""
         outputs = keras.tree.flatten(y_pred)
-        if has_time and self.loss_steps == "last":
+        if has_time and loss_steps == "last":
             outputs = [t[:, -1] for t in outputs]
         if y is None:
-            return tf.add_n([tf.reduce_sum(tf.cast(t, "float32")) for t in outputs])
+            return tf.add_n([_per_row(tf.cast(t, "float32"), tf.reduce_sum) for t in outputs])
         targets = keras.tree.flatten(y)
-        if has_time and self.loss_steps == "last":
+        if has_time and loss_steps == "last":
             targets = [t[:, -1] for t in targets]
         if len(targets) != len(outputs):
             raise InvalidInputError(
                 f"Received {len(targets)} targets for a model with "
                 f"{len(outputs)} outputs. Pass one target per output."
             )
-        total = 0.0
-        for target, output in zip(targets, outputs):
-            values = tf.cast(self.loss_fn(target, output), "float32")
-            # Per-sequence loss (mean over steps, as in training), summed over
-            # the batch so each sequence's gradient keeps its own scale.
-            if values.shape.rank and values.shape.rank > 1:
-                values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
-            total += tf.reduce_sum(values)
-        return total
+        return tf.add_n(
+            [
+                _per_row(tf.cast(self.loss_fn(target, output), "float32"), tf.reduce_mean)
+                for target, output in zip(targets, outputs)
+            ]
+        )
 
 
-def _measurer(model, loss_fn, loss, loss_steps):
+def _per_row(values, reduce):
+    """Reduces every axis but the batch axis."""
+    if values.shape.rank is None or values.shape.rank <= 1:
+        return values
+    return reduce(values, axis=list(range(1, values.shape.rank)))
+
+
+def _measurer(model, loss_fn, loss, loss_steps, gradient_norms, profiles):
     per_model = _compiled.setdefault(model, {})
-    key = (_loss_key(loss), loss_steps)
+    key = (_loss_key(loss), loss_steps, gradient_norms, profiles)
     if key not in per_model:
-        per_model[key] = _Measurer(model, loss_fn, loss_steps)
+        per_model[key] = _Measurer(
+            model, loss_fn, loss_steps, gradient_norms, profiles
+        )
     return per_model[key]
 
 

@@ -76,6 +76,37 @@ def decay_rate(profile) -> float:
     return float("nan")
 
 
+def tail_decay_rate(profile, fraction: float = 0.25) -> float:
+    """`decay_rate` of the far end of the profile (its last `fraction`).
+
+    Far from the loss, the profile follows the recurrence's own rate: a
+    gradient that first falls and then grows again with the lag is
+    exploding, even when the rate fitted over the whole profile is below 1.
+
+    Args:
+        profile: 1-D array indexed by lag.
+        fraction: Share of the lags, counted from the far end (default a
+            quarter).
+
+    Returns:
+        The fitted factor over the far lags (see `decay_rate` for edge
+        cases).
+
+    Example:
+
+    >>> round(tail_decay_rate([8.0, 4.0, 2.0, 1.0, 2.0, 4.0, 8.0], 0.5), 6)
+    2.0
+    """
+    if not 0 < fraction <= 1:
+        raise InvalidInputError(
+            f"Received: fraction={fraction!r}. Pass a share of the lags in "
+            "(0, 1], e.g. 0.5."
+        )
+    values = _as_profile(profile)
+    start = int(values.size - math.ceil(values.size * fraction))
+    return decay_rate(values[start:])
+
+
 def horizon(profile, threshold: float = DEFAULT_HORIZON_THRESHOLD) -> int:
     """How many steps back the gradient reaches.
 

@@ -12,3 +12,66 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,
+                        steps=None, tbptt=True, nan_step=None):
+    """Writes records like GradWatch's, without training anything.
+
+    Profiles decay as rate**lag with a rate that improves over training.
+    """
+    import numpy as np
+
+    from keras_gradwatch import records
+
+    steps = steps or max(1, measurements * 5)
+    writer = records.RunWriter(path)
+    writer.open()
+    writer.write_json(
+        records.RUN,
+        {
+            "format": 1,
+            "model": "synthetic",
+            "tbptt": {"window": 10, "backprop": 15, "reset": "batch"} if tbptt else None,
+            "settings": {"every": 5},
+            "fits": [{"started": 0.0, "first_step": 0}],
+        },
+    )
+    rng = np.random.default_rng(0)
+    for step in range(1, steps + 1):
+        norm = float("nan") if step == nan_step else float(1.0 + rng.random())
+        writer.append(
+            records.STEPS,
+            {"step": step, "epoch": step // 10, "loss": 1.0 / step,
+             "grad_norm": norm, "skipped_updates": 0},
+            flush=False,
+        )
+    lags = np.arange(length)
+    for index in range(measurements):
+        step = index * 5
+        rates = {name: 0.6 + 0.35 * index / max(1, measurements - 1) - 0.05 * k
+                 for k, name in enumerate(layers)}
+        profiles = {name: 2.0 * rates[name] ** lags for name in layers}
+        relative = writer.write_profiles(index, profiles)
+        writer.append(
+            records.MEASUREMENTS,
+            {
+                "index": index, "step": step, "epoch": step // 10, "length": length,
+                "global_norm": 1.5, "layer_norms": {name: 1.0 for name in layers},
+                "window": 15, "profiles": relative,
+                "layers": {
+                    name: {"site": "state", "decay_rate": rates[name], "horizon": 9,
+                           "truncation_bias": 0.01, "suggested_window": 7, "lag0": 2.0}
+                    for name in layers
+                },
+            },
+        )
+    for kind, step in (("exploding", 3), ("vanishing", 7), ("nonfinite", 9)):
+        writer.append(
+            records.ALERTS,
+            {"kind": kind, "step": step, "epoch": 0, "layer": layers[0],
+             "value": 12.5, "threshold": 10.0, "signal": "grad_norm",
+             "message": f"A {kind} alert <with markup & a suggestion>.", "suppressed": 2},
+        )
+    writer.close()
+    return path

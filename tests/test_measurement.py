@@ -6,6 +6,7 @@ import runpy
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_gradwatch import InvalidInputError
 from keras_gradwatch import TruncatedBPTT
@@ -247,3 +248,24 @@ def test_summary_lists_each_layer():
     result = measure(linear_rnn(0.5), sequences(), window=4)
     text = result.summary()
     assert "rnn" in text and "bias@4" in text
+
+
+def test_gradient_norms_match_the_training_loss_gradient():
+    model = keras.Sequential(
+        [
+            keras.Input((None, 2)),
+            layers.GRU(4, return_sequences=True, name="gru"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
+    x = sequences(features=2)
+    y = np.cumsum(x[..., :1], axis=1)
+    result = measure(model, x, y, loss="mse", gradient_norms=True)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y, model(x))
+    grads = tape.gradient(loss, model.trainable_variables)
+    gru = tf.linalg.global_norm(grads[:3]).numpy()
+    head = tf.linalg.global_norm(grads[3:]).numpy()
+    assert result.layer_norms == pytest.approx({"gru": gru, "head": head}, rel=1e-5)
+    assert result.global_norm == pytest.approx(np.hypot(gru, head), rel=1e-5)
+    assert measure(model, x, y, loss="mse").global_norm is None

@@ -90,3 +90,14 @@ def test_suggested_window_edge_cases():
 def test_profile_must_be_one_dimensional():
     with pytest.raises(InvalidInputError, match="1-D"):
         stats.decay_rate(np.ones((2, 3)))
+
+
+def test_tail_decay_rate_sees_growth_after_a_dip():
+    profile = np.concatenate([0.5 ** np.arange(10), 0.5**9 * 1.3 ** np.arange(1, 11)])
+    assert stats.decay_rate(profile) < 1.0
+    assert stats.tail_decay_rate(profile, 0.5) == pytest.approx(1.3, rel=1e-9)
+    assert stats.tail_decay_rate(profile) == pytest.approx(1.3, rel=1e-9)
+    assert stats.tail_decay_rate(0.9 ** np.arange(20)) == pytest.approx(0.9)
+    assert math.isnan(stats.tail_decay_rate([1.0, 2.0, 3.0]))  # one lag left
+    with pytest.raises(InvalidInputError, match="fraction=0"):
+        stats.tail_decay_rate([1.0], fraction=0)

@@ -1,0 +1,230 @@
+"""Gradient alerts: what they hold, how they are detected and reported.
+
+Three kinds of alert, each with a concrete suggestion in its message:
+
+- `"nonfinite"`: NaN or Inf in the loss or the gradients;
+- `"exploding"`: a gradient norm far above its recent median, or above a
+  user maximum, a loss jump, or a time profile that grows going back in time;
+- `"vanishing"`: the far end of a measured profile receives less than a
+  small fraction of the gradient at the loss.
+
+An `AlertDispatcher` applies the action configured for each kind (`"warn"`,
+`"stop"`, `"raise"`, or a callable) and rate-limits repeats: the same kind
+on the same layer is reported at its 1st, 2nd, 4th, 8th... occurrence, each
+report saying how many were left unreported since the previous one.
+"""
+
+import collections
+import dataclasses
+import logging
+import math
+import statistics
+import warnings
+
+from keras_gradwatch.errors import GradientAlertError
+from keras_gradwatch.errors import GradientWarning
+from keras_gradwatch.errors import InvalidInputError
+
+KINDS = ("nonfinite", "exploding", "vanishing")
+ACTIONS = ("warn", "stop", "raise")
+DEFAULT_ACTIONS = {"nonfinite": "stop", "exploding": "warn", "vanishing": "warn"}
+
+logger = logging.getLogger("keras_gradwatch")
+# A library logs only where the application configured logging; the
+# GradientWarning is what reaches the console by default.
+logger.addHandler(logging.NullHandler())
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """One gradient alert.
+
+    Attributes:
+        kind: `"nonfinite"`, `"exploding"` or `"vanishing"`.
+        step: Training step (counted across `fit` calls) it was seen at.
+        epoch: Epoch (counted across `fit` calls), from 0.
+        layer: Name of the layer concerned, or None for the whole model.
+        value: The value that triggered it (a norm, a loss, a ratio...).
+        threshold: The threshold it crossed, or None.
+        message: What happened and what to do about it.
+        signal: What was checked, e.g. `"grad_norm"`, `"loss"`,
+            `"profile"`, `"layer_norm"`.
+        suppressed: Occurrences of the same alert left unreported since the
+            previous report.
+    """
+
+    kind: str
+    step: int
+    epoch: int
+    layer: object
+    value: float
+    threshold: object
+    message: str
+    signal: str = ""
+    suppressed: int = 0
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def resolve_actions(nonfinite, exploding, vanishing):
+    """Validates the action of each kind."""
+    actions = {"nonfinite": nonfinite, "exploding": exploding, "vanishing": vanishing}
+    for kind, action in actions.items():
+        if action not in ACTIONS and not callable(action):
+            raise InvalidInputError(
+                f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise' "
+                "or a callable taking the Alert."
+            )
+    return actions
+
+
+class AlertDispatcher:
+    """Applies each alert's action, rate-limited per (kind, layer).
+
+    Args:
+        actions: Dict mapping each kind to its action.
+        record: Function called with each reported `Alert` (to write it).
+        stop: Function called for the `"stop"` action.
+    """
+
+    def __init__(self, actions, record, stop):
+        self.actions = actions
+        self._record = record
+        self._stop = stop
+        self.counts = collections.Counter()  # every occurrence, per kind
+        self._seen = collections.Counter()  # occurrences per (kind, layer)
+        self._unreported = collections.Counter()
+
+    def due(self, key):
+        """Whether the next occurrence of `key` will be reported."""
+        seen = self._seen[key] + 1
+        return not seen & (seen - 1)  # the 1st, 2nd, 4th, 8th...
+
+    def skip(self, kind, key):
+        """Counts an occurrence that is not reported."""
+        self.counts[kind] += 1
+        self._seen[key] += 1
+        self._unreported[key] += 1
+
+    def dispatch(self, alert, key=None):
+        """Counts the alert; reports it and acts unless rate-limited.
+
+        Args:
+            alert: The `Alert`.
+            key: What counts as "the same alert" for rate limiting; defaults
+                to `(kind, signal, layer)`.
+
+        Returns:
+            The reported alert (with its `suppressed` count), or None.
+        """
+        key = (alert.kind, alert.signal, alert.layer) if key is None else key
+        if not self.due(key):
+            self.skip(alert.kind, key)
+            return None
+        self.counts[alert.kind] += 1
+        self._seen[key] += 1
+        alert = dataclasses.replace(alert, suppressed=self._unreported.pop(key, 0))
+        self._record(alert)
+        action = self.actions[alert.kind]
+        if callable(action):
+            action(alert)
+        elif action == "warn":
+            text = alert.message
+            if alert.suppressed:
+                text += (
+                    f" ({alert.suppressed} similar alerts not shown since the "
+                    "last one.)"
+                )
+            logger.warning(text)
+            warnings.warn(text, GradientWarning, stacklevel=2)
+        elif action == "stop":
+            logger.warning(alert.message + " Stopping training.")
+            self._stop()
+        elif action == "raise":
+            raise GradientAlertError(alert)
+        return alert
+
+
+class RollingWindow:
+    """The last `size` finite values added, with their median and maximum.
+
+    Args:
+        size: Number of values kept.
+
+    Example:
+
+    >>> window = RollingWindow(3)
+    >>> for value in (1.0, 5.0, 2.0, 3.0):
+    ...     window.add(value)
+    >>> window.median(), window.max()
+    (3.0, 5.0)
+    """
+
+    def __init__(self, size=100):
+        self._values = collections.deque(maxlen=size)
+
+    def add(self, value):
+        if value is not None and math.isfinite(value):
+            self._values.append(float(value))
+
+    def __len__(self):
+        return len(self._values)
+
+    def median(self):
+        return statistics.median(self._values) if self._values else float("nan")
+
+    def max(self):
+        return max(self._values) if self._values else float("nan")
+
+
+def spike_ratio(value, history, warmup):
+    """`value / median(history)` once `history` holds `warmup` values.
+
+    Returns:
+        The ratio, or None during the warm-up or when the median is zero.
+    """
+    if len(history) < warmup:
+        return None
+    median = history.median()
+    if not median > 0:
+        return None
+    return value / median
+
+
+def clip_suggestion(norms):
+    """A `global_clipnorm` around the typical norm (Pascanu et al. 2013).
+
+    Args:
+        norms: A `RollingWindow` of recent finite gradient norms.
+
+    Returns:
+        The median recent norm rounded to 2 significant digits, or None
+        when no norm was observed yet.
+    """
+    if not len(norms):
+        return None
+    median = norms.median()
+    if not median > 0:
+        return None
+    return float(f"{median:.2g}")
+
+
+def clip_advice(clipnorm, lead="Clip"):
+    """The sentence that suggests gradient clipping.
+
+    Args:
+        clipnorm: A suggested `global_clipnorm`, or None.
+        lead: First word of the sentence ("Clip", or "or clip" to continue
+            a sentence).
+    """
+    if clipnorm is None:
+        return (
+            f"{lead} gradients, e.g. optimizer=keras.optimizers.Adam("
+            "global_clipnorm=1.0), with the threshold around the typical "
+            "gradient norm once GradWatch has seen a few (Pascanu et al. 2013)."
+        )
+    return (
+        f"{lead} gradients around the typical norm (Pascanu et al. 2013): "
+        f"optimizer=keras.optimizers.Adam(global_clipnorm={clipnorm:g})."
+    )

@@ -1,0 +1,133 @@
+"""The `gradwatch` command: review runs from their saved records.
+
+    gradwatch report RUN_DIR            redraw the plots, write report.html
+    gradwatch summary RUN_DIR           print the summary table
+    gradwatch compare RUN_A RUN_B ...   decay profiles of several runs
+
+Also `python -m keras_gradwatch ...`. A bad path or damaged records give a
+one-line message on stderr and exit status 1; bad usage exits with 2.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_gradwatch import plots  # noqa: E402
+from keras_gradwatch import records  # noqa: E402
+from keras_gradwatch import report  # noqa: E402
+from keras_gradwatch.errors import KerasGradwatchError  # noqa: E402
+
+
+def _number(value, digits=4):
+    number = records.number(value) if value is not None else None
+    if number is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{number:.{digits}g}"
+
+
+def summary_text(run):
+    """The summary table of a run, as plain text."""
+    summary = records.summarize(run)
+    tbptt = run.settings.get("tbptt")
+    lines = [
+        f"Run {run.path} (model {run.settings.get('model', '?')}"
+        + (
+            f", TBPTT window={tbptt.get('window')} backprop={tbptt.get('backprop')}"
+            if tbptt
+            else ""
+        )
+        + f"): {summary['status']}, {summary['steps']} steps, "
+        f"{summary['epochs']} epoch(s), {summary['measurements']} measurement(s).",
+        "",
+    ]
+    if summary["layers"]:
+        header = (
+            f"{'layer':<24} {'site':<6} {'decay/step':>10} {'horizon':>8} "
+            f"{'bias@window':>12} {'window':>7} {'suggested':>10}"
+        )
+        lines += [header, "-" * len(header)]
+        for name, v in summary["layers"].items():
+            lines.append(
+                f"{name:<24} {str(v.get('site', '')):<6} "
+                f"{_number(v.get('decay_rate')):>10} {_number(v.get('horizon')):>8} "
+                f"{_number(v.get('truncation_bias')):>12} {_number(v.get('window')):>7} "
+                f"{_number(v.get('suggested_window')):>10}"
+            )
+        lines.append("")
+    else:
+        lines += ["No time profile was measured.", ""]
+    alerts = ", ".join(f"{k} {n}" for k, n in summary["alerts"].items())
+    lines += [
+        f"median gradient norm:      {_number(summary['median_grad_norm'])}",
+        f"suggested global_clipnorm: {_number(summary['suggested_clipnorm'])}",
+        f"skipped updates:           {_number(summary['skipped_updates'])}",
+        f"alerts:                    {alerts}",
+    ]
+    return "\n".join(lines)
+
+
+def _report(args):
+    path = report.write_report(args.run_dir)
+    print(f"Wrote {path} (and the plots next to it).")
+
+
+def _summary(args):
+    print(summary_text(records.load_run(args.run_dir)))
+
+
+def _compare(args):
+    runs = [records.load_run(path) for path in args.run_dirs]
+    path = plots.plot_comparison(runs, args.output, layer=args.layer)
+    print(f"Wrote {path}.")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="gradwatch",
+        description="Review GradWatch runs from their saved records.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser(
+        "report", help="redraw the plots and write report.html into RUN_DIR"
+    )
+    command.add_argument("run_dir")
+    command.set_defaults(func=_report)
+    command = commands.add_parser("summary", help="print the summary table")
+    command.add_argument("run_dir")
+    command.set_defaults(func=_summary)
+    command = commands.add_parser(
+        "compare", help="draw the latest decay profile of several runs"
+    )
+    command.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    command.add_argument(
+        "-o", "--output", default="gradwatch-compare.png", help="PNG to write"
+    )
+    command.add_argument("--layer", help="layer to compare (default: the first)")
+    command.set_defaults(func=_compare)
+    return parser
+
+
+def main(argv=None):
+    """Runs the command; returns its exit status.
+
+    Example:
+
+    >>> from keras_gradwatch import cli
+    >>> cli.main(["summary", "/no/such/run"])
+    1
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (KerasGradwatchError, OSError) as error:
+        print(f"gradwatch {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Run records: the files `GradWatch` writes and the plots and CLI read.
+
+A run folder holds:
+
+- `run.json`: the run's settings and one entry per `fit` call;
+- `steps.jsonl`: one object per training step (`step`, `epoch`, `loss`, and
+  on `TruncatedBPTT` models `grad_norm` and `skipped_updates`);
+- `measurements.jsonl`: one object per measurement (gradient norms, and per
+  measured layer its site and statistics), with the profiles in
+  `profiles/NNNNNN.npz` (one array per layer, indexed by lag);
+- `alerts.jsonl`: one object per reported alert, with a `"kind"` field;
+- `summary.json`: the run's figures, rewritten at each epoch end and at the
+  end of training.
+
+JSON Lines files are only appended to, one whole line per record, and
+flushed; JSON and `.npz` files are written to a temporary file and renamed
+into place. After an exception, a `KeyboardInterrupt` or a stop, every file
+holds complete, readable records. Non-finite numbers are written as the
+strings `"NaN"`, `"Infinity"` and `"-Infinity"` (JSON has no literal for
+them); `number()` reads them back.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+
+from keras_gradwatch.errors import RunDirectoryError
+
+RUN = "run.json"
+STEPS = "steps.jsonl"
+MEASUREMENTS = "measurements.jsonl"
+ALERTS = "alerts.jsonl"
+SUMMARY = "summary.json"
+PROFILES = "profiles"
+FORMAT_VERSION = 1
+
+
+def encode(value):
+    """Makes a value JSON-safe: numpy scalars, arrays, non-finite floats."""
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return encode(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    return value
+
+
+def number(value):
+    """Reads a number written by `encode`; None stays None."""
+    if value is None:
+        return None
+    return float(value)
+
+
+class RunWriter:
+    """Appends records to a run folder (see the module docstring).
+
+    Args:
+        log_dir: The run folder; created if missing.
+    """
+
+    def __init__(self, log_dir):
+        self.path = pathlib.Path(log_dir)
+        self._files = {}
+
+    def open(self):
+        """Creates the folder and checks that it can be written.
+
+        Raises:
+            RunDirectoryError: If the folder cannot be created or written.
+        """
+        try:
+            (self.path / PROFILES).mkdir(parents=True, exist_ok=True)
+            check = self.path / f".write-check-{os.getpid()}"
+            check.write_text("ok")
+            check.unlink()
+        except OSError as error:
+            raise RunDirectoryError(
+                f"Cannot write the run folder. Received: log_dir="
+                f"'{self.path}' ({error.strerror or error}). Pass a folder "
+                "you can write to, e.g. GradWatch('runs/exp1')."
+            ) from error
+
+    def append(self, name, record, flush=True):
+        """Appends one record (a dict) as one line of `name`."""
+        handle = self._files.get(name)
+        if handle is None:
+            handle = open(self.path / name, "a", encoding="utf-8")
+            self._files[name] = handle
+        handle.write(json.dumps(encode(record), allow_nan=False) + "\n")
+        if flush:
+            handle.flush()
+
+    def flush(self):
+        for handle in self._files.values():
+            handle.flush()
+
+    def write_json(self, name, obj):
+        """Writes `name` atomically (temporary file, then rename)."""
+        text = json.dumps(encode(obj), indent=2, allow_nan=False)
+        self._replace(self.path / name, lambda f: f.write(text.encode("utf-8")))
+
+    def write_profiles(self, index, profiles):
+        """Writes one measurement's profiles; returns the relative path."""
+        relative = f"{PROFILES}/{index:06d}.npz"
+        arrays = {name: np.asarray(p, dtype="float64") for name, p in profiles.items()}
+        self._replace(self.path / relative, lambda f: np.savez(f, **arrays))
+        return relative
+
+    def close(self):
+        for handle in self._files.values():
+            handle.close()
+        self._files = {}
+
+    @staticmethod
+    def _replace(target, write):
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+
+
+@dataclasses.dataclass
+class Run:
+    """The records of one run folder, as read back by `load_run`.
+
+    Attributes:
+        path: The run folder.
+        settings: Contents of `run.json` (empty dict if missing).
+        steps: List of step records.
+        measurements: List of measurement records.
+        alerts: List of alert records.
+        summary: Contents of `summary.json`, or None if not written yet.
+    """
+
+    path: pathlib.Path
+    settings: dict
+    steps: list
+    measurements: list
+    alerts: list
+    summary: object
+
+    def profiles(self, measurement):
+        """The profiles of a measurement record: dict of name -> array."""
+        relative = measurement.get("profiles")
+        if not relative:
+            return {}
+        try:
+            with np.load(self.path / relative, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(
+                f"Damaged profile file '{self.path / relative}': {error}."
+            ) from error
+
+    @property
+    def resume_point(self):
+        """`(step, epoch, measurements)` reached by the records so far."""
+        step = max((int(r.get("step", 0)) for r in self.steps), default=0)
+        step = max(
+            [step] + [int(r.get("step", 0)) for r in self.measurements + self.alerts]
+        )
+        epoch = max((int(r.get("epoch", 0)) for r in self.steps), default=0)
+        return step, epoch, len(self.measurements)
+
+
+def load_run(log_dir):
+    """Reads a run folder written by `GradWatch`.
+
+    A run that crashed reads fine: a last line cut short by a crash is
+    skipped. Any other unreadable line is an error.
+
+    Args:
+        log_dir: The run folder.
+
+    Returns:
+        A `Run`.
+
+    Raises:
+        RunDirectoryError: If the folder does not exist, holds no records,
+            or a record is damaged.
+
+    Example:
+
+    >>> import tempfile
+    >>> from keras_gradwatch.records import RunWriter, load_run
+    >>> writer = RunWriter(tempfile.mkdtemp())
+    >>> writer.open()
+    >>> writer.append("steps.jsonl", {"step": 1, "loss": float("nan")})
+    >>> writer.close()
+    >>> load_run(writer.path).steps
+    [{'step': 1, 'loss': 'NaN'}]
+    """
+    path = pathlib.Path(log_dir)
+    if not path.is_dir():
+        raise RunDirectoryError(
+            f"No run folder at '{path}'. Pass the log_dir given to GradWatch."
+        )
+    names = (RUN, STEPS, MEASUREMENTS, ALERTS, SUMMARY)
+    if not any((path / name).exists() for name in names):
+        raise RunDirectoryError(
+            f"'{path}' holds no GradWatch records (none of {', '.join(names)})."
+        )
+    return Run(
+        path=path,
+        settings=_read_json(path / RUN) or {},
+        steps=_read_lines(path / STEPS),
+        measurements=_read_lines(path / MEASUREMENTS),
+        alerts=_read_lines(path / ALERTS),
+        summary=_read_json(path / SUMMARY),
+    )
+
+
+def _read_json(path):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunDirectoryError(f"Damaged record file '{path}': {error}.") from error
+
+
+def _read_lines(path):
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunDirectoryError(f"Cannot read '{path}': {error}.") from error
+    records = []
+    last = len(lines) - 1
+    for number_, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            if number_ == last:
+                break  # a line cut short by a crash: everything before is kept
+            raise RunDirectoryError(
+                f"Damaged record at line {number_ + 1} of '{path}': {error}."
+            ) from error
+        records.append(record)
+    return records
+
+
+
+def summarize(run):
+    """The run's figures, computed from its records.
+
+    The same fields as `summary.json`, derived from the other files, so a
+    run whose `summary.json` is missing or stale (a hard crash) still gets
+    one. Counts of alerts come from `summary.json` when it has them (it
+    counts the occurrences that rate limiting left unreported).
+
+    Args:
+        run: A `Run`.
+
+    Returns:
+        A dict: `status`, `steps`, `epochs`, `measurements`, `layers` (per
+        layer: `site`, `decay_rate`, `horizon`, `truncation_bias`, `window`,
+        `suggested_window`, from the latest measurement),
+        `median_grad_norm`, `suggested_clipnorm`, `skipped_updates`,
+        `alerts` (counts per kind), `alerts_reported`.
+    """
+    written = run.summary or {}
+    last = run.measurements[-1] if run.measurements else {}
+    norms = [number(s.get("grad_norm")) for s in run.steps]
+    norms = [n for n in norms if n is not None]
+    if not norms:
+        norms = [number(m.get("global_norm")) for m in run.measurements]
+        norms = [n for n in norms if n is not None]
+    norms = [n for n in norms if math.isfinite(n)]
+    median = float(np.median(norms)) if norms else None
+    skipped = [s.get("skipped_updates") for s in run.steps if s.get("skipped_updates") is not None]
+    counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
+    for alert in run.alerts:
+        if alert.get("kind") in counts:
+            counts[alert["kind"]] += 1 + int(alert.get("suppressed") or 0)
+    for kind, count in (written.get("alerts") or {}).items():
+        if kind in counts:
+            counts[kind] = max(counts[kind], int(count))
+    step, epoch, measurements = run.resume_point
+    status = written.get("status", "unknown")
+    if status == "running" and written.get("steps", 0) < step:
+        status = "incomplete"  # records went on after the last summary
+    return {
+        "status": status,
+        "steps": step,
+        "epochs": epoch + 1 if run.steps else written.get("epochs", 0),
+        "measurements": measurements,
+        "layers": {
+            name: {**values, "window": last.get("window")}
+            for name, values in (last.get("layers") or {}).items()
+        },
+        "median_grad_norm": median,
+        "suggested_clipnorm": None if median is None else float(f"{median:.2g}"),
+        "skipped_updates": skipped[-1] if skipped else None,
+        "alerts": counts,
+        "alerts_reported": len(run.alerts),
+    }

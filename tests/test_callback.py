@@ -1,0 +1,466 @@
+"""Tests of the `GradWatch` callback."""
+
+import json
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_gradwatch import GradientAlertError
+from keras_gradwatch import GradientWarning
+from keras_gradwatch import GradWatch
+from keras_gradwatch import InvalidInputError
+from keras_gradwatch import RunDirectoryError
+from keras_gradwatch import TruncatedBPTT
+from keras_gradwatch import layers
+from keras_gradwatch import records
+
+B, T, F = 8, 12, 2
+
+
+def data(n=32, t=T, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, t, F)).astype("float32")
+    return x, x.sum(axis=1)[:, :1] / t
+
+
+def lstm_model(stateful=False, return_sequences=False, units=6):
+    model = keras.Sequential(
+        [
+            keras.Input(batch_shape=(B if stateful else None, None, F)),
+            layers.LSTM(units, stateful=stateful, return_sequences=return_sequences, name="lstm"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
+    return model
+
+
+def exploding_model(stateful=False):
+    rnn = layers.SimpleRNN(
+        16,
+        activation="relu",
+        recurrent_initializer=keras.initializers.Orthogonal(gain=1.6),
+        stateful=stateful,
+        name="relu_rnn",
+    )
+    return keras.Sequential(
+        [keras.Input(batch_shape=(32, None, 2)), rnn, keras.layers.Dense(1)]
+    )
+
+
+def exploding_data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(256, 40, 2)).astype("float32")
+    return x, x.sum(axis=1)[:, :1]
+
+
+def fit(model, x, y, callbacks, **kwargs):
+    kwargs.setdefault("epochs", 2)
+    kwargs.setdefault("batch_size", B)
+    return model.fit(x, y, verbose=0, callbacks=callbacks, **kwargs)
+
+
+def quiet(**kwargs):
+    """Warnings of every kind collected, not printed."""
+    catcher = warnings.catch_warnings(record=True)
+    caught = catcher.__enter__()
+    warnings.simplefilter("always")
+    return catcher, caught
+
+
+# Records ---------------------------------------------------------------------
+
+
+def test_plain_recurrent_model_records(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    watch = GradWatch(tmp_path / "run", every=2)
+    history = fit(model, x, y, [watch])
+    run = records.load_run(tmp_path / "run")
+    assert [s["step"] for s in run.steps] == list(range(1, 9))
+    assert [m["step"] for m in run.measurements] == [0, 2, 4, 6, 8]
+    first = run.measurements[0]
+    assert set(first["layer_norms"]) == {"lstm", "head"}
+    assert first["layers"]["lstm"]["site"] == "state"
+    profile = run.profiles(first)["lstm"]
+    assert profile.shape == (T,) and np.all(profile > 0)
+    with np.load(tmp_path / "run" / first["profiles"], allow_pickle=False) as f:
+        assert f["lstm"].shape == (T,)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["steps"] == 8 and summary["epochs"] == 2
+    assert summary["layers"]["lstm"]["horizon"] >= 1
+    assert summary["median_grad_norm"] > 0
+    assert summary["suggested_clipnorm"] == pytest.approx(summary["median_grad_norm"], rel=0.05)
+    for key in ("decay_rate", "horizon", "grad_norm"):
+        assert len(history.history[key]) == 2
+    assert run.settings["fits"][0]["first_step"] == 0
+
+
+def test_feed_forward_model_gets_gradient_norms_only(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(4, name="hidden"), keras.layers.Dense(1, name="out")]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+    watch = GradWatch(tmp_path, every=1)
+    history = fit(model, x, x[:, :1], [watch], epochs=1)
+    run = records.load_run(tmp_path)
+    assert len(run.measurements) == 5
+    assert run.measurements[0]["profiles"] is None
+    assert set(run.measurements[0]["layer_norms"]) == {"hidden", "out"}
+    assert "horizon" not in history.history and "grad_norm" in history.history
+
+
+def test_subclassed_model_with_tf_data_and_validation(tmp_path):
+    class Regressor(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = keras.layers.GRU(4, name="gru")
+            self.out = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.out(self.rnn(x))
+
+    model = Regressor()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
+    history = model.fit(
+        train, validation_data=(x[:8], y[:8]), epochs=2, verbose=0,
+        callbacks=[GradWatch(tmp_path, every=3)],
+    )
+    run = records.load_run(tmp_path)
+    assert run.measurements[0]["layers"]["gru"]["site"] == "input"
+    assert "val_loss" in history.history and "horizon" in history.history
+
+
+def test_py_dataset_input(tmp_path):
+    x, y = data()
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return x[i * B : (i + 1) * B], y[i * B : (i + 1) * B]
+
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(Batches(), epochs=1, verbose=0, callbacks=[GradWatch(tmp_path)])
+    run = records.load_run(tmp_path)
+    assert len(run.steps) == 4 and run.measurements[0]["step"] == 0
+
+
+def test_truncated_bptt_model_records_every_step_norm(tmp_path):
+    model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
+    model.compile(optimizer="adam", loss="mse")
+    x, _ = data()
+    y = np.cumsum(x[..., :1], axis=1) / T
+    fit(model, x, y, [GradWatch(tmp_path)])
+    run = records.load_run(tmp_path)
+    assert all(s["grad_norm"] > 0 for s in run.steps)
+    assert all(s["skipped_updates"] == 0 for s in run.steps)
+    assert run.measurements[0]["window"] == 4
+    assert run.settings["tbptt"] == {"window": 4, "backprop": 4, "reset": "batch"}
+    summary = run.summary
+    assert summary["skipped_updates"] == 0
+    assert summary["layers"]["lstm"]["window"] == 4
+    bias = summary["layers"]["lstm"]["truncation_bias"]
+    assert 0.0 <= bias <= 1.0
+
+
+def test_reuse_across_fit_calls_continues_one_run(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    watch = GradWatch(tmp_path, every=3)
+    for _ in range(3):
+        fit(model, x, y, [watch], epochs=1)
+    run = records.load_run(tmp_path)
+    assert [s["step"] for s in run.steps] == list(range(1, 13))
+    assert [s["epoch"] for s in run.steps] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [f["first_step"] for f in run.settings["fits"]] == [0, 4, 8]
+    assert [m["index"] for m in run.measurements] == list(range(len(run.measurements)))
+    # A new callback on the same folder continues, never overwrites.
+    fit(model, x, y, [GradWatch(tmp_path, every=3)], epochs=1)
+    run = records.load_run(tmp_path)
+    assert [s["step"] for s in run.steps] == list(range(1, 17))
+    assert len(run.settings["fits"]) == 4
+    indices = [m["index"] for m in run.measurements]
+    assert indices == list(range(len(indices)))
+
+
+def test_unwritable_log_dir_fails_before_any_step(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    model = lstm_model()
+    model.compile(optimizer="sgd", loss="mse")
+    before = [w.copy() for w in model.get_weights()]
+    x, y = data()
+    with pytest.raises(RunDirectoryError, match="a_file"):
+        fit(model, x, y, [GradWatch(blocker / "run")])
+    assert int(model.optimizer.iterations.numpy()) == 0
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_records_stay_readable_after_an_interrupted_fit(tmp_path):
+    x, y = data()
+
+    class Failing(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise KeyboardInterrupt
+            return x[i * B : (i + 1) * B], y[i * B : (i + 1) * B]
+
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(BaseException):
+        model.fit(Failing(), epochs=1, verbose=0, callbacks=[GradWatch(tmp_path, every=1)])
+    run = records.load_run(tmp_path)
+    assert run.summary["status"] == "interrupted"
+    assert [s["step"] for s in run.steps] == [1, 2]
+    assert len(run.measurements) == 3
+    for m in run.measurements:
+        run.profiles(m)
+    # Only whole files exist: no temporary file is left behind.
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_crash_mid_line_is_tolerated_and_damage_elsewhere_reported(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    fit(model, x, y, [GradWatch(tmp_path, every=2)], epochs=1)
+    steps = tmp_path / "steps.jsonl"
+    with open(steps, "a") as f:
+        f.write('{"step": 5, "epo')  # a write cut short by a crash
+    assert len(records.load_run(tmp_path).steps) == 4
+    steps.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(RunDirectoryError, match="line 2"):
+        records.load_run(tmp_path)
+
+
+# It changes nothing ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_weights_after_fit_equal_weights_without_callback(tmp_path, wrapped):
+    x, _ = data()
+    y = np.cumsum(x[..., :1], axis=1) / T
+    weights = []
+    for callbacks in ([], [GradWatch(tmp_path, every=1)]):
+        keras.utils.set_random_seed(7)
+        inner = lstm_model(stateful=wrapped, return_sequences=True)
+        model = TruncatedBPTT(inner, window=5) if wrapped else inner
+        model.compile(optimizer="adam", loss="mse")
+        fit(model, x, y, callbacks, epochs=2)
+        weights.append(inner.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+# Alerts ------------------------------------------------------------------------
+
+
+def test_exploding_alert_comes_before_the_loss_turns_nan(tmp_path):
+    model = exploding_model()
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    x, y = exploding_data()
+    watch = GradWatch(tmp_path)
+    with pytest.warns(GradientWarning, match="grows going back in time"):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[watch])
+    run = records.load_run(tmp_path)
+    first_nan = min(s["step"] for s in run.steps if not math.isfinite(records.number(s["loss"])))
+    exploding = [a for a in run.alerts if a["kind"] == "exploding"]
+    assert exploding and exploding[0]["step"] < first_nan
+    assert exploding[0]["layer"] == "relu_rnn"
+    nonfinite = [a for a in run.alerts if a["kind"] == "nonfinite"]
+    assert nonfinite and nonfinite[0]["layer"] == "relu_rnn"
+    assert run.summary["status"] == "stopped"  # the default action for NaN
+    assert model.stop_training
+
+
+def test_exploding_alert_on_truncated_bptt_and_clipnorm_fixes_it(tmp_path):
+    x, y = exploding_data()
+    model = TruncatedBPTT(exploding_model(stateful=True), window=10, backprop=40)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    with pytest.warns(GradientWarning):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[GradWatch(tmp_path / "a")])
+    run = records.load_run(tmp_path / "a")
+    assert run.alerts[0]["kind"] == "exploding"
+    clipnorm = run.summary["suggested_clipnorm"]
+    assert clipnorm > 0
+    keras.utils.set_random_seed(0)
+    clipped = TruncatedBPTT(exploding_model(stateful=True), window=10, backprop=40)
+    clipped.compile(optimizer=keras.optimizers.SGD(1e-3, global_clipnorm=clipnorm), loss="mse")
+    catcher, caught = quiet()
+    try:
+        history = clipped.fit(
+            x, y, epochs=3, verbose=0, callbacks=[GradWatch(tmp_path / "b", nonfinite="warn")]
+        )
+    finally:
+        catcher.__exit__(None, None, None)
+    assert all(math.isfinite(v) for v in history.history["loss"])
+
+
+def test_spike_in_step_grad_norm_and_user_maximum(tmp_path):
+    x, _ = data(n=64)
+    y = np.cumsum(x[..., :1], axis=1) / T
+    x[56:] *= 300.0  # the last batch makes a huge gradient
+    model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
+    model.compile(optimizer="sgd", loss="mse")
+    seen = []
+    fit(model, x, y, [GradWatch(tmp_path / "a", exploding=seen.append)], epochs=1, shuffle=False)
+    spikes = [a for a in seen if a.signal == "grad_norm"]
+    assert [a.step for a in spikes] == [8]
+    assert spikes[0].value > spikes[0].threshold
+    assert "global_clipnorm=" in spikes[0].message
+    model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
+    model.compile(optimizer="sgd", loss="mse")
+    seen = []
+    fit(model, x[:8], y[:8], [GradWatch(tmp_path / "b", exploding=seen.append, max_grad_norm=1e-6)], epochs=1)
+    assert seen[0].threshold == 1e-6 and "max_grad_norm" in seen[0].message
+
+
+def test_vanishing_alert_for_a_tanh_rnn_on_long_sequences(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((None, F)), layers.SimpleRNN(8, name="tanh_rnn"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data(t=120)
+    seen = []
+    fit(model, x, y, [GradWatch(tmp_path, every=1, vanishing=seen.append)], epochs=1)
+    assert seen and seen[0].kind == "vanishing" and seen[0].layer == "tanh_rnn"
+    # Three measurements in a row after step 0 (not the untrained network).
+    assert seen[0].step == 3
+    assert seen[0].value < 1e-3 and "Use an LSTM or GRU" in seen[0].message
+
+
+@pytest.mark.parametrize("action", ["warn", "stop", "raise", "callable"])
+def test_nonfinite_actions(tmp_path, action):
+    model = lstm_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data()
+    y[10] = np.nan  # the second batch
+    seen = []
+    watch = GradWatch(tmp_path, nonfinite=seen.append if action == "callable" else action)
+    if action == "raise":
+        with pytest.raises(GradientAlertError, match="not finite") as info:
+            fit(model, x, y, [watch], shuffle=False)
+        assert info.value.alert.kind == "nonfinite"
+        assert records.load_run(tmp_path).summary["status"] == "raised"
+        return
+    catcher, caught = quiet()
+    try:
+        fit(model, x, y, [watch], shuffle=False)
+    finally:
+        catcher.__exit__(None, None, None)
+    run = records.load_run(tmp_path)
+    first = run.alerts[0]
+    assert first["kind"] == "nonfinite" and first["step"] == 2
+    assert "data" in first["message"]  # weights and gradients were finite
+    if action == "stop":
+        assert len(run.steps) == 2 and run.summary["status"] == "stopped"
+    if action == "warn":
+        assert any(issubclass(w.category, GradientWarning) for w in caught)
+        assert len(run.steps) == 8
+    if action == "callable":
+        assert seen and seen[0].kind == "nonfinite"
+
+
+def test_repeated_alerts_are_rate_limited(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data(n=8 * 20)
+    y[:] = np.nan  # every step's loss is NaN
+    catcher, caught = quiet()
+    try:
+        watch = GradWatch(tmp_path, nonfinite="warn")
+        fit(model, x, y, [watch], epochs=1)
+    finally:
+        catcher.__exit__(None, None, None)
+    # The probe batch's gradient at step 0 is one alert; the loss at every
+    # step is another, reported at its 1st, 2nd, 4th... occurrence.
+    losses = [a for a in watch.alerts if a.signal == "loss"]
+    assert [a.step for a in losses] == [1, 2, 4, 8, 16]
+    assert [a.suppressed for a in losses] == [0, 0, 1, 3, 7]
+    assert sum(issubclass(w.category, GradientWarning) for w in caught) == len(watch.alerts)
+    assert len(watch.alerts) == 6
+    assert records.load_run(tmp_path).summary["alerts"]["nonfinite"] == 21
+
+
+def test_probe_data_argument_is_measured_before_training(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data()
+    probe_x = np.ones((3, 30, F), "float32")
+    fit(model, x, y, [GradWatch(tmp_path, probe_data=(probe_x, y[:3]), every=100)], epochs=1)
+    run = records.load_run(tmp_path)
+    assert run.measurements[0]["step"] == 0
+    assert run.measurements[0]["length"] == 30 and run.measurements[0]["sequences"] == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": 0}, "every=0"),
+        ({"overhead": -1}, "overhead=-1"),
+        ({"nonfinite": "explode"}, "nonfinite='explode'"),
+        ({"loss_steps": "first"}, "loss_steps='first'"),
+        ({"warmup": 1.5}, "warmup=1.5"),
+    ],
+)
+def test_bad_arguments_are_rejected(tmp_path, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        GradWatch(tmp_path, **kwargs)
+    with pytest.raises(InvalidInputError, match="log_dir"):
+        GradWatch(None)
+
+
+# Plots, report, TensorBoard ------------------------------------------------------
+
+
+def test_plots_and_report_are_drawn_at_the_end(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    fit(model, x, y, [GradWatch(tmp_path / "end", every=2)], epochs=1)
+    names = {p.name for p in (tmp_path / "end").iterdir()}
+    assert {"report.html", "decay_profile.png", "decay_heatmap.png", "gradient_norms.png"} <= names
+    fit(model, x, y, [GradWatch(tmp_path / "none", plots=None)], epochs=1)
+    assert not list((tmp_path / "none").glob("*.png"))
+    drawn = []
+    watch = GradWatch(tmp_path / "epoch", plots="epoch")
+    original = watch._draw
+    watch._draw = lambda: drawn.append(original())
+    fit(model, x, y, [watch], epochs=3)
+    assert len(drawn) == 4  # three epoch ends and the end of training
+    with pytest.raises(InvalidInputError, match="plots='always'"):
+        GradWatch(tmp_path, plots="always")
+
+
+def test_tensorboard_event_files(tmp_path):
+    model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
+    model.compile(optimizer="adam", loss="mse")
+    x, _ = data()
+    y = np.cumsum(x[..., :1], axis=1) / T
+    fit(model, x, y, [GradWatch(tmp_path, every=2, tensorboard=True)], epochs=1)
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert events
+    tags = set()
+    for event in tf.data.TFRecordDataset([str(p) for p in events]):
+        parsed = tf.compat.v1.Event.FromString(event.numpy())
+        tags.update(value.tag for value in parsed.summary.value)
+    for tag in ("train/loss", "train/grad_norm", "gradients/global_norm",
+                "decay_rate/lstm", "horizon/lstm", "plots/decay_profile",
+                "plots/gradient_norms"):
+        assert tag in tags, (tag, tags)
