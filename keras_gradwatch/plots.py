@@ -9,7 +9,7 @@ crashed half-way plots as well as a finished one, and writes one PNG:
 - `plot_heatmap`: per measured layer, training step x steps back, coloured
   by log10 of the gradient norm;
 - `plot_norms`: global and per-layer gradient norms over training, with the
-  alerts and the suggested clipping threshold.
+  alerts, the suggested clipping threshold and the per-step loss.
 
 Plotting is headless: figures are `matplotlib.figure.Figure` objects drawn
 on the Agg canvas, never registered with pyplot, and cleared once saved.
@@ -220,7 +220,7 @@ def plot_norms(run, path=None):
     """Draws gradient norms over training; returns the PNG path or None."""
     steps = [s for s in run.steps if records.number(s.get("grad_norm")) is not None]
     measured = [m for m in run.measurements if m.get("global_norm") is not None]
-    if not steps and not measured:
+    if not steps and not measured and not run.steps:
         return None
     summary = records.summarize(run)
     broken = sorted(
@@ -284,8 +284,21 @@ def plot_norms(run, path=None):
         ax.set_ylabel("gradient norm (L2)")
         ax.set_title("Gradient norms over training")
         ax.grid(True, alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        losses = [(s["step"], records.number(s.get("loss"))) for s in run.steps
+                  if records.number(s.get("loss")) is not None]
+        losses = [(x, v) for x, v in losses if math.isfinite(v) and v > 0]
+        if losses:
+            # The loss, on its own axis: the one per-step signal of every model.
+            right = ax.twinx()
+            right.plot(*zip(*losses), color="tab:blue", lw=0.7, alpha=0.5)
+            right.set_yscale("log")
+            right.set_ylabel("training loss (per step)", color="tab:blue")
+            handles += right.get_lines()
+            labels += ["training loss (right axis)"]
         # Outside the axes: the legend never hides a series.
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.08, 1.0),
+                  fontsize=8)
         return _save(figure, path or run.path / NORMS)
 
 

@@ -110,9 +110,12 @@ def tail_decay_rate(profile, fraction: float = 0.25) -> float:
 def horizon(profile, threshold: float = DEFAULT_HORIZON_THRESHOLD) -> int:
     """How many steps back the gradient reaches.
 
-    The first lag whose value falls below `threshold` times the reference,
-    the value at lag 0 (or, if that is zero or not finite, the largest finite
-    value).
+    The first lag (from lag 1 on) whose value falls below `threshold` times
+    the reference: the value at lag 1, the gradient entering the recurrence.
+    Lag 0 is not the reference because it also holds the direct path from
+    the layer's output to the loss, which can dwarf everything the
+    recurrence carries. (A one-step profile uses lag 0; a zero or non-finite
+    reference falls back on the largest finite value.)
 
     Args:
         profile: 1-D array indexed by lag.
@@ -125,23 +128,27 @@ def horizon(profile, threshold: float = DEFAULT_HORIZON_THRESHOLD) -> int:
 
     Example:
 
-    >>> horizon([1.0, 0.5, 0.25, 0.005])
+    >>> horizon([1.0, 0.5, 0.25, 0.001])
     3
     """
     if not threshold > 0:
         raise InvalidInputError(
             f"Received: threshold={threshold!r}. Pass a positive fraction of "
-            "the gradient at lag 0, e.g. 0.01."
+            "the gradient entering the recurrence, e.g. 0.01."
         )
     values = _as_profile(profile)
     finite = np.isfinite(values)
     if not finite.any():
         return 0
-    reference = values[0] if finite[0] and values[0] > 0 else values[finite].max()
+    start = 1 if values.size > 1 else 0
+    if finite[start] and values[start] > 0:
+        reference = values[start]
+    else:
+        reference = values[finite].max()
     if reference <= 0:
         return 0
-    below = np.flatnonzero(finite & (values < threshold * reference))
-    return int(below[0]) if below.size else int(values.size)
+    below = np.flatnonzero(finite[start:] & (values[start:] < threshold * reference))
+    return int(below[0]) + start if below.size else int(values.size)
 
 
 def truncation_bias(profile, window: int) -> float:

@@ -32,22 +32,27 @@ def test_decay_rate_edge_cases():
     assert math.isnan(stats.decay_rate([np.nan, np.nan]))
 
 
-def test_horizon_is_first_lag_below_threshold_of_lag_zero():
-    profile = 0.5 ** np.arange(20)  # 0.5**7 = 0.0078 < 0.01 <= 0.5**6
-    assert stats.horizon(profile) == 7
-    assert stats.horizon(profile, threshold=0.1) == 4  # 0.0625 < 0.1
+def test_horizon_is_first_lag_below_threshold_of_lag_one():
+    profile = 0.5 ** np.arange(20)  # reference 0.5: 0.5**8 < 0.005 <= 0.5**7
+    assert stats.horizon(profile) == 8
+    assert stats.horizon(profile, threshold=0.1) == 5  # 0.031 < 0.05 < 0.0625
     assert stats.horizon(profile[:5]) == 5  # never below: whole profile
+    # A large direct path at lag 0 does not shorten the horizon.
+    plateau = np.concatenate([[100.0], np.full(30, 0.5)])
+    assert stats.horizon(plateau) == 31
 
 
 def test_horizon_edge_cases():
     assert stats.horizon(np.zeros(4)) == 0
     assert stats.horizon(np.full(4, 2.0)) == 4
     assert stats.horizon([1.0]) == 1
+    assert stats.horizon([0.0]) == 0
     assert stats.horizon([]) == 0
     assert stats.horizon([np.nan, np.nan]) == 0
-    # A zero lag 0 falls back to the largest value as reference.
-    assert stats.horizon([0.0, 1.0, 0.5, 0.001]) == 0
+    assert stats.horizon([0.0, 1.0, 0.5, 0.001]) == 3
     assert stats.horizon([np.nan, 1.0, 0.5, 0.001]) == 3
+    # A zero lag 1 falls back on the largest value as reference.
+    assert stats.horizon([1.0, 0.0, 0.5, 0.001]) == 1
     with pytest.raises(InvalidInputError, match="threshold=0"):
         stats.horizon([1.0], threshold=0)
 

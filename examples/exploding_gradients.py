@@ -1,0 +1,98 @@
+"""Exploding gradients: caught before the loss turns NaN, then fixed.
+
+A ReLU SimpleRNN whose recurrent kernel is an orthogonal matrix scaled by
+1.6 amplifies the gradient at every step back in time. `GradWatch` measures
+the time profile before the first update, sees it grow going back, and
+raises an `"exploding"` alert; a few steps later the loss is NaN, the
+`"nonfinite"` alert stops training (its default action), and the plots and
+report are saved. The same run with the `global_clipnorm` the report
+suggests trains.
+
+Run (about ten seconds):
+
+    python examples/exploding_gradients.py
+    python examples/exploding_gradients.py --quick
+
+Writes `runs/exploding/unclipped/` and `runs/exploding/clipped/`.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_gradwatch import GradientWarning  # noqa: E402
+from keras_gradwatch import GradWatch  # noqa: E402
+from keras_gradwatch import layers  # noqa: E402
+
+
+def build_model(clipnorm=None, gain=1.6):
+    """A ReLU SimpleRNN with a recurrent kernel scaled well above 1."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((None, 2)),
+            layers.SimpleRNN(
+                16,
+                activation="relu",
+                recurrent_initializer=keras.initializers.Orthogonal(gain=gain),
+                name="relu_rnn",
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    optimizer = keras.optimizers.SGD(1e-4, global_clipnorm=clipnorm)
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/exploding")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(512 if not args.quick else 256, 40, 2)).astype("float32")
+    y = x.sum(axis=1)[:, :1]
+    runs = pathlib.Path(args.runs)
+
+    print("1. Unclipped ReLU SimpleRNN (recurrent kernel = 1.6 x orthogonal):")
+    model = build_model()
+    watch = GradWatch(runs / "unclipped")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientWarning)  # printed below
+        history = model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0,
+                            callbacks=[watch])
+    for alert in watch.alerts:
+        print(f"   step {alert.step}: {alert.kind} alert. {alert.message}")
+    losses = [float(v) for v in history.history["loss"]]
+    summary = json.loads((runs / "unclipped" / "summary.json").read_text())
+    print(f"   Training {summary['status']} after {summary['steps']} steps; "
+          f"loss {losses}. Report: {runs / 'unclipped' / 'report.html'}")
+
+    clipnorm = summary["suggested_clipnorm"]
+    print(f"2. Same model with the suggested global_clipnorm={clipnorm:g}:")
+    model = build_model(clipnorm=clipnorm)
+    watch = GradWatch(runs / "clipped", nonfinite="warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientWarning)
+        history = model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0,
+                            callbacks=[watch])
+    losses = [float(v) for v in history.history["loss"]]
+    finite = all(math.isfinite(v) for v in losses)
+    print(f"   loss by epoch {[round(v, 3) for v in losses]}: "
+          + ("finite throughout." if finite else "still not finite.")
+          + f" Report: {runs / 'clipped' / 'report.html'}")
+    return losses
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Every example runs in quick mode and writes what it promises."""
+
+import json
+import pathlib
+import runpy
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name, *args):
+    module = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="example")
+    return module["main"](["--quick", *args])
+
+
+def test_adding_problem_compares_simple_rnn_and_lstm(tmp_path, capsys):
+    results = run_example("adding_problem", "--runs", str(tmp_path))
+    assert set(results) == {"SimpleRNN", "LSTM"}
+    for kind in results:
+        for name in ("report.html", "decay_profile.png", "summary.json"):
+            assert (tmp_path / kind / name).exists()
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "report.html" in out and "compare.png" in out
+
+
+def test_adding_problem_with_truncated_bptt(capsys):
+    history = run_example("adding_problem_tbptt")
+    assert len(history.history["loss"]) == 2
+    assert "Validation MSE" in capsys.readouterr().out
+
+
+def test_exploding_gradients_alert_then_clipping_trains(tmp_path):
+    losses = run_example("exploding_gradients", "--runs", str(tmp_path))
+    alerts = [
+        json.loads(line)
+        for line in (tmp_path / "unclipped" / "alerts.jsonl").read_text().splitlines()
+    ]
+    assert alerts[0]["kind"] == "exploding" and alerts[0]["step"] == 0
+    assert (tmp_path / "unclipped" / "report.html").exists()
+    assert all(loss == loss for loss in losses)  # finite with clipping
+    assert (tmp_path / "clipped" / "report.html").exists()
+
+
+def test_sine_stream_with_truncated_bptt_in_epoch_mode(tmp_path):
+    history, record = run_example("sine_stream", "--runs", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["layers"]["lstm"]["window"] == 50
+    assert 0.0 <= record.truncation_bias <= 1.0
+    assert (tmp_path / "decay_profile.png").exists()
+
+
+def test_one_line_example(tmp_path):
+    run_example("one_line", "--runs", str(tmp_path))
+    assert (tmp_path / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_adding_problem_full(tmp_path):
+    module = runpy.run_path(str(EXAMPLES / "adding_problem.py"), run_name="example")
+    results = module["main"](["--runs", str(tmp_path)])
+    (lstm_scores, lstm), (rnn_scores, rnn) = results["LSTM"], results["SimpleRNN"]
+    assert lstm_scores[200] < 0.05 < 0.14 < rnn_scores[200]
+    assert lstm.horizon > 2 * rnn.horizon
