@@ -173,7 +173,7 @@ def memory(length):
             peak[0] = max(peak[0], _rss_bytes())
             time.sleep(0.002)
 
-    sampler = threading.Thread(target=sample)
+    sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     model.fit(x, y, epochs=1, verbose=0)
     done.set()

@@ -5,6 +5,7 @@ A Keras stateful RNN layer keeps its state in non-trainable variables
 Truncated BPTT saves, restores and resets those variables between windows.
 """
 
+import contextlib
 import warnings
 
 import keras
@@ -121,3 +122,21 @@ def reset(variables):
     """Sets state variables to zero."""
     for variable in variables:
         variable.assign(tf.zeros_like(variable.value))
+
+
+@contextlib.contextmanager
+def stateless(model):
+    """Runs (traces) a model's stateful recurrent layers as stateless.
+
+    Inside, the layers start from a zero state, take any batch size and
+    leave their state variables untouched. Meant for tracing a separate
+    function (a measurement): the flag is read when a call is traced.
+    """
+    layers = [layer for layer in recurrent_layers(model) if layer.stateful]
+    for layer in layers:
+        layer.stateful = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.stateful = True

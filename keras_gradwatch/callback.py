@@ -251,9 +251,15 @@ class GradWatch(keras.callbacks.Callback):
         self._status = "running"
         self._fit_start = time.perf_counter()
         self._last_flush = self._fit_start
+        self._skipped_before = self._skipped or 0
         self._skipped = None
+        self._step_at_begin = self._step
+        optimizer = getattr(self.model, "optimizer", None)
+        self._iterations_at_begin = (
+            int(optimizer.iterations.numpy()) if optimizer is not None else 0
+        )
         if self.probe_data is not None and self._probe is None:
-            self._probe = _split_probe(self.probe_data)
+            self._probe = _split_probe(self.probe_data, self.model.distribute_strategy)
         self._fits.append({"started": time.time(), "first_step": self._step})
         self._writer.write_json(records.RUN, self._run_settings())
         self._install_hook()
@@ -323,6 +329,11 @@ class GradWatch(keras.callbacks.Callback):
         grad_norm = None if grad_norm is None else float(grad_norm)
         skipped = logs.get("skipped_updates")
         skipped = None if skipped is None else int(skipped)
+        if skipped is None and self._loss_scaled():
+            # A LossScaleOptimizer skips non-finite steps without counting
+            # them: they are the steps its iterations did not advance.
+            applied = int(self.model.optimizer.iterations.numpy()) - self._iterations_at_begin
+            skipped = self._skipped_before + (self._step - self._step_at_begin) - applied
         self._pending_steps.append(
             {
                 "step": self._step,
@@ -833,7 +844,9 @@ class GradWatch(keras.callbacks.Callback):
                             break
                         batches.append(optional.get_value())
                     if batches:
-                        self._probe = _split_probe(batches[0])
+                        self._probe = _split_probe(
+                            batches[0], self.model.distribute_strategy
+                        )
                         with self._budget():
                             self._measure()
                         # Keras runs a plain iterator of batches step by step.
@@ -868,24 +881,25 @@ class GradWatch(keras.callbacks.Callback):
         )
 
 
-def _split_probe(data):
+def _split_probe(data, strategy):
     """`(x, y)` of a batch, read as Keras reads `fit`'s data.
 
-    Per-replica values (under `tf.distribute`) give their first replica's.
+    Per-replica values (under `tf.distribute`) are put back together into
+    the global batch, so that measurements match a single-device run.
     """
     if isinstance(data, (tuple, list)) and len(data) in (1, 2, 3):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(data))
     else:
         x, y = data, None
-    return _local(x), _local(y)
+    return _global(x, strategy), _global(y, strategy)
 
 
-def _local(structure):
-    def first_replica(value):
+def _global(structure, strategy):
+    def gather(value):
         if isinstance(value, tf.distribute.DistributedValues):
-            return tf.distribute.get_strategy().experimental_local_results(value)[0]
+            return tf.concat(strategy.experimental_local_results(value), axis=0)
         return value
 
     if structure is None:
         return None
-    return keras.tree.map_structure(first_replica, structure)
+    return keras.tree.map_structure(gather, structure)

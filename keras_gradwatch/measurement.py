@@ -149,9 +149,8 @@ def measure(
 
     Args:
         model: A Keras model, or a `TruncatedBPTT`.
-        x: Input batch `(batch, T, ...)` (numpy or tensor, possibly nested).
-            Stateful models use their first `batch_size` sequences (fewer
-            are padded).
+        x: Input batch `(batch, T, ...)` (numpy or tensor, possibly nested),
+            of any batch size, also for stateful models.
         y: Targets. Without targets the "loss" is the sum of the outputs at
             the final step: the profile then shows how much the final
             outputs depend on each earlier step.
@@ -245,22 +244,18 @@ def _measure(
     x = keras.tree.map_structure(_to_tensor, x)
     y = None if y is None else keras.tree.map_structure(_to_tensor, y)
     _check_inputs(x)
-    stateful = _stateful_layers(inner)
-    batch_size = _state.state_batch_size(stateful)
     rows = int(_sequence.first_leaf(x).shape[0])
-    if batch_size is not None:
-        x = _fit_rows(x, batch_size)
-        y = None if y is None else _fit_rows(y, batch_size)
-        rows = min(rows, batch_size)
-    total_rows = int(_sequence.first_leaf(x).shape[0])
-    row_weight = tf.constant([1.0] * rows + [0.0] * (total_rows - rows))
-
     measurer = _measurer(inner, loss_fn, loss, loss_steps, gradient_norms, profiles)
-    out = measurer(x, y, row_weight)
+    scale = _loss_scale(model)
+    out = measurer(x, y, tf.constant(scale, "float32"))
+    while scale > 1 and not _all_finite(out):
+        # Mixed precision: the optimizer's scale overflowed float16 here (as
+        # it does in training, where the step is then skipped): lower it.
+        scale = max(1.0, scale / 2**4)
+        out = measurer(x, y, tf.constant(scale, "float32"))
     records = {}
     for name, per_step in out["profiles"].items():
-        per_step = per_step.numpy()[:rows]  # drop batch padding
-        profile = per_step.mean(axis=0)[::-1]
+        profile = per_step.numpy().mean(axis=0)[::-1]
         records[name] = LayerProfile.from_profile(
             name, measurer.kinds[name], profile, window, threshold, tolerance
         )
@@ -314,29 +309,33 @@ class _Measurer:
         ]
         self.function = tf.function(self._run, reduce_retracing=True)
 
-    def __call__(self, x, y, row_weight):
-        return self.function(x, y, row_weight)
+    def __call__(self, x, y, scale):
+        return self.function(x, y, scale)
 
-    def _run(self, x, y, row_weight):
-        variables = _state.state_variables(_stateful_layers(self.model))
-        saved = _state.read(variables)
-        _state.reset(variables)
-        has_time = self.profiles and _sequence.output_time_axes(
-            self.model, x, _sequence.first_leaf(x).shape[0], 2
-        )[0]
+    def _run(self, x, y, scale):
+        with _state.stateless(self.model):
+            has_time = self.profiles and _sequence.output_time_axes(
+                self.model, x, _sequence.first_leaf(x).shape[0], 2
+            )[0]
         with tf.GradientTape(persistent=True) as tape:
-            with _probing.session(tape, self.stock if self.profiles else ()) as session:
+            # Traced as stateless: the pass starts from a zero state and
+            # never reads or writes the model's state variables.
+            with _state.stateless(self.model), _probing.session(
+                tape, self.stock if self.profiles else ()
+            ) as session:
                 y_pred = self.model(x, training=False)
+            # Under mixed precision, float16 gradients of a few steps back
+            # would underflow: scale the losses as the optimizer does, and
+            # divide the gradients by the same factor below.
             if self.profiles:
                 # Summed over sequences: each keeps its own gradient scale.
-                profile_loss = tf.reduce_sum(
+                profile_loss = scale * tf.reduce_sum(
                     self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
                 )
             if self.gradient_norms:
                 # As in training: the mean over sequences and steps.
-                per_sequence = self._per_sequence_loss(y, y_pred, has_time, "all")
-                weight_loss = tf.reduce_sum(per_sequence * row_weight) / tf.reduce_sum(
-                    row_weight
+                weight_loss = scale * tf.reduce_mean(
+                    self._per_sequence_loss(y, y_pred, has_time, "all")
                 )
         sites = session.sites
         out = {"profiles": {}, "norms": {}}
@@ -354,6 +353,7 @@ class _Measurer:
                 site.name: _per_step_norm(
                     tf.zeros_like(site.probe) if grad is None else grad
                 )
+                / scale
                 for site, grad in zip(sites, grads)
             }
         if self.gradient_norms:
@@ -364,12 +364,11 @@ class _Measurer:
                     if g is not None
                 ]
                 out["norms"][name] = (
-                    tf.cast(tf.linalg.global_norm(grads), "float32")
+                    tf.linalg.global_norm([tf.cast(g, "float32") for g in grads]) / scale
                     if grads
                     else tf.constant(0.0)
                 )
         del tape
-        _state.assign(variables, saved)
         return out
 
     def _per_sequence_loss(self, y, y_pred, has_time, loss_steps):
@@ -463,14 +462,6 @@ def _stock_recurrent_layers(model):
     return found
 
 
-def _stateful_layers(model):
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.RNN) and layer.stateful
-    ]
-
-
 def _to_tensor(value):
     if value is None or isinstance(value, tf.Tensor):
         return value
@@ -486,9 +477,16 @@ def _check_inputs(x):
             )
 
 
-def _fit_rows(structure, batch_size):
-    """First `batch_size` rows, zero-padded if fewer (stateful layers)."""
-    structure = keras.tree.map_structure(
-        lambda t: None if t is None else t[:batch_size], structure
+def _loss_scale(model):
+    """The loss scale of a `LossScaleOptimizer`, else 1."""
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and optimizer.built:
+        return float(optimizer.dynamic_scale.numpy())
+    return 1.0
+
+
+def _all_finite(out):
+    return all(
+        bool(tf.reduce_all(tf.math.is_finite(value)))
+        for value in keras.tree.flatten(out)
     )
-    return _sequence.pad_rows(structure, batch_size)

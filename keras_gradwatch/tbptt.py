@@ -329,6 +329,8 @@ class TruncatedBPTT(keras.Model):
         expected = _state.state_batch_size(self._stateful_layers())
         if expected is None:
             return batch_size
+        # Under tf.distribute the layers hold one replica's batch.
+        expected *= self.distribute_strategy.num_replicas_in_sync
         if batch_size is None:
             return expected
         if batch_size > expected:
@@ -455,7 +457,8 @@ class TruncatedBPTT(keras.Model):
         that skips non-finite updates work under `tf.distribute`.
         """
         run = strategy.extended.call_for_each_replica
-        length = _sequence.time_length(x)
+        # Every replica's batch has the same time length.
+        length = _sequence.time_length(_first_replica(strategy, x))
         count = _ceil_div(length, self.window)
         # Many-to-one: only the final window has a loss and an update.
         first = tf.convert_to_tensor(0 if plan.has_time else count - 1, "int32")
@@ -720,6 +723,17 @@ def _is_array_data(x):
     return bool(leaves) and all(
         hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves
     )
+
+
+def _first_replica(strategy, structure):
+    """The first replica's part of per-replica values (others pass as is)."""
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    return keras.tree.map_structure(local, structure)
 
 
 def _ceil_div(a, b):
