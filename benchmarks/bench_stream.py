@@ -22,8 +22,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import peak_rss  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -53,11 +55,6 @@ def stream_dataset(length, streams=STREAMS, chunk=CHUNK):
     return tf.data.Dataset.range(length // chunk).map(chunk_of).prefetch(2)
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def run(length):
     """Trains over one stream of `length` steps; returns memory figures."""
     import keras
@@ -75,33 +72,18 @@ def run(length):
     )
     model = TruncatedBPTT(inner, window=WINDOW, reset="epoch")
     model.compile(optimizer="adam", loss="mse")
-    baseline = _rss_bytes()
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     start = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            history = model.fit(
-                stream_dataset(length), epochs=1, verbose=0,
-                callbacks=[GradWatch(folder, plots=None)],
-            )
-    finally:
-        done.set()
-        sampler.join()
+    with peak_rss() as figures, tempfile.TemporaryDirectory() as folder:
+        history = model.fit(
+            stream_dataset(length), epochs=1, verbose=0,
+            callbacks=[GradWatch(folder, plots=None)],
+        )
     seconds = time.perf_counter() - start
     return {
         "length": length,
         "seconds": seconds,
-        "baseline_mb": baseline / 2**20,
-        "peak_mb": peak[0] / 2**20,
+        "baseline_mb": figures["baseline"] / 2**20,
+        "peak_mb": figures["peak"] / 2**20,
         "loss": float(history.history["loss"][-1]),
     }
 

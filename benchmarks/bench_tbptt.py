@@ -29,8 +29,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import peak_rss  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -149,11 +151,6 @@ def speed(length, batches, rounds):
     }
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def memory(length):
     """Peak resident memory added by one epoch of TBPTT (own process)."""
     keras = _setup()
@@ -164,21 +161,13 @@ def memory(length):
     model.compile(optimizer="adam", loss="mse")
     # Trace on a short batch first, so the measured epoch holds no tracing.
     model.fit(x[:, :WINDOW * 2], y[:, :WINDOW * 2], epochs=1, verbose=0)
-    baseline = _rss_bytes()
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    model.fit(x, y, epochs=1, verbose=0)
-    done.set()
-    sampler.join()
-    return {"length": length, "baseline_mb": baseline / 2**20, "added_mb": (peak[0] - baseline) / 2**20}
+    with peak_rss() as figures:
+        model.fit(x, y, epochs=1, verbose=0)
+    return {
+        "length": length,
+        "baseline_mb": figures["baseline"] / 2**20,
+        "added_mb": (figures["peak"] - figures["baseline"]) / 2**20,
+    }
 
 
 def compile_overhead(windows):

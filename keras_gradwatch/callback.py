@@ -70,8 +70,9 @@ class GradWatch(keras.callbacks.Callback):
         log_dir: Run folder (created; an unwritable folder is an error at
             train begin, before any step).
         every: Measure every `every` steps. Default None: measure before the
-            first update, then whenever the measurements' total time stays
-            within `overhead` of the time spent in `fit`.
+            first update, then whenever the callback's total time (its
+            checks, measurements and, reserved ahead, the final drawing of
+            the plots) stays within `overhead` of the time spent in `fit`.
         overhead: Share of training time measurements may take when
             `every=None` (default 0.03).
         probe_data: `(x, y)` or `x` to measure on, instead of the first
@@ -221,6 +222,7 @@ class GradWatch(keras.callbacks.Callback):
         self._spent = 0.0  # seconds spent inside the callback
         self._fit_seconds = 0.0  # seconds spent in fit, over all fits
         self._last_cost = 0.0
+        self._draw_cost = 1.0  # seconds, until a drawing has been timed
         self._step_norms = alerts_lib.RollingWindow()
         self._measured_norms = alerts_lib.RollingWindow()
         self._layer_norms = {}
@@ -303,7 +305,8 @@ class GradWatch(keras.callbacks.Callback):
             self._draw()
 
     def on_train_end(self, logs=None):
-        self._finish("stopped" if self.model.stop_training else "completed")
+        with self._budget():
+            self._finish("stopped" if self.model.stop_training else "completed")
 
     @contextlib.contextmanager
     def _budget(self):
@@ -430,7 +433,9 @@ class GradWatch(keras.callbacks.Callback):
         if self.every is not None:
             return self._step % self.every == 0
         elapsed = self._fit_seconds + time.perf_counter() - self._fit_start
-        return self._spent + self._last_cost <= self.overhead * elapsed
+        # Keep room in the budget for drawing the plots at the end.
+        reserve = self._draw_cost if self.plots is not None else 0.0
+        return self._spent + self._last_cost + reserve <= self.overhead * elapsed
 
     def _measure(self, check=True):
         start = time.perf_counter()
@@ -804,6 +809,7 @@ class GradWatch(keras.callbacks.Callback):
         """Draws the plots and the report from the records."""
         from keras_gradwatch import report
 
+        start = time.perf_counter()
         try:
             path = report.write_report(self.log_dir)
         except Exception as error:  # noqa: BLE001 - never break training
@@ -816,6 +822,7 @@ class GradWatch(keras.callbacks.Callback):
             return None
         if self._board is not None:
             self._board_images()
+        self._draw_cost = time.perf_counter() - start
         return path
 
     # The probe batch ----------------------------------------------------------

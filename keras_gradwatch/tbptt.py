@@ -371,22 +371,12 @@ class TruncatedBPTT(keras.Model):
         x = _sequence.pad_rows(x, plan.batch_size)
 
         def evaluate_window(begin, end):
-            y_pred = _sequence.take_rows(
-                self.model(_sequence.slice_time(x, begin, end), training=False),
-                rows,
+            y_pred = self.model(_sequence.slice_time(x, begin, end), training=False)
+            self._record_window(
+                *self._window_loss(
+                    plan, x, y, sample_weight, y_pred, rows, begin, end, training=False
+                )
             )
-            y_true, weight, steps = self._targets(
-                plan, x, y, sample_weight, begin, end
-            )
-            loss = self.compute_loss(
-                x=None,
-                y=y_true,
-                y_pred=y_pred,
-                sample_weight=weight,
-                training=False,
-            )
-            self._track_loss(loss, rows * steps)
-            self.compute_metrics(None, y_true, y_pred, weight)
 
         self._for_each_window(x, plan, evaluate_window, training=False)
         return self.get_metrics_result()
@@ -541,20 +531,11 @@ class TruncatedBPTT(keras.Model):
             )
             if plan.has_time and saved:
                 y_pred = _sequence.slice_time(y_pred, begin - start, end - start)
-            y_pred = _sequence.take_rows(y_pred, rows)
-            y_true, weight, steps = self._targets(
-                plan, x, y, sample_weight, begin, end
-            )
-            loss = self.compute_loss(
-                x=None,
-                y=y_true,
-                y_pred=y_pred,
-                sample_weight=weight,
-                training=True,
+            loss, window = self._window_loss(
+                plan, x, y, sample_weight, y_pred, rows, begin, end, training=True
             )
             scaled_loss = self.optimizer.scale_loss(loss)
-        self._track_loss(loss, rows * steps)
-        self.compute_metrics(None, y_true, y_pred, weight)
+        self._record_window(loss, window)
         grads = tape.gradient(scaled_loss, trainable)
         return self._unscaled_norm(grads), grads, next_saved
 
@@ -629,6 +610,25 @@ class TruncatedBPTT(keras.Model):
 
     def _span_start(self, begin):
         return tf.maximum(begin - (self.backprop - self.window), 0)
+
+    def _window_loss(self, plan, x, y, sample_weight, y_pred, rows, begin, end, training):
+        """The loss of one window's predictions, batch padding cut off.
+
+        Returns:
+            The loss, and what `_record_window` needs to log the window.
+        """
+        y_pred = _sequence.take_rows(y_pred, rows)
+        y_true, weight, steps = self._targets(plan, x, y, sample_weight, begin, end)
+        loss = self.compute_loss(
+            x=None, y=y_true, y_pred=y_pred, sample_weight=weight, training=training
+        )
+        return loss, (y_true, y_pred, weight, rows * steps)
+
+    def _record_window(self, loss, window):
+        """Updates the loss tracker (weighted by steps) and the metrics."""
+        y_true, y_pred, weight, count = window
+        self._track_loss(loss, count)
+        self.compute_metrics(None, y_true, y_pred, weight)
 
     def _targets(self, plan, x, y, sample_weight, begin, end):
         """Targets, sample weights and step count of one window's loss."""
