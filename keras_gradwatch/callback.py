@@ -2,7 +2,6 @@
 
 import contextlib
 import math
-import pathlib
 import time
 import warnings
 
@@ -10,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradwatch import _tensorboard
 from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
 from keras_gradwatch import records
@@ -246,7 +246,8 @@ class GradWatch(keras.callbacks.Callback):
 
     def _train_begin(self):
         self._writer.open()
-        self._open_board()
+        if self.tensorboard and self._board is None:
+            self._board = _tensorboard.Board(self.log_dir)
         if not self._started:
             self._resume_records()
             self._started = True
@@ -494,7 +495,7 @@ class GradWatch(keras.callbacks.Callback):
             },
         )
         if self._board is not None:
-            self._board_measurement(result)
+            self._board.measurement(self._step, result)
         if check:
             self._check_measurement(result)
         # The next measurement's expected cost; the first one's includes
@@ -754,41 +755,10 @@ class GradWatch(keras.callbacks.Callback):
     def _flush_steps(self):
         for record in self._pending_steps:
             self._writer.append(records.STEPS, record, flush=False)
-        if self._board is not None and self._pending_steps:
-            with self._board.as_default():
-                for record in self._pending_steps:
-                    for key in ("loss", "grad_norm"):
-                        if _finite(record.get(key)):
-                            tf.summary.scalar(f"train/{key}", record[key], step=record["step"])
+        if self._board is not None:
+            self._board.steps(self._pending_steps)
         self._pending_steps = []
         self._writer.flush()
-
-    def _open_board(self):
-        if self.tensorboard and self._board is None:
-            self._board = tf.summary.create_file_writer(str(self.log_dir))
-
-    def _board_measurement(self, result):
-        with self._board.as_default():
-            step = self._step
-            if _finite(result.global_norm):
-                tf.summary.scalar("gradients/global_norm", result.global_norm, step=step)
-            for name, norm in (result.layer_norms or {}).items():
-                if _finite(norm):
-                    tf.summary.scalar(f"gradients/{name}", norm, step=step)
-            for name, record in result.layers.items():
-                if _finite(record.decay_rate):
-                    tf.summary.scalar(f"decay_rate/{name}", record.decay_rate, step=step)
-                tf.summary.scalar(f"horizon/{name}", record.horizon, step=step)
-
-    def _board_images(self):
-        from keras_gradwatch import plots
-
-        with self._board.as_default():
-            for name in (plots.DECAY, plots.HEATMAP, plots.NORMS):
-                path = pathlib.Path(self.log_dir) / name
-                if path.exists():
-                    image = tf.image.decode_png(path.read_bytes(), channels=4)
-                    tf.summary.image(f"plots/{path.stem}", image[None], step=self._step)
 
     def _finish(self, status):
         self._status = status
@@ -821,7 +791,9 @@ class GradWatch(keras.callbacks.Callback):
             )
             return None
         if self._board is not None:
-            self._board_images()
+            from keras_gradwatch import plots
+
+            self._board.images(self._step, (plots.DECAY, plots.HEATMAP, plots.NORMS))
         self._draw_cost = time.perf_counter() - start
         return path
 
