@@ -24,6 +24,14 @@ def sequences(batch=3, steps=7, features=2, seed=0):
     return rng.normal(size=(batch, steps, features)).astype("float32")
 
 
+def matched(stock, ours, shape):
+    """Builds both layers (or models) and gives ours the stock weights."""
+    stock.build(shape)
+    ours.build(shape)
+    ours.set_weights(stock.get_weights())
+    return stock, ours
+
+
 def probed_call(layer, x, **kwargs):
     """Calls `layer` inside a probing session; returns outputs and probes."""
     with tf.GradientTape() as tape:
@@ -51,10 +59,7 @@ def assert_same(a, b):
 )
 def test_outputs_equal_the_stock_layer(kind, options):
     x = sequences()
-    stock, ours = pair(kind, **options)
-    stock.build(x.shape)
-    ours.build(x.shape)
-    ours.set_weights(stock.get_weights())
+    stock, ours = matched(*pair(kind, **options), x.shape)
     expected = stock(x)
     assert_same(ours(x), expected)
     probed, sites = probed_call(ours, x)
@@ -64,11 +69,11 @@ def test_outputs_equal_the_stock_layer(kind, options):
 
 def test_generic_rnn_wraps_any_cell():
     x = sequences()
-    stock = keras.layers.RNN(keras.layers.GRUCell(4), return_sequences=True)
-    ours = layers.RNN(keras.layers.GRUCell(4), return_sequences=True)
-    stock.build(x.shape)
-    ours.build(x.shape)
-    ours.set_weights(stock.get_weights())
+    stock, ours = matched(
+        keras.layers.RNN(keras.layers.GRUCell(4), return_sequences=True),
+        layers.RNN(keras.layers.GRUCell(4), return_sequences=True),
+        x.shape,
+    )
     assert_same(ours(x), stock(x))
     assert_same(probed_call(ours, x)[0], stock(x))
 
@@ -77,15 +82,15 @@ def test_generic_rnn_wraps_any_cell():
 def test_masked_steps_are_skipped_as_in_keras(kind):
     x = sequences()
     x[:, 5:] = 0.0
-    model_stock = keras.Sequential(
-        [keras.layers.Masking(0.0), getattr(keras.layers, kind)(4, return_sequences=True)]
+    model_stock, model_ours = matched(
+        *(
+            keras.Sequential(
+                [keras.layers.Masking(0.0), getattr(module, kind)(4, return_sequences=True)]
+            )
+            for module in (keras.layers, layers)
+        ),
+        x.shape,
     )
-    model_ours = keras.Sequential(
-        [keras.layers.Masking(0.0), getattr(layers, kind)(4, return_sequences=True)]
-    )
-    model_stock.build(x.shape)
-    model_ours.build(x.shape)
-    model_ours.set_weights(model_stock.get_weights())
     assert_same(model_ours(x), model_stock(x))
     assert_same(probed_call(model_ours, x)[0], model_stock(x))
 
@@ -93,10 +98,7 @@ def test_masked_steps_are_skipped_as_in_keras(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_stateful_layer_carries_state_like_keras(kind):
     x = sequences(batch=2)
-    stock, ours = pair(kind, stateful=True, return_sequences=True)
-    stock.build(x.shape)
-    ours.build(x.shape)
-    ours.set_weights(stock.get_weights())
+    stock, ours = matched(*pair(kind, stateful=True, return_sequences=True), x.shape)
     for part in (x[:, :3], x[:, 3:]):
         assert_same(ours(part), stock(part))
     ours.reset_state()
@@ -172,11 +174,26 @@ def test_trains_under_truncated_bptt_like_the_stock_layer():
 
 def test_bidirectional_around_probed_layers():
     x = sequences()
-    layer = keras.layers.Bidirectional(layers.GRU(3, return_sequences=True))
-    stock = keras.layers.Bidirectional(keras.layers.GRU(3, return_sequences=True))
-    layer.build(x.shape)
-    stock.build(x.shape)
-    layer.set_weights(stock.get_weights())
+    stock, layer = matched(
+        keras.layers.Bidirectional(keras.layers.GRU(3, return_sequences=True)),
+        keras.layers.Bidirectional(layers.GRU(3, return_sequences=True)),
+        x.shape,
+    )
     out, sites = probed_call(layer, x)
     assert_same(out, stock(x))
     assert len(sites) == 2 and {s.kind for s in sites} == {"state"}
+
+
+def test_importing_the_package_registers_its_layers(tmp_path):
+    import subprocess
+    import sys
+
+    model = keras.Sequential([keras.Input((None, 2)), layers.LSTM(3)])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    code = (
+        "import keras_gradwatch, keras; "
+        f"print(type(keras.models.load_model({str(path)!r}).layers[0]).__module__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "keras_gradwatch.layers", done.stderr[-2000:]
