@@ -208,6 +208,7 @@ class GradWatch(keras.callbacks.Callback):
 
         self.alerts = []  # every reported Alert
         self.last_measurement = None
+        self._totals = records.Totals()  # the figures of what was written
         self._writer = records.RunWriter(log_dir)
         self._dispatcher = alerts_lib.AlertDispatcher(
             actions, record=self._record_alert, stop=self._stop_training
@@ -467,33 +468,32 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements += 1
         profiles = {name: r.profile for name, r in result.layers.items()}
         relative = self._writer.write_profiles(index, profiles) if profiles else None
-        self._writer.append(
-            records.MEASUREMENTS,
-            {
-                "index": index,
-                "step": self._step,
-                "epoch": max(self._epoch, 0),
-                "time": time.time(),
-                "length": result.length,
-                "sequences": result.sequences,
-                "loss_steps": result.loss_steps,
-                "window": result.window,
-                "global_norm": result.global_norm,
-                "layer_norms": result.layer_norms,
-                "profiles": relative,
-                "layers": {
-                    name: {
-                        "site": r.site,
-                        "decay_rate": r.decay_rate,
-                        "horizon": r.horizon,
-                        "truncation_bias": r.truncation_bias,
-                        "suggested_window": r.suggested_window,
-                        "lag0": float(r.profile[0]) if r.profile.size else None,
-                    }
-                    for name, r in result.layers.items()
-                },
+        record = {
+            "index": index,
+            "step": self._step,
+            "epoch": max(self._epoch, 0),
+            "time": time.time(),
+            "length": result.length,
+            "sequences": result.sequences,
+            "loss_steps": result.loss_steps,
+            "window": result.window,
+            "global_norm": result.global_norm,
+            "layer_norms": result.layer_norms,
+            "profiles": relative,
+            "layers": {
+                name: {
+                    "site": r.site,
+                    "decay_rate": r.decay_rate,
+                    "horizon": r.horizon,
+                    "truncation_bias": r.truncation_bias,
+                    "suggested_window": r.suggested_window,
+                    "lag0": float(r.profile[0]) if r.profile.size else None,
+                }
+                for name, r in result.layers.items()
             },
-        )
+        }
+        self._writer.append(records.MEASUREMENTS, record)
+        self._totals.add_measurement(record)
         if self._board is not None:
             self._board.measurement(self._step, result)
         if check:
@@ -673,6 +673,7 @@ class GradWatch(keras.callbacks.Callback):
     def _record_alert(self, alert):
         self.alerts.append(alert)
         self._writer.append(records.ALERTS, alert.to_dict())
+        self._totals.add_alert(alert.to_dict())
 
     def _stop_training(self):
         self.model.stop_training = True
@@ -687,13 +688,12 @@ class GradWatch(keras.callbacks.Callback):
     def summary(self):
         """The run's figures, as written to `summary.json`.
 
-        Computed from the records on disk (`records.summarize`), with this
-        callback's status and alert counts.
+        Computed from the records as they are written (`records.Totals`),
+        with this callback's status and its count of every alert.
         """
         self._flush_steps()
-        summary = records.summarize(records.load_run(self.log_dir))
+        summary = self._totals.summary(self._status)
         summary.update(
-            status=self._status,
             alerts={kind: self._dispatcher.counts[kind] for kind in alerts_lib.KINDS},
             measurement_error=self._measure_error,
             updated=time.time(),
@@ -739,8 +739,10 @@ class GradWatch(keras.callbacks.Callback):
             run = records.load_run(self.log_dir)
         except RunDirectoryError:
             return  # an empty or new folder
-        self._step, epoch, self._measurements = run.resume_point
-        self._epoch = epoch if run.steps else -1
+        self._totals = records.totals(run)
+        self._step = self._totals.step
+        self._epoch = self._totals.epoch
+        self._measurements = self._totals.measurements
         self._fits = list(run.settings.get("fits", []))
         self._dispatcher.counts.update(
             {k: v for k, v in ((run.summary or {}).get("alerts") or {}).items() if k in alerts_lib.KINDS}
@@ -755,6 +757,7 @@ class GradWatch(keras.callbacks.Callback):
     def _flush_steps(self):
         for record in self._pending_steps:
             self._writer.append(records.STEPS, record, flush=False)
+            self._totals.add_step(record)
         if self._board is not None:
             self._board.steps(self._pending_steps)
         self._pending_steps = []

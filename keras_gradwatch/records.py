@@ -20,6 +20,7 @@ strings `"NaN"`, `"Infinity"` and `"-Infinity"` (JSON has no literal for
 them); `number()` reads them back.
 """
 
+import array
 import dataclasses
 import json
 import math
@@ -169,16 +170,6 @@ class Run:
                 f"Damaged profile file '{self.path / relative}': {error}."
             ) from error
 
-    @property
-    def resume_point(self):
-        """`(step, epoch, measurements)` reached by the records so far."""
-        step = max((int(r.get("step", 0)) for r in self.steps), default=0)
-        step = max(
-            [step] + [int(r.get("step", 0)) for r in self.measurements + self.alerts]
-        )
-        epoch = max((int(r.get("epoch", 0)) for r in self.steps), default=0)
-        return step, epoch, len(self.measurements)
-
 
 def load_run(log_dir):
     """Reads a run folder written by `GradWatch`.
@@ -262,6 +253,82 @@ def _read_lines(path):
     return records
 
 
+class Totals:
+    """The running figures of a run's records, fed record by record.
+
+    `summarize` feeds it a run read from disk; `GradWatch` feeds it each
+    record as it writes it, so that its `summary.json` never re-reads the
+    files. Memory: one float per step with a gradient norm.
+    """
+
+    def __init__(self):
+        self.step = 0
+        self.epoch = -1
+        self.skipped = None
+        self.measurements = 0
+        self.last_measurement = {}
+        self.alerts = 0
+        self.alert_counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
+        self._step_norms = array.array("d")
+        self._measured_norms = array.array("d")
+
+    def add_step(self, record):
+        self.step = max(self.step, int(record.get("step", 0)))
+        self.epoch = max(self.epoch, int(record.get("epoch", 0)))
+        if record.get("skipped_updates") is not None:
+            self.skipped = record["skipped_updates"]
+        norm = number(record.get("grad_norm"))
+        if norm is not None and math.isfinite(norm):
+            self._step_norms.append(norm)
+
+    def add_measurement(self, record):
+        self.step = max(self.step, int(record.get("step", 0)))
+        self.measurements += 1
+        self.last_measurement = record
+        norm = number(record.get("global_norm"))
+        if norm is not None and math.isfinite(norm):
+            self._measured_norms.append(norm)
+
+    def add_alert(self, record):
+        self.step = max(self.step, int(record.get("step", 0)))
+        self.alerts += 1
+        if record.get("kind") in self.alert_counts:
+            self.alert_counts[record["kind"]] += 1 + int(record.get("suppressed") or 0)
+
+    def summary(self, status):
+        """The figures, as in `summary.json` (see `summarize`)."""
+        # Training steps' norms when the model logs them, else measured ones.
+        norms = self._step_norms or self._measured_norms
+        median = float(np.median(norms)) if norms else None
+        last = self.last_measurement
+        return {
+            "status": status,
+            "steps": self.step,
+            "epochs": self.epoch + 1,
+            "measurements": self.measurements,
+            "layers": {
+                name: {**values, "window": last.get("window")}
+                for name, values in (last.get("layers") or {}).items()
+            },
+            "median_grad_norm": median,
+            "suggested_clipnorm": None if median is None else float(f"{median:.2g}"),
+            "skipped_updates": self.skipped,
+            "alerts": dict(self.alert_counts),
+            "alerts_reported": self.alerts,
+        }
+
+
+def totals(run):
+    """A `Totals` fed with every record of a run."""
+    result = Totals()
+    for record in run.steps:
+        result.add_step(record)
+    for record in run.measurements:
+        result.add_measurement(record)
+    for record in run.alerts:
+        result.add_alert(record)
+    return result
+
 
 def summarize(run):
     """The run's figures, computed from its records.
@@ -282,38 +349,14 @@ def summarize(run):
         `alerts` (counts per kind), `alerts_reported`.
     """
     written = run.summary or {}
-    last = run.measurements[-1] if run.measurements else {}
-    norms = [number(s.get("grad_norm")) for s in run.steps]
-    norms = [n for n in norms if n is not None]
-    if not norms:
-        norms = [number(m.get("global_norm")) for m in run.measurements]
-        norms = [n for n in norms if n is not None]
-    norms = [n for n in norms if math.isfinite(n)]
-    median = float(np.median(norms)) if norms else None
-    skipped = [s.get("skipped_updates") for s in run.steps if s.get("skipped_updates") is not None]
-    counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
-    for alert in run.alerts:
-        if alert.get("kind") in counts:
-            counts[alert["kind"]] += 1 + int(alert.get("suppressed") or 0)
-    for kind, count in (written.get("alerts") or {}).items():
-        if kind in counts:
-            counts[kind] = max(counts[kind], int(count))
-    step, epoch, measurements = run.resume_point
     status = written.get("status", "unknown")
-    if status == "running" and written.get("steps", 0) < step:
+    figures = totals(run)
+    if status == "running" and written.get("steps", 0) < figures.step:
         status = "incomplete"  # records went on after the last summary
-    return {
-        "status": status,
-        "steps": step,
-        "epochs": epoch + 1 if run.steps else written.get("epochs", 0),
-        "measurements": measurements,
-        "layers": {
-            name: {**values, "window": last.get("window")}
-            for name, values in (last.get("layers") or {}).items()
-        },
-        "median_grad_norm": median,
-        "suggested_clipnorm": None if median is None else float(f"{median:.2g}"),
-        "skipped_updates": skipped[-1] if skipped else None,
-        "alerts": counts,
-        "alerts_reported": len(run.alerts),
-    }
+    summary = figures.summary(status)
+    if not run.steps:
+        summary["epochs"] = written.get("epochs", 0)
+    for kind, count in (written.get("alerts") or {}).items():
+        if kind in summary["alerts"]:
+            summary["alerts"][kind] = max(summary["alerts"][kind], int(count))
+    return summary
