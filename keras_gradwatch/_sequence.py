@@ -48,17 +48,29 @@ def batch_rows(structure):
     return tf.shape(first_leaf(structure))[0]
 
 
-def slice_time(structure, start, stop):
-    """Cuts every leaf to the steps `[start, stop)` of axis 1."""
+def slice_time(structure, start, stop, length=None):
+    """Cuts every leaf to the steps `[start, stop)` of axis 1.
+
+    `length`, when given, is the static number of steps `stop - start`.
+    """
 
     def cut(tensor):
         if tensor is None:
             return None
-        out = tensor[:, start:stop]
+        out = _with_length(tensor[:, start:stop], length)
         mask = _mask_of(tensor)
-        return _set_mask(out, None if mask is None else mask[:, start:stop])
+        if mask is not None:
+            mask = _with_length(mask[:, start:stop], length)
+        return _set_mask(out, mask)
 
     return keras.tree.map_structure(cut, structure)
+
+
+def _with_length(tensor, length):
+    if length is None:
+        return tensor
+    shape = tensor.shape.as_list()
+    return tf.ensure_shape(tensor, [shape[0], length] + shape[2:])
 
 
 def take_rows(structure, rows):
@@ -110,12 +122,31 @@ def pad_rows(structure, batch_size):
     return keras.tree.map_structure(pad, structure)
 
 
+def fixed_time_length(model):
+    """The time length a model's inputs are built for, or None if free.
+
+    Read from `model.inputs` (Sequential and functional models built on
+    `keras.Input`); a subclassed model has none, so its length is free.
+    """
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    for tensor in keras.tree.flatten(inputs or []):
+        shape = getattr(tensor, "shape", None)
+        if shape is not None and len(shape) >= 2 and shape[1] is not None:
+            return int(shape[1])
+    return None
+
+
 def output_time_axes(model, x, batch_size, length):
     """Whether a model's outputs follow the input's time axis.
 
     The model's output spec is computed for inputs of `length` and
     `length + 1` steps: an output whose axis 1 follows the input length is
     per time step (many-to-many); one whose axis 1 does not is many-to-one.
+    A model built for a fixed time length T can only be asked about T: an
+    output is then per time step when its axis 1 has T entries.
 
     Args:
         model: A Keras model.
@@ -142,12 +173,21 @@ def output_time_axes(model, x, batch_size, length):
             x,
         )
 
-    short = model.compute_output_spec(spec(length))
-    long = model.compute_output_spec(spec(length + 1))
-    flags = [
-        len(a.shape) >= 2 and a.shape[1] == length and b.shape[1] == length + 1
-        for a, b in zip(keras.tree.flatten(short), keras.tree.flatten(long))
-    ]
+    fixed = fixed_time_length(model)
+    if fixed is not None:
+        length = fixed
+        short = model.compute_output_spec(spec(length))
+        flags = [
+            len(a.shape) >= 2 and a.shape[1] == length
+            for a in keras.tree.flatten(short)
+        ]
+    else:
+        short = model.compute_output_spec(spec(length))
+        long = model.compute_output_spec(spec(length + 1))
+        flags = [
+            len(a.shape) >= 2 and a.shape[1] == length and b.shape[1] == length + 1
+            for a, b in zip(keras.tree.flatten(short), keras.tree.flatten(long))
+        ]
     if any(flags) and not all(flags):
         raise InvalidInputError(
             "keras_gradwatch needs all outputs of a model to be per time "

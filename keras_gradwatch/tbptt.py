@@ -1,5 +1,6 @@
 """Windowed truncated backpropagation through time (TBPTT) inside `fit`."""
 
+import contextlib
 import functools
 
 import keras
@@ -10,6 +11,12 @@ from keras_gradwatch import _state
 from keras_gradwatch.errors import InvalidInputError
 
 RESET_MODES = ("batch", "epoch")
+# `unroll="auto"` unrolls spans up to this many steps: beyond it the trace
+# grows large for little gain (Keras: unrolling suits short sequences).
+AUTO_UNROLL_STEPS = 100
+# Each run of equal-shaped windows is traced once; past this many runs
+# (long `backprop` against a short `window`) the loop stays symbolic.
+_MAX_WINDOW_RUNS = 4
 
 
 def _check_steps(value, name):
@@ -64,6 +71,13 @@ class TruncatedBPTT(keras.Model):
     for the recurrent state and the padding is cut off before the loss, the
     metrics and the predictions.
 
+    The windows of a batch share one static length (but the last, and the
+    first ones when `backprop > window`), so the wrapper can unroll the
+    recurrence of each training span, as `keras.layers.RNN(unroll=True)`
+    does: the same computation, much faster on CPU for short windows. It
+    decides this for its stateful layers (`unroll`); their own `unroll`
+    attribute is not used inside its steps.
+
     `evaluate` and `predict` run window by window as well; `predict` returns
     full-length outputs equal to running the model over the whole sequence.
     Calling the wrapper directly (`wrapper(x)`) runs the wrapped model over
@@ -88,10 +102,16 @@ class TruncatedBPTT(keras.Model):
             continues row `i` of the previous batch) and resets it at the
             start of each epoch and of each `evaluate`/`predict`; `fit` then
             does not shuffle, and `shuffle=True` is an error.
+        unroll: `"auto"` (default) unrolls the recurrence of each training
+            span when the batch's time length is static and the span is at
+            most 100 steps; `True` unrolls whenever the length is static
+            (more trace time and graph memory for long spans); `False`
+            never unrolls. Outputs and gradients are the same either way.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
-        InvalidInputError: For a bad `window`, `backprop` or `reset`, or a
+        InvalidInputError: For a bad `window`, `backprop`, `reset` or
+            `unroll`, or a
             model with no stateful recurrent layer.
 
     Example:
@@ -111,7 +131,9 @@ class TruncatedBPTT(keras.Model):
     ['grad_norm', 'loss', 'skipped_updates']
     """
 
-    def __init__(self, model, window, backprop=None, reset="batch", **kwargs):
+    def __init__(
+        self, model, window, backprop=None, reset="batch", unroll="auto", **kwargs
+    ):
         _check_steps(window, "window")
         if backprop is not None:
             _check_steps(backprop, "backprop")
@@ -127,6 +149,11 @@ class TruncatedBPTT(keras.Model):
                 "sequences in every batch) or reset='epoch' (batches continue "
                 "the same streams)."
             )
+        if not (isinstance(unroll, bool) or unroll == "auto"):
+            raise InvalidInputError(
+                f"Received: unroll={unroll!r}. Pass unroll='auto' (unroll "
+                "short training spans), True or False."
+            )
         if not isinstance(model, keras.Model):
             raise InvalidInputError(
                 f"Received: model of type {type(model).__name__}. Pass a "
@@ -135,11 +162,23 @@ class TruncatedBPTT(keras.Model):
             )
         _state.stateful_layers(model)
         _state.warn_non_stateful(model)
+        fixed = _sequence.fixed_time_length(model)
+        if fixed is not None:
+            shapes = [tuple(t.shape) for t in keras.tree.flatten(model.inputs)]
+            raise InvalidInputError(
+                f"Received: a model built for a fixed time length of {fixed} "
+                f"steps (input shapes {shapes}). TruncatedBPTT feeds it "
+                "windows of `window` steps, so its time axis must be free: "
+                "build it on keras.Input(batch_shape=(batch, None, ...))."
+            )
         super().__init__(**kwargs)
         self.model = model
         self.window = window
         self.backprop = window if backprop is None else backprop
         self.reset = reset
+        self.unroll = unroll
+        self._unroll_depth = 0  # nesting of `_unrolled`, across replicas
+        self._unroll_saved = ()
         self._skipped_updates = self.add_weight(
             shape=(),
             initializer="zeros",
@@ -196,7 +235,8 @@ class TruncatedBPTT(keras.Model):
         )
         (print_fn or print)(
             f" Truncated BPTT: window={self.window}, "
-            f"backprop={self.backprop}, reset={self.reset!r} "
+            f"backprop={self.backprop}, reset={self.reset!r}, "
+            f"unroll={self.unroll!r} "
             "(non-trainable: the skipped-updates counter)"
         )
 
@@ -207,6 +247,7 @@ class TruncatedBPTT(keras.Model):
             "window": self.window,
             "backprop": self.backprop,
             "reset": self.reset,
+            "unroll": self.unroll,
         }
         return {**base_config, **config}
 
@@ -344,6 +385,10 @@ class TruncatedBPTT(keras.Model):
     # Steps ----------------------------------------------------------------
 
     def train_step(self, data):
+        with self._unrolled(False):
+            return self._train_step(data)
+
+    def _train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         plan = self._plan(x, y, sample_weight)
         if not self.optimizer.built:
@@ -363,6 +408,10 @@ class TruncatedBPTT(keras.Model):
         return logs
 
     def test_step(self, data):
+        with self._unrolled(False):
+            return self._test_step(data)
+
+    def _test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         plan = self._plan(x, y, sample_weight)
         if self.reset == "batch":
@@ -382,6 +431,10 @@ class TruncatedBPTT(keras.Model):
         return self.get_metrics_result()
 
     def predict_step(self, data):
+        with self._unrolled(False):
+            return self._predict_step(data)
+
+    def _predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         plan = self._plan(x, None, None)
         if self.reset == "batch":
@@ -451,17 +504,17 @@ class TruncatedBPTT(keras.Model):
         length = _sequence.time_length(_first_replica(strategy, x))
         count = _ceil_div(length, self.window)
         # Many-to-one: only the final window has a loss and an update.
-        first = tf.convert_to_tensor(0 if plan.has_time else count - 1, "int32")
+        first = 0 if plan.has_time else count - 1
         saved = run(self._states_before, args=(x, first))
         is_scaled = isinstance(
             self.optimizer, keras.optimizers.LossScaleOptimizer
         )
 
-        def body(i, saved, largest, worst, skipped):
+        def body(i, saved, largest, worst, skipped, shape):
             norm, grads, saved = run(
                 self._window_gradients,
                 args=(x, y, sample_weight, rows, i, saved),
-                kwargs={"plan": plan},
+                kwargs={"plan": plan, "shape": shape},
             )
             # The norm is of all-reduced gradients: equal on every replica.
             norm = strategy.experimental_local_results(norm)[0]
@@ -472,12 +525,16 @@ class TruncatedBPTT(keras.Model):
             skipped += tf.cast(tf.logical_not(finite), skipped.dtype)
             return i + 1, saved, largest, worst, skipped
 
-        _, _, largest, worst, skipped = tf.while_loop(
-            lambda i, *_: i < count,
-            body,
-            [first, saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")],
-            parallel_iterations=1,
-        )
+        carried = [saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")]
+        # One symbolic loop per run of windows whose spans share a shape.
+        for begin, stop, shape in self._window_runs(length, first, count):
+            _, *carried = tf.while_loop(
+                lambda i, *_, stop=stop: i < stop,
+                functools.partial(body, shape=shape),
+                [tf.convert_to_tensor(begin, "int32")] + carried,
+                parallel_iterations=1,
+            )
+        _, largest, worst, skipped = carried
         self._skipped_updates.assign_add(skipped)
         if is_scaled:
             # Non-finite steps are the loss scale's business, not the model's.
@@ -493,8 +550,68 @@ class TruncatedBPTT(keras.Model):
             return []
         return _state.read(self._state_variables())
 
-    def _window_gradients(self, x, y, sample_weight, rows, i, saved, plan):
+    def _window_runs(self, length, first, count):
+        """Splits windows `first..count-1` into runs of one span shape.
+
+        Returns:
+            `(begin, stop, shape)` triples: windows `begin <= i < stop` have
+            spans of `shape = (span length, window offset in the span)`, or
+            `shape=None` (not unrolled: dynamic shapes).
+        """
+        whole = [(first, count, None)]
+        if self.unroll is False or not isinstance(length, int) or count < 1:
+            return whole
+        runs = []
+        for i in range(first, count):
+            begin = i * self.window
+            end = min(begin + self.window, length)
+            start = max(begin - (self.backprop - self.window), 0)
+            shape = (end - start, begin - start)
+            if runs and runs[-1][2] == shape:
+                runs[-1][1] = i + 1
+            else:
+                runs.append([i, i + 1, shape])
+        longest = max(run[2][0] for run in runs)
+        if len(runs) > _MAX_WINDOW_RUNS or (
+            self.unroll == "auto" and longest > AUTO_UNROLL_STEPS
+        ):
+            return whole
+        return [tuple(run) for run in runs]
+
+    @contextlib.contextmanager
+    def _unrolled(self, unroll):
+        """Sets `unroll` on the stateful layers for the calls made inside.
+
+        The layers' own values come back when the outermost use ends. Under
+        `MirroredStrategy` each replica's step runs in its own thread and
+        they interleave at `merge_call`: a replica that enters second sees
+        the first one's setting, not the layers' own, so it must not restore
+        what it saw.
+        """
+        layers = [
+            layer for layer in self._stateful_layers() if hasattr(layer, "unroll")
+        ]
+        if self._unroll_depth == 0:
+            self._unroll_saved = tuple(layer.unroll for layer in layers)
+        self._unroll_depth += 1
+        previous = [layer.unroll for layer in layers]
+        for layer in layers:
+            layer.unroll = unroll
+        try:
+            yield
+        finally:
+            self._unroll_depth -= 1
+            restore = previous if self._unroll_depth else self._unroll_saved
+            for layer, value in zip(layers, restore):
+                layer.unroll = value
+
+    def _window_gradients(
+        self, x, y, sample_weight, rows, i, saved, plan, shape=None
+    ):
         """Gradients of window `i` (replica context).
+
+        With a static `shape` (see `_window_runs`), the span has that many
+        steps and its recurrence is unrolled.
 
         Returns the unscaled global norm of the (all-reduced) gradients, the
         local gradients, and the saved state the next window starts from.
@@ -525,12 +642,16 @@ class TruncatedBPTT(keras.Model):
         else:
             next_saved = []
         trainable = self.trainable_variables
+        span, offset = shape or (None, begin - start)
         with tf.GradientTape() as tape:
-            y_pred = self.model(
-                _sequence.slice_time(x, start, end), training=True
-            )
+            with self._unrolled(shape is not None):
+                y_pred = self.model(
+                    _sequence.slice_time(x, start, end, length=span),
+                    training=True,
+                )
             if plan.has_time and saved:
-                y_pred = _sequence.slice_time(y_pred, begin - start, end - start)
+                stop = end - start if shape is None else span
+                y_pred = _sequence.slice_time(y_pred, offset, stop)
             loss, window = self._window_loss(
                 plan, x, y, sample_weight, y_pred, rows, begin, end, training=True
             )

@@ -49,7 +49,11 @@ def train(strategy, wrapped=True, nan_at=None, epochs=2):
         inner = keras.Sequential(
             [
                 keras.Input(batch_shape=(GLOBAL_BATCH // replicas if wrapped else None, None, 2)),
-                layers.LSTM(5, stateful=wrapped, return_sequences=True, name="lstm"),
+                # Wrapped, the layer's own unroll is set aside and restored.
+                layers.LSTM(
+                    5, stateful=wrapped, return_sequences=True, unroll=wrapped,
+                    name="lstm",
+                ),
                 keras.layers.Dense(1, name="head"),
             ]
         )
@@ -68,6 +72,7 @@ def train(strategy, wrapped=True, nan_at=None, epochs=2):
         "history": history.history,
         "run": records.load_run(folder),
         "alerts": [(a.kind, a.signal, a.step, a.layer) for a in watch.alerts],
+        "unroll": inner.get_layer("lstm").unroll,
     }
 
 
@@ -104,6 +109,7 @@ def main():
 
     single, mirrored = train(default), train(mirrored_strategy)
     out["tbptt"] = compare(single, mirrored)
+    out["tbptt"]["layer_unroll"] = [single["unroll"], mirrored["unroll"]]
     out["tbptt"]["grad_norm"] = relative(
         single["history"]["grad_norm"], mirrored["history"]["grad_norm"]
     )

@@ -45,6 +45,8 @@ def test_mirrored_truncated_bptt_matches_single_device(distributed):
     # grad_norm is the norm of the all-reduced gradient: one replica's
     # would differ from the single-device norm by far more than this.
     assert result["grad_norm"] <= 1e-5 and result["step_grad_norm"] <= 1e-5
+    # The replicas' threads interleave; the layer's own setting survives.
+    assert result["layer_unroll"] == [True, True]
 
 
 def test_mirrored_probes_and_alerts_match_single_device(distributed):

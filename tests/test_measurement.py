@@ -25,7 +25,9 @@ def orthogonal(n, seed=0):
     return (q * np.sign(np.diag(r))).astype("float32")
 
 
-def linear_rnn(rate, units=6, features=6, probed=True, return_sequences=False):
+def linear_rnn(
+    rate, units=6, features=6, probed=True, return_sequences=False, steps=None
+):
     """Linear SimpleRNN, recurrent kernel rate * Q: decays exactly as rate**k."""
     module = layers if probed else keras.layers
     rnn = module.SimpleRNN(
@@ -35,7 +37,7 @@ def linear_rnn(rate, units=6, features=6, probed=True, return_sequences=False):
         return_sequences=return_sequences,
         name="rnn",
     )
-    model = keras.Sequential([keras.Input((None, features)), rnn])
+    model = keras.Sequential([keras.Input((steps, features)), rnn])
     kernel = np.eye(features, units, dtype="float32")  # input grad = state grad
     rnn.set_weights([kernel, rate * orthogonal(units)])
     return model
@@ -75,6 +77,18 @@ def test_last_step_loss_of_sequence_model_matches_many_to_one():
     # With a loss at every step, early steps gather gradient from all later
     # losses: the profile no longer decays as 0.9**lag.
     assert full.layers["rnn"].decay_rate > 0.95
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_model_built_for_a_fixed_length_is_measured(return_sequences):
+    # keras.Input((20, 6)): the model accepts 20 steps only.
+    x = sequences()
+    y = np.ones((3, 20, 6) if return_sequences else (3, 6), "float32")
+    fixed = linear_rnn(0.9, return_sequences=return_sequences, steps=20)
+    record = measure(fixed, x, y, loss="mse").layers["rnn"]
+    # The default loss is at the final step either way: exactly 0.9**lag.
+    expected = record.profile[0] * 0.9 ** np.arange(20)
+    np.testing.assert_allclose(record.profile, expected, rtol=1e-4)
 
 
 def test_profile_without_targets_is_output_sensitivity():

@@ -165,13 +165,14 @@ def test_window_covering_sequence_equals_full_bptt():
     assert max_diff(inner.get_weights(), plain.get_weights()) <= 1e-5
 
 
+@pytest.mark.parametrize("unroll", ["auto", False])
 @pytest.mark.parametrize("kind", ["SimpleRNN", "GRU", "LSTM", "custom"])
-def test_windows_equal_stop_gradient_reference(kind):
+def test_windows_equal_stop_gradient_reference(kind, unroll):
     x, y = data(t=11)
     inner = make_inner(kind)
     reference = Reference(inner)
     reference.train_batch(x, y, window=4, backprop=4)
-    model = compiled(TruncatedBPTT(inner, window=4))
+    model = compiled(TruncatedBPTT(inner, window=4, unroll=unroll))
     model.fit(x, y, epochs=1, verbose=0)
     assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
     assert model.optimizer.iterations.numpy() == 3  # 4 + 4 + 3 steps
@@ -190,31 +191,38 @@ def test_reference_tells_carried_state_and_span_apart():
     assert max_diff(carried.weights(), longer.weights()) > 1e-3
 
 
-@pytest.mark.parametrize("window,backprop", [(3, 5), (3, 7), (4, 6)])
-def test_backprop_longer_than_window_equals_reference(window, backprop):
+@pytest.mark.parametrize("unroll", ["auto", False])
+@pytest.mark.parametrize("window,backprop", [(3, 5), (3, 7), (4, 6), (1, 6)])
+def test_backprop_longer_than_window_equals_reference(window, backprop, unroll):
     x, y = data(t=13)
     inner = make_inner("GRU")
     reference = Reference(inner)
     reference.train_batch(x, y, window=window, backprop=backprop)
-    model = compiled(TruncatedBPTT(inner, window=window, backprop=backprop))
+    model = compiled(
+        TruncatedBPTT(inner, window=window, backprop=backprop, unroll=unroll)
+    )
     model.fit(x, y, epochs=1, verbose=0)
     assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
 
 
+@pytest.mark.parametrize("unroll", ["auto", False])
 @pytest.mark.parametrize("backprop", [4, 6])
-def test_many_to_one_trains_on_final_window_only(backprop):
+def test_many_to_one_trains_on_final_window_only(backprop, unroll):
     x, y = data(t=11)
     y = y[:, -1]
     inner = make_inner("LSTM", return_sequences=False)
     reference = Reference(inner)
     reference.train_batch(x, y, window=4, backprop=backprop)
-    model = compiled(TruncatedBPTT(inner, window=4, backprop=backprop))
+    model = compiled(
+        TruncatedBPTT(inner, window=4, backprop=backprop, unroll=unroll)
+    )
     model.fit(x, y, epochs=1, verbose=0)
     assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
     assert model.optimizer.iterations.numpy() == 1
 
 
-def test_partial_last_batch_and_window_are_trained():
+@pytest.mark.parametrize("unroll", ["auto", False])
+def test_partial_last_batch_and_window_are_trained(unroll):
     # 6 sequences in batches of 4: the last batch holds 2 (padded for the
     # state, cut before the loss); 11 steps in windows of 4: last holds 3.
     x, y = data(n=6, t=11)
@@ -222,7 +230,7 @@ def test_partial_last_batch_and_window_are_trained():
     reference = Reference(inner)
     reference.train_batch(x[:4], y[:4], window=4, backprop=4)
     reference.train_batch(x[4:], y[4:], window=4, backprop=4)
-    model = compiled(TruncatedBPTT(inner, window=4))
+    model = compiled(TruncatedBPTT(inner, window=4, unroll=unroll))
     history = model.fit(x, y, epochs=1, verbose=0, shuffle=False)
     assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
     assert model.optimizer.iterations.numpy() == 6
@@ -266,18 +274,6 @@ def test_epoch_mode_resets_at_epoch_start():
 
     model.fit(x, y, epochs=1, verbose=0, callbacks=[Probe()])
     assert seen == [0.0]
-
-
-def test_tf_data_input_equals_numpy_input():
-    x, y = data(n=8, t=9)
-    inner_a, inner_b = make_inner(), make_inner()
-    inner_b.set_weights(inner_a.get_weights())
-    a = compiled(TruncatedBPTT(inner_a, window=4))
-    b = compiled(TruncatedBPTT(inner_b, window=4))
-    a.fit(x, y, epochs=1, verbose=0, shuffle=False)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
-    b.fit(dataset, epochs=1, verbose=0)
-    assert max_diff(inner_a.get_weights(), inner_b.get_weights()) <= 1e-6
 
 
 def test_time_axis_sample_weight_is_cut_with_the_window():
@@ -324,7 +320,8 @@ def test_many_to_one_predict_equals_whole_sequence():
     np.testing.assert_allclose(predicted, inner(x).numpy(), atol=1e-5)
 
 
-def test_masking_is_respected():
+@pytest.mark.parametrize("unroll", ["auto", False])
+def test_masking_is_respected(unroll):
     x, y = data(t=10)
     x[:, 6:] = 0.0  # padded tail, masked out
     inner = keras.Sequential(
@@ -348,7 +345,7 @@ def test_masking_is_respected():
     plain.set_weights(inner.get_weights())
     compiled(plain)
     plain.layers[1].reset_state()
-    model_full = compiled(TruncatedBPTT(inner, window=10))
+    model_full = compiled(TruncatedBPTT(inner, window=10, unroll=unroll))
     model_full.fit(x, y, epochs=1, verbose=0)
     plain.train_on_batch(x, y)
     assert max_diff(inner.get_weights(), plain.get_weights()) <= 1e-5
@@ -388,6 +385,96 @@ def test_trace_does_not_grow_with_the_number_of_windows():
         model.fit(x, y, epochs=1, verbose=0)
         counts.append(len(calls))
     assert counts[0] == counts[1]
+
+
+class Recording(keras.Model):
+    """Records, per call, the time length it sees and whether it unrolls."""
+
+    def __init__(self, unroll=False):
+        super().__init__()
+        self.rnn = keras.layers.GRU(
+            4, stateful=True, return_sequences=True, unroll=unroll
+        )
+        self.out = keras.layers.Dense(1)
+        self.calls = []
+
+    def call(self, x, training=None):
+        self.calls.append((x.shape[1], self.rnn.unroll, bool(training)))
+        return self.out(self.rnn(x))
+
+
+def recording(unroll=False):
+    inner = Recording(unroll)
+    inner(np.zeros((B, 2, F), "float32"))
+    inner.calls.clear()
+    return inner
+
+
+@pytest.mark.parametrize(
+    "unroll,window,backprop,expected",
+    [
+        # Runs of windows: full ones, then the shorter last one.
+        ("auto", 4, None, {4, 3}),
+        (True, 4, None, {4, 3}),
+        (False, 4, None, set()),
+        # The first span is shorter than backprop, the last one too.
+        ("auto", 4, 6, {4, 6, 5}),
+        # "auto" leaves spans over 100 steps rolled up; True unrolls them.
+        ("auto", 101, None, set()),
+        (True, 101, None, {101}),
+    ],
+)
+def test_training_spans_are_unrolled_when_static(unroll, window, backprop, expected):
+    length = 11 if window < 11 else 2 * window
+    inner = recording()
+    model = compiled(
+        TruncatedBPTT(inner, window=window, backprop=backprop, unroll=unroll)
+    )
+    x, y = data(t=length)
+    model.fit(x, y, epochs=1, verbose=0)
+    # Calls that only advance the state (not differentiated) stay rolled up.
+    unrolled = {steps for steps, unroll, _ in inner.calls if unroll}
+    assert unrolled == expected
+    assert inner.rnn.unroll is False  # the layer's own setting is back
+
+
+@pytest.mark.parametrize("length", ["static", "unknown"])
+def test_tf_data_input_equals_numpy_input(length):
+    x, y = data(n=8, t=9)
+    inner_a, inner_b = recording(), recording()
+    inner_b.set_weights(inner_a.get_weights())
+    a = compiled(TruncatedBPTT(inner_a, window=4))
+    b = compiled(TruncatedBPTT(inner_b, window=4))
+    a.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    if length == "static":
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
+    else:
+        dataset = tf.data.Dataset.from_generator(
+            lambda: iter([(x[:4], y[:4]), (x[4:], y[4:])]),
+            output_signature=(
+                tf.TensorSpec((None, None, F), tf.float32),
+                tf.TensorSpec((None, None, 1), tf.float32),
+            ),
+        ).apply(tf.data.experimental.assert_cardinality(2))
+    b.fit(dataset, epochs=1, verbose=0)
+    unrolled = any(unroll for _, unroll, training in inner_b.calls if training)
+    # Unrolling needs a static length; without one the spans stay rolled up.
+    assert unrolled == (length == "static")
+    assert max_diff(inner_a.get_weights(), inner_b.get_weights()) <= 1e-5
+
+
+def test_layer_built_with_unroll_works_and_keeps_it():
+    # Unrolling needs a static length: evaluate, predict and the windows of
+    # unknown length run rolled up, whatever the layer says.
+    x, y = data(t=10)
+    inner = recording(unroll=True)
+    model = compiled(TruncatedBPTT(inner, window=4, unroll=False))
+    model.fit(x, y, epochs=1, verbose=0)
+    model.evaluate(x, y, verbose=0)
+    predicted = model.predict(x, verbose=0)
+    assert inner.rnn.unroll is True
+    inner.rnn.reset_state()
+    np.testing.assert_allclose(predicted, inner(x).numpy(), atol=1e-5)
 
 
 def test_functional_stacked_model_with_adam_and_validation():
@@ -509,6 +596,12 @@ def test_bad_window_is_rejected(window):
         TruncatedBPTT(make_inner(), window=window)
 
 
+@pytest.mark.parametrize("unroll", ["yes", 1, None])
+def test_bad_unroll_is_rejected(unroll):
+    with pytest.raises(InvalidInputError, match=re.escape(f"unroll={unroll!r}")):
+        TruncatedBPTT(make_inner(), window=5, unroll=unroll)
+
+
 def test_backprop_shorter_than_window_is_rejected():
     with pytest.raises(InvalidInputError, match="backprop=3, window=5"):
         TruncatedBPTT(make_inner(), window=5, backprop=3)
@@ -524,6 +617,17 @@ def test_model_without_stateful_layer_is_rejected():
         [keras.Input((None, F)), keras.layers.LSTM(3), keras.layers.Dense(1)]
     )
     with pytest.raises(InvalidInputError, match="stateful=True"):
+        TruncatedBPTT(inner, window=5)
+
+
+def test_model_with_fixed_time_length_is_rejected():
+    inner = keras.Sequential(
+        [
+            keras.Input(batch_shape=(B, 20, F)),
+            keras.layers.LSTM(3, stateful=True, return_sequences=True),
+        ]
+    )
+    with pytest.raises(InvalidInputError, match="fixed time length of 20"):
         TruncatedBPTT(inner, window=5)
 
 
