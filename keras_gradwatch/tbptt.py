@@ -111,8 +111,7 @@ class TruncatedBPTT(keras.Model):
 
     Raises:
         InvalidInputError: For a bad `window`, `backprop`, `reset` or
-            `unroll`, or a
-            model with no stateful recurrent layer.
+            `unroll`, or a model with no stateful recurrent layer.
 
     Example:
 
@@ -563,9 +562,8 @@ class TruncatedBPTT(keras.Model):
             return whole
         runs = []
         for i in range(first, count):
-            begin = i * self.window
-            end = min(begin + self.window, length)
-            start = max(begin - (self.backprop - self.window), 0)
+            begin, end = self._bounds(i, length)
+            start = self._span_start(begin)
             shape = (end - start, begin - start)
             if runs and runs[-1][2] == shape:
                 runs[-1][1] = i + 1
@@ -725,12 +723,14 @@ class TruncatedBPTT(keras.Model):
             parallel_iterations=1,
         )
 
+    # Python ints in, Python ints out: `_window_runs` plans with them.
+
     def _bounds(self, i, length):
         begin = i * self.window
-        return begin, tf.minimum(begin + self.window, length)
+        return begin, _minimum(begin + self.window, length)
 
     def _span_start(self, begin):
-        return tf.maximum(begin - (self.backprop - self.window), 0)
+        return _maximum(begin - (self.backprop - self.window), 0)
 
     def _window_loss(self, plan, x, y, sample_weight, y_pred, rows, begin, end, training):
         """The loss of one window's predictions, batch padding cut off.
@@ -855,6 +855,14 @@ def _first_replica(strategy, structure):
         return value
 
     return keras.tree.map_structure(local, structure)
+
+
+def _minimum(a, b):
+    return min(a, b) if isinstance(a, int) and isinstance(b, int) else tf.minimum(a, b)
+
+
+def _maximum(a, b):
+    return max(a, b) if isinstance(a, int) and isinstance(b, int) else tf.maximum(a, b)
 
 
 def _ceil_div(a, b):
