@@ -4,7 +4,7 @@ A probe is a zero tensor added to an activation `a` of shape
 `(batch, time, units)`; its gradient is ∂L/∂a at every step, and adding zero
 changes no value. Probes exist only while a `Session` is open: the
 measurement opens one around its forward pass, layers ask it for a probe
-when they run, and the session's tape watches each probe. Outside a
+when they run, and the gradient is taken with respect to each probe. Outside a
 session, layers run exactly as the stock Keras layers.
 
 Three kinds of sites ask for probes:
@@ -36,15 +36,21 @@ class Site:
 
 
 class Session:
-    """Creates, watches and collects the probes of one forward pass."""
+    """Creates, watches and collects the probes of one forward pass.
+
+    Args:
+        tape: A `tf.GradientTape` to watch the probes with, or None when the
+            gradients are taken symbolically (`tf.gradients` in a graph).
+    """
 
     def __init__(self, tape):
         self.tape = tape
         self.sites = []
 
     def add(self, layer, probe, kind):
-        """Watches a zero probe `(batch, time, ...)` and records its site."""
-        self.tape.watch(probe)
+        """Records a zero probe `(batch, time, ...)` and its site."""
+        if self.tape is not None:
+            self.tape.watch(probe)
         name = layer.name
         taken = {site.name for site in self.sites}
         count = 2

@@ -9,9 +9,11 @@ Three kinds of alert, each with a concrete suggestion in its message:
   small fraction of the gradient at the loss.
 
 An `AlertDispatcher` applies the action configured for each kind (`"warn"`,
-`"stop"`, `"raise"`, or a callable) and rate-limits repeats: the same kind
-on the same layer is reported at its 1st, 2nd, 4th, 8th... occurrence, each
-report saying how many were left unreported since the previous one.
+`"stop"`, `"raise"`, a callable, or None: the kind is off) and rate-limits
+repeats: the same kind on the same layer is reported at its 1st, 2nd, 4th,
+8th... occurrence, each report saying how many were left unreported since
+the previous one. Warnings point at the user's code that called `fit`, not
+at a line inside this package or Keras.
 """
 
 import collections
@@ -19,6 +21,7 @@ import dataclasses
 import logging
 import math
 import statistics
+import sys
 import warnings
 
 from keras_gradwatch.errors import GradientAlertError
@@ -68,13 +71,13 @@ class Alert:
 
 
 def resolve_actions(nonfinite, exploding, vanishing):
-    """Validates the action of each kind."""
+    """Validates the action of each kind (None switches a kind off)."""
     actions = {"nonfinite": nonfinite, "exploding": exploding, "vanishing": vanishing}
     for kind, action in actions.items():
-        if action not in ACTIONS and not callable(action):
+        if action is not None and action not in ACTIONS and not callable(action):
             raise InvalidInputError(
-                f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise' "
-                "or a callable taking the Alert."
+                f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise', "
+                "a callable taking the Alert, or None to switch it off."
             )
     return actions
 
@@ -107,8 +110,15 @@ class AlertDispatcher:
         self._seen[key] += 1
         self._unreported[key] += 1
 
+    def active(self, kind):
+        """Whether alerts of `kind` are on (their action is not None)."""
+        return self.actions.get(kind) is not None
+
     def dispatch(self, alert, key=None):
         """Counts the alert; reports it and acts unless rate-limited.
+
+        An alert whose kind is off (action None) is neither counted nor
+        reported.
 
         Args:
             alert: The `Alert`.
@@ -118,6 +128,8 @@ class AlertDispatcher:
         Returns:
             The reported alert (with its `suppressed` count), or None.
         """
+        if not self.active(alert.kind):
+            return None
         key = (alert.kind, alert.signal, alert.layer) if key is None else key
         if not self.due(key):
             self.skip(alert.kind, key)
@@ -137,13 +149,32 @@ class AlertDispatcher:
                     "last one.)"
                 )
             logger.warning(text)
-            warnings.warn(text, GradientWarning, stacklevel=2)
+            warnings.warn(text, GradientWarning, stacklevel=_user_stacklevel())
         elif action == "stop":
             logger.warning(alert.message + " Stopping training.")
             self._stop()
         elif action == "raise":
             raise GradientAlertError(alert)
         return alert
+
+
+# Modules whose frames lie between the user's `fit` call and a warning.
+_INTERNAL = ("keras_gradwatch", "keras", "tensorflow", "tf_keras", "absl")
+
+
+def _user_stacklevel():
+    """The `stacklevel` that points a warning at the first frame outside
+    this package, Keras and TensorFlow (the user's `fit` call), counted from
+    the function that calls `warnings.warn`."""
+    frame = sys._getframe(2)  # the caller of the function that warns
+    level = 2
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.split(".")[0] not in _INTERNAL:
+            return level
+        frame = frame.f_back
+        level += 1
+    return 2
 
 
 class RollingWindow:
@@ -210,21 +241,27 @@ def clip_suggestion(norms):
     return float(f"{median:.2g}")
 
 
-def clip_advice(clipnorm, lead="Clip"):
+def clip_advice(clipnorm, lead="Clip", optimizer="keras.optimizers.Adam"):
     """The sentence that suggests gradient clipping.
 
     Args:
         clipnorm: A suggested `global_clipnorm`, or None.
         lead: First word of the sentence ("Clip", or "or clip" to continue
             a sentence).
+        optimizer: The model's optimizer class, as code, for the example.
+
+    Example:
+
+    >>> clip_advice(0.5, optimizer="keras.optimizers.SGD")
+    'Clip gradients around the typical norm (Pascanu et al. 2013): optimizer=keras.optimizers.SGD(..., global_clipnorm=0.5).'
     """
     if clipnorm is None:
         return (
-            f"{lead} gradients, e.g. optimizer=keras.optimizers.Adam("
-            "global_clipnorm=1.0), with the threshold around the typical "
+            f"{lead} gradients, e.g. optimizer={optimizer}("
+            "..., global_clipnorm=1.0), with the threshold around the typical "
             "gradient norm once GradWatch has seen a few (Pascanu et al. 2013)."
         )
     return (
         f"{lead} gradients around the typical norm (Pascanu et al. 2013): "
-        f"optimizer=keras.optimizers.Adam(global_clipnorm={clipnorm:g})."
+        f"optimizer={optimizer}(..., global_clipnorm={clipnorm:g})."
     )

@@ -2,14 +2,22 @@
 
 import contextlib
 import math
+import os
+import pathlib
 import time
 import warnings
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradwatch import _detectors
+from keras_gradwatch import _drawing
+from keras_gradwatch import _schedule
+from keras_gradwatch import _state
 from keras_gradwatch import _tensorboard
+from keras_gradwatch import _train_step
 from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
 from keras_gradwatch import records
@@ -17,9 +25,14 @@ from keras_gradwatch import stats
 from keras_gradwatch.errors import GradientAlertError
 from keras_gradwatch.errors import InvalidInputError
 from keras_gradwatch.errors import RunDirectoryError
+from keras_gradwatch.tbptt import TruncatedBPTT
 
 FLUSH_SECONDS = 1.0
 PLOT_MODES = ("end", "epoch", None)
+
+# The probe batch of each run folder in this process, with its model: a new
+# GradWatch continuing a run measures the same batch (comparable profiles).
+_probes = {}
 
 
 def _positive(value, name, integer=False):
@@ -45,21 +58,27 @@ class GradWatch(keras.callbacks.Callback):
     What it does:
 
     - at every step, cheap checks of the logs: a non-finite loss, a loss
-      jump, and on `TruncatedBPTT` models the step's `grad_norm` and
-      `skipped_updates`;
-    - every so often (`every` steps; by default as often as keeps its time
-      within `overhead` of the training time, the first time before the
-      first update), a measurement on the probe batch: global and per-layer
-      gradient norms, and for recurrent layers the profile ‖∂L/∂h_t‖ against
-      steps back from the loss with its statistics (see
-      `keras_gradwatch.measure`);
-    - alerts (`"nonfinite"`, `"exploding"`, `"vanishing"`) with a concrete
-      suggestion, acted on per kind, rate-limited (see
-      `keras_gradwatch.alerts`);
-    - run records in `log_dir` (see `keras_gradwatch.records`); at each
-      epoch end it adds `decay_rate` and `horizon` (of the measured layer
-      with the shortest horizon) to the logs, and `grad_norm` for models
-      that do not log it themselves.
+      jump, and the global gradient norm `grad_norm` of the update (a spike,
+      or a jump by orders of magnitude in the first steps). `TruncatedBPTT`
+      logs `grad_norm` itself; for other models GradWatch adds it to the
+      compiled train step (the norm of the gradients the optimizer applies,
+      before clipping), so it is in every step's logs and in `History`;
+    - measurements on the probe batch: global and per-layer gradient norms,
+      and for recurrent layers the profile ‖∂L/∂h_t‖ against steps back from
+      the loss with its statistics (see `keras_gradwatch.measure`). By
+      default before the first update, at steps 1, 2, 4, 8, ..., halfway
+      through and at the end of every epoch, and beyond those as often as
+      keeps the callback's time within `overhead` of the training time;
+    - alerts (`"nonfinite"`, `"exploding"`, `"vanishing"`) that say what was
+      measured, with a concrete suggestion, acted on per kind, rate-limited
+      (see `keras_gradwatch.alerts`);
+    - run records in `log_dir` (see `keras_gradwatch.records`), and the plots
+      and `report.html` drawn from them: at the end of a `fit` when the time
+      budget allows (or it ended early), and in any case when the process
+      exits; `draw()` draws them at any time;
+    - at each epoch end, `decay_rate` and `horizon` (of the measured layer
+      with the shortest horizon, measured at that epoch's last step) in the
+      logs.
 
     It changes nothing in training: weights after `fit` are the same with or
     without it. Reused over several `fit` calls, it continues one run, with a
@@ -69,43 +88,52 @@ class GradWatch(keras.callbacks.Callback):
     Args:
         log_dir: Run folder (created; an unwritable folder is an error at
             train begin, before any step).
-        every: Measure every `every` steps. Default None: measure before the
-            first update, then whenever the callback's total time (its
-            checks, measurements and, reserved ahead, the final drawing of
-            the plots) stays within `overhead` of the time spent in `fit`.
-        overhead: Share of training time measurements may take when
-            `every=None` (default 0.03).
+        every: Measure at step 0 and every `every` steps, and at no other
+            step. Default None: the schedule above.
+        overhead: Share of the training time the callback may take beyond
+            its scheduled measurements (default 0.03). One-off costs
+            (tracing the measurement, once per model and probe shape) are
+            not charged to it.
         probe_data: `(x, y)` or `x` to measure on, instead of the first
             training batch.
         loss: Loss of the measurements; defaults to the compiled loss.
         loss_steps: `"last"` (default) or `"all"`, see `measure`.
         nonfinite: Action on NaN/Inf: `"stop"` (default), `"warn"`,
-            `"raise"` or a callable taking the `Alert`.
+            `"raise"`, a callable taking the `Alert`, or None (off).
         exploding: Action on exploding gradients (default `"warn"`).
         vanishing: Action on vanishing gradients (default `"warn"`).
-        spike_factor: A norm (or loss) above `spike_factor` times the
-            median of recent ones is a spike (default 10).
-        warmup: Number of values a rolling median needs before spikes
-            against it count (default 5).
-        max_grad_norm: Optional hard ceiling on the gradient norm.
-        max_decay_rate: A profile whose decay rate, over all lags or over
-            the far quarter (`stats.tail_decay_rate`), exceeds this grows going
-            back in time: exploding (default 1.05).
+        spike_factor: A gradient norm above `spike_factor` times its recent
+            median, or a loss above `spike_factor` times the highest recent
+            loss, is a jump (default 10).
+        warmup: Number of values the histories need before `spike_factor`
+            applies (default 5). Before that, from the second step on, a
+            value above `spike_factor ** 2` times the largest so far is a
+            jump: abrupt blow-ups are caught from the first steps.
+        max_grad_norm: Optional hard ceiling on the global gradient norm.
+        max_decay_rate: A profile grows going back in time (exploding) when,
+            over at least 8 lags, its per-step rate fitted from lag 1 (over
+            all lags or the far quarter) exceeds this (default 1.05) and its
+            far end is at least 10x its lowest value.
         vanishing_fraction: A profile whose far end holds less than this
             fraction of the gradient at lag 0 is vanishing (default 1e-3).
             The far end is the profile's last lag, or on `TruncatedBPTT`
             models the last lag within `backprop`.
         vanishing_patience: Vanishing is reported when it holds at this
             many consecutive measurements (default 3), not counting the one
-            made before the first update: a vanishing gradient is a lasting
-            condition, and a freshly initialised network (an LSTM included)
-            often starts with one and learns its way out.
+            before the first update and the early ones (steps 1, 2, 4, ...:
+            the network is still almost the untrained one); after that,
+            again only while the training loss has stopped falling.
         threshold: Relative threshold of the `horizon` statistic.
         tolerance: Tolerance of the `suggested_window` statistic.
         plots: `"end"` (default): draw the PNG plots and `report.html` into
-            `log_dir` at the end of training (also after an interruption);
-            `"epoch"`: at every epoch end too; None: never (the `gradwatch
-            report RUN_DIR` command draws them from the records).
+            `log_dir` at the end of a `fit` when the time budget allows (a
+            drawing takes about half a second), when training stops early
+            (an alert, an exception, Ctrl-C), and otherwise when the Python
+            process exits. In an interactive session (Jupyter, IPython) the
+            end of a `fit` also draws if the last drawing is a minute old.
+            `"epoch"`: also at epoch ends, as the budget allows. None: never
+            (the `gradwatch report RUN_DIR` command draws them from the
+            records).
         tensorboard: Also write TensorBoard event files into `log_dir`:
             the loss and gradient norms as scalars, each measured layer's
             decay rate and horizon, and the plots as images.
@@ -120,7 +148,10 @@ class GradWatch(keras.callbacks.Callback):
     >>> x = np.random.rand(32, 20, 1).astype("float32")
     >>> y = x.sum(axis=1)
     >>> run = tempfile.mkdtemp()
-    >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[GradWatch(run)])
+    >>> history = model.fit(x, y, epochs=2, verbose=0,
+    ...                     callbacks=[GradWatch(run)])
+    >>> sorted(k for k in history.history)
+    ['decay_rate', 'grad_norm', 'horizon', 'loss']
     >>> import os; sorted(f for f in os.listdir(run) if f.endswith("json"))
     ['run.json', 'summary.json']
     """
@@ -170,8 +201,8 @@ class GradWatch(keras.callbacks.Callback):
         if plots not in PLOT_MODES:
             raise InvalidInputError(
                 f"Received: plots={plots!r}. Pass 'end' (plots and report at "
-                "the end of training), 'epoch' (also at every epoch end) or "
-                "None (none; `gradwatch report RUN_DIR` draws them later)."
+                "the end of training), 'epoch' (also at epoch ends) or None "
+                "(none; `gradwatch report RUN_DIR` draws them later)."
             )
         if tensorboard:
             try:
@@ -204,45 +235,56 @@ class GradWatch(keras.callbacks.Callback):
         self.tolerance = tolerance
         self.plots = plots
         self.tensorboard = tensorboard
-        self._board = None
 
         self.alerts = []  # every reported Alert
         self.last_measurement = None
+        self._board = None
         self._totals = records.Totals()  # the figures of what was written
         self._writer = records.RunWriter(log_dir)
         self._dispatcher = alerts_lib.AlertDispatcher(
             actions, record=self._record_alert, stop=self._stop_training
         )
+        self._schedule = _schedule.MeasurementSchedule(every)
+        self._budget = None  # the folder's Budget, from the first fit on
         self._started = False  # a first fit has begun (records resumed)
         self._step = 0
         self._epoch = -1
+        self._batch = -1  # last batch index seen in the epoch
         self._measurements = 0
+        self._measured_step = None
         self._probe = None
         self._measure_error = None
         self._fits = []
-        self._spent = 0.0  # seconds spent inside the callback
-        self._fit_seconds = 0.0  # seconds spent in fit, over all fits
-        self._last_cost = 0.0
-        self._draw_cost = 1.0  # seconds, until a drawing has been timed
-        self._step_norms = alerts_lib.RollingWindow()
-        self._measured_norms = alerts_lib.RollingWindow()
-        self._layer_norms = {}
-        self._losses = alerts_lib.RollingWindow()
-        self._pending_steps = []
-        self._last_flush = 0.0
-        self._skipped = None
-        self._hooked = None
+        self._hook = None
         self._status = "running"
-        self._last_batch = -1
+        self._in_callback = False
+        # Per-step signals and their detectors.
         self._loss_mean = None
-        self._fit_start = time.perf_counter()
-        self._in_budget = False
-        self._vanishing_streak = {}
+        self._loss_sum = 0.0  # per-step losses since the last measurement
+        self._loss_count = 0
+        self._loss_jumps = _detectors.Jump(self.spike_factor, warmup, reference="max")
+        self._norm_jumps = _detectors.Jump(self.spike_factor, warmup)
+        self._step_norms = alerts_lib.RollingWindow()  # for clip suggestions
+        self._skipped = None
+        self._skipped_before = 0
+        self._logs_norm = False  # a step's logs held grad_norm
+        # Measured signals and their detectors.
+        self._measured_jumps = _detectors.Jump(self.spike_factor, warmup, size=10)
+        self._measured_norms = alerts_lib.RollingWindow()
+        self._growth = _detectors.GrowthInTime(self.max_decay_rate)
+        self._vanishing = _detectors.VanishingTail(
+            self.vanishing_fraction, vanishing_patience
+        )
+        self._facts = {}
+        self._last_flush = 0.0
+        self._pending_steps = []
 
     # Lifecycle --------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        with self._budget():
+        self._budget = _schedule.budget_for(self.log_dir, self.overhead)
+        self._budget.start_fit()
+        with self._timed():
             self._train_begin()
 
     def _train_begin(self):
@@ -253,8 +295,7 @@ class GradWatch(keras.callbacks.Callback):
             self._resume_records()
             self._started = True
         self._status = "running"
-        self._fit_start = time.perf_counter()
-        self._last_flush = self._fit_start
+        self._last_flush = time.perf_counter()
         self._skipped_before = self._skipped or 0
         self._skipped = None
         self._step_at_begin = self._step
@@ -262,38 +303,64 @@ class GradWatch(keras.callbacks.Callback):
         self._iterations_at_begin = (
             int(optimizer.iterations.numpy()) if optimizer is not None else 0
         )
-        if self.probe_data is not None and self._probe is None:
-            self._probe = _split_probe(self.probe_data, self.model.distribute_strategy)
+        self._facts = _layer_facts(self._inner())
+        if self._probe is None:
+            self._probe = self._known_probe()
         self._fits.append({"started": time.time(), "first_step": self._step})
         self._writer.write_json(records.RUN, self._run_settings())
-        self._install_hook()
+        if not isinstance(self.model, TruncatedBPTT):  # it logs grad_norm itself
+            _train_step.log_grad_norm(self.model)
+        self._hook = _train_step.TrainFunctionHook(
+            self.model,
+            wants_probe=lambda: self._probe is None,
+            take_probe=self._take_probe,
+            on_error=self._step_failed,
+        )
         if self._probe is not None and self._measurements == 0:
-            self._measure()
+            self._measure("start")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch += 1
-        self._last_batch = -1
+        self._batch = -1
         self._loss_mean = None
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        with self._budget():
-            self._step += max(1, batch - self._last_batch)
-            self._last_batch = batch
+        with self._timed():
+            previous = self._step
+            self._step += max(1, batch - self._batch)
+            self._batch = batch
             try:
                 self._check_step(logs)
-                if self._probe is not None and self._measure_due():
-                    self._measure()
+                if self._probe is not None and self._measure_error is None:
+                    reason = self._schedule.due(
+                        self._step,
+                        previous,
+                        batch,
+                        self.params.get("steps") if self.params else None,
+                        self._budget,
+                        reserve_drawing=self.plots is not None,
+                    )
+                    if reason:
+                        self._measure(reason)
             except GradientAlertError:
                 self._finish("raised")
                 raise
             self._maybe_flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        with self._budget():
+        with self._timed():
             self._epoch_end(logs if logs is not None else {})
 
     def _epoch_end(self, logs):
+        if self._probe is not None and self._measure_error is None:
+            reason = self._schedule.epoch_end(self._step, self._measured_step)
+            if reason:
+                try:
+                    self._measure(reason)
+                except GradientAlertError:
+                    self._finish("raised")
+                    raise
         last = self.last_measurement
         if last is not None and last.layers:
             shortest = min(last.layers.values(), key=lambda r: r.horizon)
@@ -303,26 +370,27 @@ class GradWatch(keras.callbacks.Callback):
             logs["grad_norm"] = last.global_norm
         self._flush_steps()
         self._writer.write_json(records.SUMMARY, self.summary())
-        if self.plots == "epoch":
+        if self.plots == "epoch" and self._budget.can_draw():
             self._draw()
 
     def on_train_end(self, logs=None):
-        with self._budget():
+        with self._timed():
             self._finish("stopped" if self.model.stop_training else "completed")
 
     @contextlib.contextmanager
-    def _budget(self):
-        """Counts the time spent inside the callback (outermost calls)."""
-        if self._in_budget:
+    def _timed(self):
+        """Charges the time spent inside the callback (outermost calls)."""
+        if self._in_callback:
             yield
             return
-        self._in_budget = True
+        self._in_callback = True
         start = time.perf_counter()
         try:
             yield
         finally:
-            self._in_budget = False
-            self._spent += time.perf_counter() - start
+            self._in_callback = False
+            if self._budget is not None:
+                self._budget.charge(time.perf_counter() - start)
 
     # Per-step checks ----------------------------------------------------------
 
@@ -330,11 +398,13 @@ class GradWatch(keras.callbacks.Callback):
         loss = logs.get("loss")
         loss = None if loss is None else float(loss)
         instant = self._instant_loss(loss)
-        grad_norm = logs.get("grad_norm") if self._logs_grad_norm() else None
+        grad_norm = logs.get("grad_norm")
         grad_norm = None if grad_norm is None else float(grad_norm)
+        self._logs_norm = self._logs_norm or grad_norm is not None
         skipped = logs.get("skipped_updates")
         skipped = None if skipped is None else int(skipped)
-        if skipped is None and self._loss_scaled():
+        scaled = self._loss_scaled()
+        if skipped is None and scaled:
             # A LossScaleOptimizer skips non-finite steps without counting
             # them: they are the steps its iterations did not advance.
             applied = int(self.model.optimizer.iterations.numpy()) - self._iterations_at_begin
@@ -348,99 +418,96 @@ class GradWatch(keras.callbacks.Callback):
                 "skipped_updates": skipped,
             }
         )
-        scaled = self._loss_scaled()
         new_skips = 0
         if skipped is not None:
             new_skips = 0 if self._skipped is None else skipped - self._skipped
             self._skipped = skipped
+        # Jumps first: a blow-up is reported at the step where the loss or the
+        # norm leaps, before the step where it turns NaN.
+        self._check_jumps(instant, grad_norm)
         if loss is not None and not math.isfinite(loss):
             self._nonfinite("loss", loss, "The loss is not finite")
         elif grad_norm is not None and not math.isfinite(grad_norm) and not scaled:
-            self._nonfinite(
-                "grad_norm", grad_norm, "The gradient norm is not finite"
-            )
+            self._nonfinite("grad_norm", grad_norm, "The gradient norm is not finite")
         elif new_skips > 0 and not scaled:
             self._nonfinite(
                 "skipped_updates",
                 float(new_skips),
-                f"{new_skips} update(s) had non-finite gradients and were "
-                "skipped",
+                f"{new_skips} update(s) had non-finite gradients and were skipped",
             )
-        if _finite(grad_norm):
-            self._check_norm(grad_norm, self._step_norms, None, "grad_norm")
         if _finite(instant):
-            # Batch losses vary a lot once they are small: only a jump far
-            # above every recent one is a sign of a blow-up.
-            highest = self._losses.max()
-            if len(self._losses) >= self.warmup and instant > self.spike_factor * highest > 0:
-                self._alert(
-                    "exploding",
-                    None,
-                    instant,
-                    self.spike_factor * highest,
-                    "loss",
-                    f"The loss jumped to {instant:.3g} at step {self._step}, "
-                    f"{instant / highest:.0f}x the highest of the last "
-                    f"{len(self._losses)} steps ({highest:.3g}): a sign of an "
-                    "exploding gradient (or of a bad batch). "
-                    + alerts_lib.clip_advice(self._clipnorm()),
+            self._loss_sum += instant
+            self._loss_count += 1
+
+    def _check_jumps(self, loss, grad_norm):
+        """One `exploding` alert per step, for a loss jump, a norm spike or both."""
+        parts, signal, value, threshold = [], None, None, None
+        if _finite(grad_norm):
+            self._step_norms.add(grad_norm)
+            count = len(self._norm_jumps)
+            jump = self._norm_jumps.check(grad_norm)
+            if self.max_grad_norm is not None and grad_norm > self.max_grad_norm:
+                parts.append(
+                    f"The gradient norm is {grad_norm:.3g} at step {self._step}, "
+                    f"above max_grad_norm={self.max_grad_norm:g}."
                 )
-            self._losses.add(instant)
+                signal, value, threshold = "grad_norm", grad_norm, self.max_grad_norm
+            elif jump:
+                parts.append(
+                    _detectors.jump_message("gradient norm", grad_norm, self._step, jump, count)
+                )
+                signal, value, threshold = "grad_norm", grad_norm, jump[1] * (
+                    self.spike_factor if jump[2] else self.spike_factor**2
+                )
+        if _finite(loss):
+            count = len(self._loss_jumps)
+            jump = self._loss_jumps.check(loss)
+            if jump:
+                parts.append(_detectors.jump_message("loss", loss, self._step, jump, count))
+                if signal is None:
+                    signal, value = "loss", loss
+                    threshold = jump[1] * (self.spike_factor if jump[2] else self.spike_factor**2)
+        if parts:
+            self._alert(
+                "exploding",
+                None,
+                value,
+                threshold,
+                signal,
+                " ".join(parts)
+                + " A sign of an exploding gradient (or of a bad batch). "
+                + self._clip_advice(),
+            )
 
     def _instant_loss(self, running):
         """This step's loss, from Keras's running mean over the epoch."""
         if running is None:
             return None
-        count = self._last_batch + 1
+        count = self._batch + 1
         previous = self._loss_mean
         self._loss_mean = running
         if previous is None or count <= 1 or not math.isfinite(previous):
             return running
         return count * running - (count - 1) * previous
 
-    def _check_norm(self, norm, history, layer, signal):
-        where = f" of layer '{layer}'" if layer else ""
-        if self.max_grad_norm is not None and norm > self.max_grad_norm:
-            self._alert(
-                "exploding",
-                layer,
-                norm,
-                self.max_grad_norm,
-                signal,
-                f"The gradient norm{where} is {norm:.3g} at step {self._step}, "
-                f"above max_grad_norm={self.max_grad_norm:g}. "
-                + alerts_lib.clip_advice(self._clipnorm()),
-            )
-        else:
-            ratio = alerts_lib.spike_ratio(norm, history, self.warmup)
-            if ratio is not None and ratio > self.spike_factor:
-                median = history.median()
-                self._alert(
-                    "exploding",
-                    layer,
-                    norm,
-                    self.spike_factor * median,
-                    signal,
-                    f"The gradient norm{where} is {norm:.3g} at step "
-                    f"{self._step}, {ratio:.0f}x its recent median "
-                    f"{median:.3g}. " + alerts_lib.clip_advice(self._clipnorm()),
-                )
-        history.add(norm)
-
     # Measurements -------------------------------------------------------------
 
-    def _measure_due(self):
-        if self._measure_error is not None:
-            return False
-        if self.every is not None:
-            return self._step % self.every == 0
-        elapsed = self._fit_seconds + time.perf_counter() - self._fit_start
-        # Keep room in the budget for drawing the plots at the end.
-        reserve = self._draw_cost if self.plots is not None else 0.0
-        return self._spent + self._last_cost + reserve <= self.overhead * elapsed
+    def _take_probe(self, batch):
+        self._probe = _split_probe(batch, self.model.distribute_strategy)
+        _probes[_folder(self.log_dir)] = (weakref.ref(self._inner()), self._probe)
+        if self._measurements == 0:
+            with self._timed():
+                self._measure("start")
 
-    def _measure(self, check=True):
+    def _known_probe(self):
+        if self.probe_data is not None:
+            return _split_probe(self.probe_data, self.model.distribute_strategy)
+        model, probe = _probes.get(_folder(self.log_dir), (None, None))
+        return probe if model is not None and model() is self._inner() else None
+
+    def _measure(self, reason, check=True):
         start = time.perf_counter()
+        traces = measurement._traces(self.model)
         x, y = self._probe
         try:
             result = measurement._measure(
@@ -460,19 +527,29 @@ class GradWatch(keras.callbacks.Callback):
             warnings.warn(
                 f"GradWatch cannot measure this model, so it only checks the "
                 f"logs from now on. {self._measure_error}",
-                stacklevel=2,
+                stacklevel=alerts_lib._user_stacklevel(),
             )
             return None
+        seconds = time.perf_counter() - start
+        traced = measurement._traces(self.model) > traces
+        if self._budget is not None:
+            self._budget.measured(seconds, traced)
         self.last_measurement = result
         index = self._measurements
         self._measurements += 1
+        self._measured_step = self._step
+        loss_level = self._loss_sum / self._loss_count if self._loss_count else None
+        self._loss_sum, self._loss_count = 0.0, 0
         profiles = {name: r.profile for name, r in result.layers.items()}
         relative = self._writer.write_profiles(index, profiles) if profiles else None
         record = {
             "index": index,
             "step": self._step,
             "epoch": max(self._epoch, 0),
+            "reason": reason,
             "time": time.time(),
+            "seconds": seconds,
+            "traced": traced,
             "length": result.length,
             "sequences": result.sequences,
             "loss_steps": result.loss_steps,
@@ -497,16 +574,24 @@ class GradWatch(keras.callbacks.Callback):
         if self._board is not None:
             self._board.measurement(self._step, result)
         if check:
-            self._check_measurement(result)
-        # The next measurement's expected cost; the first one's includes
-        # tracing the probed pass, which is not paid again.
-        self._last_cost = time.perf_counter() - start if self._measurements > 1 else 0.0
+            self._check_measurement(result, loss_level, reason)
         return result
 
-    def _check_measurement(self, result):
+    def _check_measurement(self, result, loss_level, reason):
         layer_norms = result.layer_norms or {}
         broken = [name for name, v in layer_norms.items() if not math.isfinite(v)]
         if broken:
+            if self._probe_finite() and self._weights_finite():
+                # Finite weights and data, non-finite gradient: it
+                # overflowed. The cause is an exploding gradient: say so
+                # before the NaN.
+                self._alert(
+                    "exploding", broken[0], float("inf"), None, "layer_norm",
+                    f"The gradient of layer '{broken[0]}' on the probe batch "
+                    f"overflowed (not finite) at step {self._step} while every "
+                    "weight is finite: the gradient explodes. "
+                    + self._clip_advice() + " Lower the learning rate.",
+                )
             self._nonfinite(
                 "layer_norm",
                 layer_norms[broken[0]],
@@ -514,99 +599,68 @@ class GradWatch(keras.callbacks.Callback):
                 layer=broken[0],
             )
             return
-        if not self._logs_grad_norm() and _finite(result.global_norm):
-            self._check_norm(result.global_norm, self._measured_norms, None, "grad_norm")
-        for name, norm in layer_norms.items():
-            history = self._layer_norms.setdefault(name, alerts_lib.RollingWindow())
-            self._check_norm(norm, history, name, "layer_norm")
+        if _finite(result.global_norm):
+            self._measured_norms.add(result.global_norm)
+            # Without every step's norm, the probe batch's is the signal. (A
+            # layer's share of the gradient shifts a lot early in training:
+            # per-layer norms are recorded and drawn, not alerted on.)
+            if not self._logs_norm:
+                self._check_measured_norm(result.global_norm)
+        backprop = getattr(self.model, "backprop", None)
         for name, record in result.layers.items():
-            self._check_profile(name, record)
+            self._check_profile(name, record, backprop, loss_level, reason)
 
-    def _check_profile(self, name, record):
+    def _check_measured_norm(self, norm):
+        count = len(self._measured_jumps)
+        jump = self._measured_jumps.check(norm)
+        if self.max_grad_norm is not None and norm > self.max_grad_norm:
+            self._alert(
+                "exploding", None, norm, self.max_grad_norm, "grad_norm",
+                f"The gradient norm on the probe batch is {norm:.3g} at step "
+                f"{self._step}, above max_grad_norm={self.max_grad_norm:g}. "
+                + self._clip_advice(),
+            )
+        elif jump:
+            factor = self.spike_factor if jump[2] else self.spike_factor**2
+            self._alert(
+                "exploding", None, norm, jump[1] * factor, "grad_norm",
+                _detectors.jump_message(
+                    "gradient norm on the probe batch", norm, self._step, jump,
+                    count, unit="measurements",
+                )
+                + " " + self._clip_advice(),
+            )
+
+    def _check_profile(self, name, record, backprop, loss_level, reason):
         profile = record.profile
         if not np.isfinite(profile).all():
             self._nonfinite(
                 "profile", float("nan"), "The measured gradient is not finite", layer=name
             )
             return
-        # The far lags show the recurrence's own rate; a dip near the loss
-        # can hide it from a fit over the whole profile.
-        rate = max(
-            (r for r in (record.decay_rate, stats.tail_decay_rate(profile)) if _finite(r)),
-            default=float("nan"),
-        )
-        if _finite(rate) and rate > self.max_decay_rate:
-            far = len(profile) - 1
-            growth = profile[far] / profile[0] if profile[0] > 0 else float("inf")
-            self._alert(
-                "exploding",
-                name,
-                rate,
-                self.max_decay_rate,
-                "profile",
-                f"The gradient of layer '{name}' grows going back in time, "
-                f"by {rate:.3f}x per step (above max_decay_rate="
-                f"{self.max_decay_rate:g}); {far} steps back it is "
-                f"{growth:.3g}x its value at the loss. The recurrence amplifies "
-                "gradients: training is about to blow up. "
-                + alerts_lib.clip_advice(self._clipnorm())
-                + " Also consider a smaller recurrent weight scale "
-                "(recurrent_initializer='orthogonal'), a saturating activation "
-                "(tanh rather than relu), or an LSTM/GRU.",
+        facts = self._facts.get(name.split("#")[0], _detectors.LayerFacts())
+        if self._dispatcher.active("exploding"):
+            found = self._growth.check(
+                name, profile, self._step, facts, self._clip_advice(), record.site
             )
-        if self._step == 0 or not profile.size or not profile[0] > 0:
-            return
-        far = len(profile) - 1
-        backprop = getattr(self.model, "backprop", None)
-        if backprop is not None:
-            far = min(far, backprop - 1)
-        fraction = profile[far] / profile[0]
-        streak = self._vanishing_streak.get(name, 0) + 1 if fraction < self.vanishing_fraction else 0
-        self._vanishing_streak[name] = streak
-        if streak < self.vanishing_patience:
-            return
-        self._alert(
-            "vanishing",
-            name,
-            float(fraction),
-            self.vanishing_fraction,
-            "profile",
-            f"Layer '{name}': only {fraction:.2g} of the gradient at the loss "
-            f"reaches {far} steps back (horizon {record.horizon} steps, decay "
-            f"rate {record.decay_rate:.3f} per step), below "
-            f"{self.vanishing_fraction:g} at {streak} measurements in a row. It "
-            f"cannot learn dependencies longer than about {record.horizon} "
-            f"steps. {self._vanishing_advice(name, backprop)}",
-        )
-
-    def _vanishing_advice(self, name, backprop):
-        inner = getattr(self.model, "model", self.model)
-        layer = next(
-            (l for l in inner._flatten_layers(include_self=False) if l.name == name),
-            None,
-        )
-        cell = getattr(layer, "cell", None)
-        gated = isinstance(
-            cell, (keras.layers.LSTMCell, keras.layers.GRUCell)
-        ) or isinstance(getattr(layer, "forward_layer", None), (keras.layers.LSTM, keras.layers.GRU))
-        span = (
-            " A longer backprop span will not help beyond that horizon."
-            if backprop is not None
-            else ""
-        )
-        if gated:
-            return (
-                "The layer is gated already: give it time to learn to keep "
-                "its memory, start it with a larger forget-gate bias (e.g. "
-                "a bias_initializer with +1 to +3 on the forget gate), or "
-                "shorten the path with skip connections or attention." + span
+            if found:
+                self._report(found)
+        if self._dispatcher.active("vanishing"):
+            far = len(profile) - 1 if backprop is None else backprop - 1
+            found = self._vanishing.check(
+                name, record, self._step, far, loss_level, facts, backprop,
+                counts=reason not in ("start", "early"),
             )
-        return (
-            "Use an LSTM or GRU (e.g. keras_gradwatch.layers.LSTM), skip "
-            "connections, or an orthogonal recurrent initializer." + span
-        )
+            if found:
+                self._report(found)
 
     # Alerts -----------------------------------------------------------------
+
+    def _report(self, finding):
+        return self._alert(
+            finding.kind, finding.layer, finding.value, finding.threshold,
+            finding.signal, finding.message,
+        )
 
     def _alert(self, kind, layer, value, threshold, signal, message, key=None):
         return self._dispatcher.dispatch(
@@ -624,6 +678,8 @@ class GradWatch(keras.callbacks.Callback):
         )
 
     def _nonfinite(self, signal, value, what, layer=None):
+        if not self._dispatcher.active("nonfinite"):
+            return
         # Step signals name no layer until diagnosed: rate-limit them as one.
         key = ("nonfinite", signal, layer)
         if not self._dispatcher.due(key):
@@ -641,15 +697,28 @@ class GradWatch(keras.callbacks.Callback):
             signal,
             f"{what} at step {self._step} (epoch {max(self._epoch, 0)}). "
             f"{detail} Lower the learning rate, "
-            + alerts_lib.clip_advice(self._clipnorm(), lead="or clip")
+            + self._clip_advice(lead="or clip")
             + " Check the data for NaN or Inf.",
             key=key,
         )
 
+    def _probe_finite(self):
+        return all(
+            not np.issubdtype(np.asarray(leaf).dtype, np.floating)
+            or np.isfinite(np.asarray(leaf)).all()
+            for leaf in keras.tree.flatten(self._probe)
+            if leaf is not None
+        )
+
+    def _weights_finite(self):
+        return all(
+            np.isfinite(np.asarray(weight.numpy(), dtype="float64")).all()
+            for weight in self._inner().weights
+        )
+
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""
-        inner = getattr(self.model, "model", self.model)
-        for layer in inner.layers:
+        for layer in self._inner().layers:
             for weight in layer.weights:
                 if not np.isfinite(np.asarray(weight.numpy(), dtype="float64")).all():
                     return layer.name, (
@@ -657,7 +726,7 @@ class GradWatch(keras.callbacks.Callback):
                         "no longer finite)."
                     )
         if self._probe is not None and self._measure_error is None:
-            result = self._measure(check=False)
+            result = self._measure("diagnosis", check=False)
             for name, norm in ((result.layer_norms or {}) if result else {}).items():
                 if not math.isfinite(norm):
                     return name, (
@@ -678,9 +747,21 @@ class GradWatch(keras.callbacks.Callback):
     def _stop_training(self):
         self.model.stop_training = True
 
+    def _clip_advice(self, lead="Clip"):
+        optimizer = getattr(self.model, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = optimizer.inner_optimizer
+        kind = type(optimizer) if optimizer is not None else keras.optimizers.Adam
+        name = (
+            f"keras.optimizers.{kind.__name__}"
+            if kind.__module__.split(".")[0] == "keras"
+            else kind.__name__
+        )
+        return alerts_lib.clip_advice(self._clipnorm(), lead=lead, optimizer=name)
+
     def _clipnorm(self):
         return alerts_lib.clip_suggestion(
-            self._step_norms if self._logs_grad_norm() else self._measured_norms
+            self._step_norms if len(self._step_norms) else self._measured_norms
         )
 
     # Records ----------------------------------------------------------------
@@ -699,6 +780,23 @@ class GradWatch(keras.callbacks.Callback):
             updated=time.time(),
         )
         return summary
+
+    def draw(self):
+        """Draws the plots and `report.html` into `log_dir` now.
+
+        `GradWatch` draws by itself (see `plots`); call this to look at a
+        run between `fit` calls, e.g. in a notebook.
+
+        Returns:
+            The path of `report.html`, or None if drawing failed (a warning
+            says why; the records are intact).
+        """
+        self._flush_steps()
+        if self._draw() is None:
+            return None
+        from keras_gradwatch import report
+
+        return pathlib.Path(self.log_dir) / report.REPORT
 
     def _run_settings(self):
         model = self.model
@@ -719,7 +817,7 @@ class GradWatch(keras.callbacks.Callback):
                 "loss": self.loss if isinstance(self.loss, (str, type(None))) else repr(self.loss),
                 "loss_steps": self.loss_steps,
                 "actions": {
-                    kind: action if isinstance(action, str) else repr(action)
+                    kind: action if isinstance(action, (str, type(None))) else repr(action)
                     for kind, action in self._dispatcher.actions.items()
                 },
                 "spike_factor": self.spike_factor,
@@ -727,6 +825,7 @@ class GradWatch(keras.callbacks.Callback):
                 "max_grad_norm": self.max_grad_norm,
                 "max_decay_rate": self.max_decay_rate,
                 "vanishing_fraction": self.vanishing_fraction,
+                "vanishing_patience": self.vanishing_patience,
                 "threshold": self.threshold,
                 "tolerance": self.tolerance,
             },
@@ -743,6 +842,7 @@ class GradWatch(keras.callbacks.Callback):
         self._step = self._totals.step
         self._epoch = self._totals.epoch
         self._measurements = self._totals.measurements
+        self._measured_step = self._totals.last_measurement.get("step")
         self._fits = list(run.settings.get("fits", []))
         self._dispatcher.counts.update(
             {k: v for k, v in ((run.summary or {}).get("alerts") or {}).items() if k in alerts_lib.KINDS}
@@ -763,104 +863,98 @@ class GradWatch(keras.callbacks.Callback):
         self._pending_steps = []
         self._writer.flush()
 
+    def _step_failed(self, error):
+        self._finish("raised" if isinstance(error, GradientAlertError) else "interrupted")
+
     def _finish(self, status):
+        if self._hook is None and self._status != "running":
+            return  # finished already (an error inside a step, then train end)
         self._status = status
-        self._fit_seconds += time.perf_counter() - self._fit_start
-        self._uninstall_hook()
+        self._budget.end_fit()
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         self._flush_steps()
         self._writer.write_json(records.SUMMARY, self.summary())
         self._writer.close()
         if self.plots is not None:
             try:
-                self._draw()
+                self._draw_at_end(abnormal=status != "completed")
             except KeyboardInterrupt:
-                pass  # a second interrupt skips the drawing, not the records
+                self._defer_drawing()  # a second Ctrl-C: draw at exit
         if self._board is not None:
             self._board.flush()
 
-    def _draw(self):
-        """Draws the plots and the report from the records."""
-        from keras_gradwatch import report
+    def _draw_at_end(self, abnormal):
+        """Draws now if training ended early or the budget allows (or, in
+        an interactive session, if the last drawing is a minute old);
+        otherwise when the process exits."""
+        budget = self._budget
+        stale = budget.since_drawing() > _drawing.INTERACTIVE_SECONDS
+        if abnormal or budget.can_draw() or (stale and _drawing._interactive()):
+            self._draw()
+        else:
+            self._defer_drawing()
 
-        start = time.perf_counter()
-        try:
-            path = report.write_report(self.log_dir)
-        except Exception as error:  # noqa: BLE001 - never break training
-            warnings.warn(
-                f"GradWatch could not draw the report: {type(error).__name__}: "
-                f"{error}. The records are intact; `gradwatch report "
-                f"{self.log_dir}` draws it later.",
-                stacklevel=2,
-            )
+    def _defer_drawing(self):
+        board = self._board
+        step = self._step
+        then = None
+        if board is not None:
+            def then():
+                from keras_gradwatch import plots
+
+                board.images(step, (plots.DECAY, plots.HEATMAP, plots.NORMS))
+                board.flush()
+        _drawing.defer(self.log_dir, then)
+
+    def _draw(self):
+        seconds = _drawing.draw(self.log_dir)
+        if seconds is None:
             return None
+        if self._budget is not None:
+            self._budget.drew(seconds)
         if self._board is not None:
             from keras_gradwatch import plots
 
             self._board.images(self._step, (plots.DECAY, plots.HEATMAP, plots.NORMS))
-        self._draw_cost = time.perf_counter() - start
-        return path
+        return seconds
 
-    # The probe batch ----------------------------------------------------------
+    # Model facts --------------------------------------------------------------
 
-    def _install_hook(self):
-        """Wraps `model.train_function` for this fit.
-
-        The wrapper takes the probe batch from the first training data it
-        sees (and measures before the first update), and writes the records
-        if `fit` dies of an exception or a KeyboardInterrupt.
-        """
-        model = self.model
-        original = model.train_function
-        if original is None or self._hooked is not None:
-            return
-
-        def train_function(iterator):
-            try:
-                if self._probe is None and isinstance(
-                    iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)
-                ):
-                    batches = []
-                    for _ in range(model.steps_per_execution):
-                        optional = iterator.get_next_as_optional()
-                        if not bool(optional.has_value()):
-                            break
-                        batches.append(optional.get_value())
-                    if batches:
-                        self._probe = _split_probe(
-                            batches[0], self.model.distribute_strategy
-                        )
-                        with self._budget():
-                            self._measure()
-                        # Keras runs a plain iterator of batches step by step.
-                        return original(iter(batches))
-                return original(iterator)
-            except (StopIteration, tf.errors.OutOfRangeError):
-                raise
-            except GradientAlertError:
-                self._finish("raised")
-                raise
-            except BaseException:
-                self._finish("interrupted")
-                raise
-
-        self._hooked = (original, train_function)
-        model.train_function = train_function
-
-    def _uninstall_hook(self):
-        if self._hooked is None:
-            return
-        original, wrapper = self._hooked
-        if self.model.train_function is wrapper:
-            self.model.train_function = original
-        self._hooked = None
-
-    def _logs_grad_norm(self):
-        return hasattr(self.model, "backprop")
+    def _inner(self):
+        """The Keras model that holds the layers (unwraps `TruncatedBPTT`)."""
+        return self.model.model if isinstance(self.model, TruncatedBPTT) else self.model
 
     def _loss_scaled(self):
         return isinstance(
             getattr(self.model, "optimizer", None), keras.optimizers.LossScaleOptimizer
         )
+
+
+def _folder(log_dir):
+    return os.path.realpath(os.fspath(log_dir))
+
+
+def _layer_facts(model):
+    """`LayerFacts` of every recurrent layer of a model, by name."""
+    facts = {}
+    for layer in _state.recurrent_layers(model):
+        facts[layer.name] = _cell_facts(getattr(layer, "cell", None))
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Bidirectional):
+            facts[layer.name] = _cell_facts(getattr(layer.forward_layer, "cell", None))
+    return facts
+
+
+def _cell_facts(cell):
+    if isinstance(cell, keras.layers.LSTMCell):
+        return _detectors.LayerFacts("LSTM", bool(cell.unit_forget_bias))
+    if isinstance(cell, keras.layers.GRUCell):
+        return _detectors.LayerFacts("GRU")
+    if isinstance(cell, keras.layers.SimpleRNNCell):
+        return _detectors.LayerFacts("SimpleRNN")
+    return _detectors.LayerFacts()
 
 
 def _split_probe(data, strategy):

@@ -42,19 +42,20 @@ def summary_text(run):
         )
         + f"): {summary['status']}, {summary['steps']} steps, "
         f"{summary['epochs']} epoch(s), {summary['measurements']} measurement(s).",
-        "",
     ]
+    note = records.trend_note(summary)
+    lines += [note, ""] if note else [""]
     if summary["layers"]:
         header = (
             f"{'layer':<24} {'site':<6} {'decay/step':>10} {'horizon':>8} "
-            f"{'bias@window':>12} {'window':>7} {'suggested':>10}"
+            f"{'bias@backprop':>13} {'backprop':>8} {'suggested':>10}"
         )
-        lines += [header, "-" * len(header)]
+        lines += [f"Latest measurement: step {summary.get('measured_at_step')}.", header, "-" * len(header)]
         for name, v in summary["layers"].items():
             lines.append(
                 f"{name:<24} {str(v.get('site', '')):<6} "
                 f"{_number(v.get('decay_rate')):>10} {_number(v.get('horizon')):>8} "
-                f"{_number(v.get('truncation_bias')):>12} {_number(v.get('window')):>7} "
+                f"{_number(v.get('truncation_bias')):>13} {_number(v.get('window')):>8} "
                 f"{_number(v.get('suggested_window')):>10}"
             )
         lines.append("")

@@ -307,7 +307,7 @@ class _Measurer:
             for layer in model.layers
             if layer.trainable_variables
         ]
-        self.function = tf.function(self._run, reduce_retracing=True)
+        self.function = tf.function(self._run, reduce_retracing=True, autograph=False)
 
     def __call__(self, x, y, scale):
         return self.function(x, y, scale)
@@ -317,30 +317,25 @@ class _Measurer:
             has_time = self.profiles and _sequence.output_time_axes(
                 self.model, x, _sequence.first_leaf(x).shape[0], 2
             )[0]
-        with tf.GradientTape(persistent=True) as tape:
-            # Traced as stateless: the pass starts from a zero state and
-            # never reads or writes the model's state variables.
-            with _state.stateless(self.model), _probing.session(
-                tape, self.stock if self.profiles else ()
-            ) as session:
-                y_pred = self.model(x, training=False)
-            # Under mixed precision, float16 gradients of a few steps back
-            # would underflow: scale the losses as the optimizer does, and
-            # divide the gradients by the same factor below.
-            if self.profiles:
-                # Summed over sequences: each keeps its own gradient scale.
-                profile_loss = scale * tf.reduce_sum(
-                    self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
-                )
-            if self.gradient_norms:
-                # As in training: the mean over sequences and steps.
-                weight_loss = scale * tf.reduce_mean(
-                    self._per_sequence_loss(y, y_pred, has_time, "all")
-                )
+        # Traced as stateless: the pass starts from a zero state and never
+        # reads or writes the model's state variables. The gradients are
+        # symbolic (`tf.gradients`, not a tape): a tape records each
+        # recurrent loop as a function of its own, which doubles tracing.
+        with _state.stateless(self.model), _probing.session(
+            None, self.stock if self.profiles else ()
+        ) as session:
+            y_pred = self.model(x, training=False)
         sites = session.sites
         out = {"profiles": {}, "norms": {}}
+        # Under mixed precision, float16 gradients of a few steps back would
+        # underflow: scale the losses as the optimizer does, and divide the
+        # gradients by the same factor.
         if self.profiles:
-            grads = tape.gradient(profile_loss, [site.probe for site in sites])
+            # Summed over sequences: each keeps its own gradient scale.
+            profile_loss = scale * tf.reduce_sum(
+                self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
+            )
+            grads = tf.gradients(profile_loss, [site.probe for site in sites])
             if all(g is None for g in grads):
                 raise InvalidInputError(
                     f"The loss of model '{self.model.name}' does not depend on "
@@ -357,18 +352,24 @@ class _Measurer:
                 for site, grad in zip(sites, grads)
             }
         if self.gradient_norms:
+            # As in training: the mean over sequences and steps. One backward
+            # pass for every weight, split by layer afterwards.
+            weight_loss = scale * tf.reduce_mean(
+                self._per_sequence_loss(y, y_pred, has_time, "all")
+            )
+            variables = [v for _, weights in self.weight_groups for v in weights]
+            grads = iter(tf.gradients(weight_loss, [v.value for v in variables]))
             for name, weights in self.weight_groups:
-                grads = [
-                    g
-                    for g in tape.gradient(weight_loss, weights)
+                present = [
+                    tf.cast(g, "float32")
+                    for g in (next(grads) for _ in weights)
                     if g is not None
                 ]
                 out["norms"][name] = (
-                    tf.linalg.global_norm([tf.cast(g, "float32") for g in grads]) / scale
-                    if grads
+                    tf.linalg.global_norm(present) / scale
+                    if present
                     else tf.constant(0.0)
                 )
-        del tape
         return out
 
     def _per_sequence_loss(self, y, y_pred, has_time, loss_steps):
@@ -403,12 +404,24 @@ def _per_row(values, reduce):
 
 def _measurer(model, loss_fn, loss, loss_steps, gradient_norms, profiles):
     per_model = _compiled.setdefault(model, {})
-    key = (_loss_key(loss), loss_steps, gradient_norms, profiles)
+    # With and without targets are two different passes, whatever the loss.
+    key = (_loss_key(loss), loss_fn is not None, loss_steps, gradient_norms, profiles)
     if key not in per_model:
         per_model[key] = _Measurer(
             model, loss_fn, loss_steps, gradient_norms, profiles
         )
     return per_model[key]
+
+
+def _traces(model):
+    """How many times the measurements of `model` were traced so far."""
+    from keras_gradwatch.tbptt import TruncatedBPTT
+
+    inner = model.model if isinstance(model, TruncatedBPTT) else model
+    return sum(
+        measurer.function.experimental_get_tracing_count()
+        for measurer in _compiled.get(inner, {}).values()
+    )
 
 
 def _loss_key(loss):

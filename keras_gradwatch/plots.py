@@ -9,11 +9,13 @@ crashed half-way plots as well as a finished one, and writes one PNG:
 - `plot_heatmap`: per measured layer, training step x steps back, coloured
   by log10 of the gradient norm;
 - `plot_norms`: global and per-layer gradient norms over training, with the
-  alerts, the suggested clipping threshold and the per-step loss.
+  alerts and the suggested clipping threshold, above the per-step loss.
 
 Plotting is headless: figures are `matplotlib.figure.Figure` objects drawn
 on the Agg canvas, never registered with pyplot, and cleared once saved.
-matplotlib is imported only when a plot is drawn.
+matplotlib is imported only when a plot is drawn. Layouts are fixed (no
+constrained layout, which costs more than the drawing), and legends sit
+outside the axes, so they never hide a series.
 """
 
 import contextlib
@@ -32,8 +34,19 @@ MAX_CURVES = 40
 ALERT_STYLE = {
     "nonfinite": ("tab:red", "X"),
     "exploding": ("tab:orange", "^"),
-    "vanishing": ("tab:blue", "v"),
+    "vanishing": ("tab:purple", "v"),
 }
+# Colours of per-layer norms: none is an alert's colour.
+_LAYER_COLOURS = ["tab:green", "tab:brown", "tab:pink", "tab:cyan",
+                  "tab:olive", "tab:blue", "tab:gray"]
+_GRADIENT_WORDS = {
+    "state": ("state gradient", "‖∂L/∂h_t‖"),
+    "input": ("input gradient", "‖∂L/∂x_t‖"),
+    "probe": ("gradient at the Probe", "‖∂L/∂a_t‖"),
+}
+# Panel sizes and margins, in inches.
+_PANEL_W, _PANEL_H = 5.4, 3.3
+_LEFT, _RIGHT, _TOP, _BOTTOM, _HSPACE, _WSPACE = 0.85, 0.25, 0.95, 0.6, 1.0, 1.1
 
 
 @contextlib.contextmanager
@@ -41,7 +54,7 @@ def _figure(width, height):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     try:
         yield figure
@@ -83,6 +96,20 @@ def layer_series(run):
     return out
 
 
+def gradient_label(site, short=False):
+    """The axis label of a profile measured at `site`."""
+    words, symbol = _GRADIENT_WORDS.get(site, ("gradient", "‖∂L/∂a_t‖"))
+    return symbol if short else f"{words} {symbol}"
+
+
+def _sites(run):
+    sites = {}
+    for measurement in run.measurements:
+        for name, values in (measurement.get("layers") or {}).items():
+            sites[name] = values.get("site", "")
+    return sites
+
+
 def _window(run):
     tbptt = run.settings.get("tbptt") or {}
     return tbptt.get("backprop"), tbptt.get("window")
@@ -91,6 +118,20 @@ def _window(run):
 def _grid(count):
     columns = 1 if count == 1 else 2
     return math.ceil(count / columns), columns
+
+
+def _panels(figure, rows, columns, right):
+    """A rows x columns grid of axes with fixed margins (inches)."""
+    width, height = figure.get_size_inches()
+    figure.subplots_adjust(
+        left=_LEFT / width,
+        right=1 - right / width,
+        top=1 - _TOP / height,
+        bottom=_BOTTOM / height,
+        wspace=_WSPACE / _PANEL_W,
+        hspace=_HSPACE / _PANEL_H,
+    )
+    return figure.subplots(rows, columns, squeeze=False).ravel()
 
 
 def _picked(count):
@@ -106,23 +147,52 @@ def _positive(values):
     return values
 
 
-def plot_decay(run, path=None):
-    """Draws the decay profiles; returns the PNG path, or None if none."""
+def _trend_note(steps):
+    distinct = len(set(steps))
+    if distinct >= records.TREND_MEASUREMENTS:
+        return ""
+    return (
+        f" - only {distinct} measurement step(s): too few to show a trend"
+    )
+
+
+def _integer_lags(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+_integer_steps = _integer_lags  # training steps are whole numbers too
+
+
+def plot_decay(run, path=None, series=None):
+    """Draws the decay profiles; returns the PNG path, or None if none.
+
+    Args:
+        run: A `records.Run`.
+        path: Where to write the PNG (default `decay_profile.png` in the run
+            folder).
+        series: `layer_series(run)`, if already computed.
+    """
     from matplotlib import cm
     from matplotlib.colors import Normalize
 
-    series = layer_series(run)
+    series = layer_series(run) if series is None else series
     if not series:
         return None
     backprop, window = _window(run)
-    rows, columns = _grid(len(series))
+    sites = _sites(run)
     last_layers = run.measurements[-1].get("layers", {}) if run.measurements else {}
-    with _figure(6.4 * columns, 4.2 * rows) as figure:
-        axes = figure.subplots(rows, columns, squeeze=False).ravel()
-        for ax in axes[len(series) :]:
+    all_steps = [s for steps, _ in series.values() for s in steps]
+    single = len(set(all_steps)) == 1
+    rows, columns = _grid(len(series))
+    right = _RIGHT if single else 1.2  # room for the colour bar
+    size = (_LEFT + columns * _PANEL_W + (columns - 1) * _WSPACE + right,
+            _TOP + rows * _PANEL_H + (rows - 1) * _HSPACE + _BOTTOM)
+    with _figure(*size) as figure:
+        axes = _panels(figure, rows, columns, right)
+        for ax in axes[len(series):]:
             ax.set_visible(False)
-        all_steps = [s for steps, _ in series.values() for s in steps]
-        single = len(set(all_steps)) == 1
         norm = Normalize(min(all_steps), max(max(all_steps), min(all_steps) + 1))
         colours = cm.viridis
         for ax, (name, (steps, table)) in zip(axes, series.items()):
@@ -130,69 +200,86 @@ def plot_decay(run, path=None):
             lags = np.arange(table.shape[1])
             width = 1.6 if len(picked) < 5 else 0.9
             for i in picked:
-                ax.plot(
-                    lags,
-                    _positive(table[i]),
-                    color=colours(norm(steps[i])),
-                    lw=width,
-                    alpha=1.0 if i == picked[-1] else 0.7,
-                    label=f"measured at step {steps[i]}" if single else None,
-                )
+                ax.plot(lags, _positive(table[i]), color=colours(norm(steps[i])),
+                        lw=width, alpha=1.0 if i == picked[-1] else 0.7,
+                        marker="o" if table.shape[1] <= 12 else None, ms=3)
             ax.set_yscale("log")
+            _integer_lags(ax)
             ax.set_xlabel("steps back from the loss (time steps)")
-            ax.set_ylabel("gradient norm ‖∂L/∂h‖ (L2)")
-            site = (last_layers.get(name) or {}).get("site", "")
-            ax.set_title(f"{name}" + (f" ({site})" if site else ""))
+            site = sites.get(name, "")
+            ax.set_ylabel(f"{gradient_label(site)} (L2)")
+            stats = last_layers.get(name) or {}
+            rate = records.number(stats.get("decay_rate"))
+            latest = (
+                f"step {steps[-1]}: decay {rate:.3f}/step, horizon {stats.get('horizon')} steps"
+                if rate is not None and math.isfinite(rate)
+                else f"step {steps[-1]}: gradient not finite"
+                if stats
+                else f"step {steps[-1]}"
+            )
+            ax.set_title(f"{name} ({site})\n" if site else f"{name}\n", fontsize=11,
+                         loc="left", y=1.0)
+            ax.set_title(("measured at " if single else "latest, ") + latest,
+                         fontsize=8.5, loc="right", color="0.3", y=1.0)
             if backprop:
-                ax.axvline(backprop, color="tab:red", ls="--", lw=1.2,
-                           label=f"TBPTT reach: backprop={backprop} (window={window})")
-            if backprop or single:
-                ax.legend(loc="upper right", fontsize=8)
-            stats = last_layers.get(name)
-            if stats:
-                rate = records.number(stats["decay_rate"])
-                ax.text(
-                    0.02,
-                    0.03,
-                    f"latest (step {steps[-1]}): "
-                    + (
-                        f"decay {rate:.3f}/step, horizon {stats['horizon']} steps"
-                        if rate is not None and math.isfinite(rate)
-                        else "gradient not finite"
-                    ),
-                    transform=ax.transAxes,
-                    fontsize=9,
-                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"},
+                ax.axvline(backprop, color="tab:red", ls="--", lw=1.2)
+                ax.annotate(
+                    f"TBPTT reach: backprop={backprop}\n(window={window})",
+                    xy=(backprop, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(-4, -4), textcoords="offset points", ha="right",
+                    va="top", fontsize=8, color="tab:red",
                 )
             ax.grid(True, which="major", alpha=0.3)
         if not single:
-            mappable = cm.ScalarMappable(norm=norm, cmap=colours)
-            bar = figure.colorbar(mappable, ax=list(axes[: len(series)]), shrink=0.9)
+            left, bottom = 1 - (right - 0.35) / size[0], _BOTTOM / size[1]
+            bar_axes = figure.add_axes(
+                [left, bottom, 0.18 / size[0], 1 - (_TOP + _BOTTOM) / size[1]]
+            )
+            bar = figure.colorbar(cm.ScalarMappable(norm=norm, cmap=colours),
+                                  cax=bar_axes)
             bar.set_label("training step of the measurement")
+        count = len(run.measurements)
         figure.suptitle(
-            f"Gradient decay in time, {len(run.measurements)} measurement(s)"
-            + (f" ({len(_picked(len(run.measurements)))} drawn)"
-               if len(run.measurements) > MAX_CURVES else "")
+            f"Gradient decay in time, {count} measurement(s)"
+            + (f" ({len(_picked(count))} drawn)" if count > MAX_CURVES else "")
+            + _trend_note(all_steps),
+            y=1 - 0.12 / size[1], va="top",
         )
         return _save(figure, path or run.path / DECAY)
 
 
-def plot_heatmap(run, path=None):
-    """Draws step x lag heatmaps; returns the PNG path, or None if none."""
-    series = layer_series(run)
+def plot_heatmap(run, path=None, series=None):
+    """Draws step x lag heatmaps; returns the PNG path, or None if none.
+
+    Args:
+        run: A `records.Run`.
+        path: Where to write the PNG (default `decay_heatmap.png`).
+        series: `layer_series(run)`, if already computed.
+    """
+    series = layer_series(run) if series is None else series
     if not series:
         return None
     backprop, _ = _window(run)
+    sites = _sites(run)
     rows, columns = _grid(len(series))
-    with _figure(6.4 * columns, 4.2 * rows) as figure:
-        axes = figure.subplots(rows, columns, squeeze=False).ravel()
-        for ax in axes[len(series) :]:
+    right = 0.9  # the last colour bar's label
+    size = (_LEFT + columns * (_PANEL_W + 1.0) + (columns - 1) * _WSPACE + right,
+            _TOP + rows * _PANEL_H + (rows - 1) * _HSPACE + _BOTTOM)
+    with _figure(*size) as figure:
+        axes = _panels(figure, rows, columns, right)
+        for ax in axes[len(series):]:
             ax.set_visible(False)
         for ax, (name, (steps, table)) in zip(axes, series.items()):
             values = np.log10(_positive(table)).T  # lag x measurement
             x = np.asarray(steps, dtype="float64")
-            if len(x) == 1:
+            if len(set(steps)) == 1:
                 edges_x = np.array([x[0] - 0.5, x[0] + 0.5])
+                values = values[:, -1:]
+                ax.text(0.5, 0.5, f"one measurement (step {steps[0]}):\na heatmap "
+                        "shows change over training\nfrom two measurements on",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
+                ax.set_xticks([x[0]])
             else:
                 middle = (x[1:] + x[:-1]) / 2
                 edges_x = np.concatenate([[x[0] - (middle[0] - x[0])], middle,
@@ -201,34 +288,74 @@ def plot_heatmap(run, path=None):
             ax.set_facecolor("0.85")  # cells with no finite value show grey
             mesh = ax.pcolormesh(edges_x, edges_y, np.ma.masked_invalid(values),
                                  cmap="magma", shading="flat")
-            bar = figure.colorbar(mesh, ax=ax)
-            bar.set_label("log10 gradient norm")
+            bar = figure.colorbar(mesh, ax=ax, fraction=0.06, pad=0.02)
+            bar.set_label(f"log10 {gradient_label(sites.get(name, ''), short=True)}")
             if backprop:
-                ax.axhline(backprop - 0.5, color="cyan", ls="--", lw=1.2,
-                           label=f"TBPTT backprop={backprop}")
-                ax.legend(loc="upper right", fontsize=8)
+                ax.axhline(backprop - 0.5, color="cyan", ls="--", lw=1.2)
+                ax.annotate(f"TBPTT backprop={backprop}", xy=(1.0, backprop - 0.5),
+                            xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                            textcoords="offset points", ha="right", fontsize=8,
+                            color="cyan")
+            ax.yaxis.get_major_locator().set_params(integer=True)
+            _integer_steps(ax)
             ax.set_xlabel("training step of the measurement")
             ax.set_ylabel("steps back from the loss (time steps)")
-            ax.set_title(name)
+            site = sites.get(name, "")
+            ax.set_title(f"{name} ({site})" if site else name, loc="left", fontsize=11,
+                         y=1.0)
+        all_steps = [s for steps, _ in series.values() for s in steps]
         figure.suptitle(
             "Gradient norm by time step and training step (grey: not finite or zero)"
+            + _trend_note(all_steps),
+            y=1 - 0.12 / size[1], va="top",
         )
         return _save(figure, path or run.path / HEATMAP)
 
 
-def plot_norms(run, path=None):
-    """Draws gradient norms over training; returns the PNG path or None."""
+def _steps_label(run, measured):
+    """The x label of training steps; says what a step is on TBPTT models."""
+    backprop, window = _window(run)
+    if not window:
+        return "training step"
+    lengths = [m.get("length") for m in measured if m.get("length")]
+    if lengths:
+        updates = math.ceil(lengths[-1] / window)
+        return (f"training step (one batch of {lengths[-1]} time steps = "
+                f"{updates} TBPTT updates, window={window})")
+    return f"training step (one batch; TBPTT makes one update per window of {window})"
+
+
+def plot_norms(run, path=None, summary=None):
+    """Draws gradient norms over training; returns the PNG path or None.
+
+    Args:
+        run: A `records.Run`.
+        path: Where to write the PNG (default `gradient_norms.png`).
+        summary: `records.summarize(run)`, if already computed.
+    """
+    from matplotlib.transforms import blended_transform_factory
+
     steps = [s for s in run.steps if records.number(s.get("grad_norm")) is not None]
     measured = [m for m in run.measurements if m.get("global_norm") is not None]
     if not steps and not measured and not run.steps:
         return None
-    summary = records.summarize(run)
+    summary = records.summarize(run) if summary is None else summary
     broken = sorted(
         {s["step"] for s in steps if not math.isfinite(records.number(s["grad_norm"]))}
         | {m["step"] for m in measured if not math.isfinite(records.number(m["global_norm"]))}
     )
-    with _figure(11.0, 4.8) as figure:
-        ax = figure.subplots()
+    losses = [(s["step"], records.number(s.get("loss"))) for s in run.steps
+              if records.number(s.get("loss")) is not None]
+    losses = [(x, v) for x, v in losses if math.isfinite(v)]
+    width, legend_room = 11.5, 3.3
+    height = 5.8 if losses else 4.4
+    with _figure(width, height) as figure:
+        figure.subplots_adjust(left=0.85 / width, right=1 - legend_room / width,
+                               top=1 - 0.5 / height, bottom=0.6 / height, hspace=0.08)
+        if losses:
+            ax, low = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+        else:
+            ax, low = figure.subplots(), None
         finite_steps = [s for s in steps if math.isfinite(records.number(s["grad_norm"]))]
         if finite_steps:
             x = np.array([s["step"] for s in finite_steps])
@@ -247,7 +374,7 @@ def plot_norms(run, path=None):
                     [np.nanmin(values[b]) for b in bins],
                     [np.nanmax(values[b]) for b in bins],
                     color="0.75", alpha=0.6, lw=0,
-                    label="grad_norm of the training steps (range per bin)",
+                    label="grad_norm of the training steps\n(range per bin)",
                 )
                 ax.plot(centres, [np.nanmedian(values[b]) for b in bins],
                         color="0.15", lw=1.3,
@@ -255,55 +382,73 @@ def plot_norms(run, path=None):
         if measured:
             x = [m["step"] for m in measured]
             ax.plot(x, _positive([records.number(m["global_norm"]) for m in measured]),
-                    "o-", color="black", ms=3, lw=1.2,
+                    "o-", color="black", ms=3.5, lw=1.2,
                     label="global norm on the probe batch")
             names = list(measured[-1].get("layer_norms") or {})
-            palette = ["tab:purple", "tab:green", "tab:brown", "tab:pink",
-                       "tab:cyan", "tab:olive", "tab:gray"]
-            for i, name in enumerate(names[: len(palette)]):
+            for i, name in enumerate(names[: len(_LAYER_COLOURS)]):
                 values = [records.number((m.get("layer_norms") or {}).get(name)) for m in measured]
                 ax.plot(x, _positive([np.nan if v is None else v for v in values]),
-                        ".-", color=palette[i], ms=2, lw=0.9, alpha=0.85,
-                        label=f"layer {name}")
+                        ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85,
+                        label=f"layer {name} (probe batch)")
         clip = summary.get("suggested_clipnorm")
         if clip:
             ax.axhline(clip, color="tab:green", ls="--", lw=1.2,
                        label=f"suggested global_clipnorm = {clip:g}")
+        top = blended_transform_factory(ax.transData, ax.transAxes)
         for kind, (colour, marker) in ALERT_STYLE.items():
-            found = [a for a in run.alerts if a.get("kind") == kind]
-            for j, alert in enumerate(found):
-                ax.axvline(alert["step"], color=colour, alpha=0.6, lw=1,
-                           label=f"{kind} alert ({len(found)})" if j == 0 else None)
+            alerts = [a for a in run.alerts if a.get("kind") == kind]
+            found = sorted({a["step"] for a in alerts})
+            if not found:
+                continue
+            for panel in (ax, low):
+                if panel is not None:
+                    for step in found:
+                        panel.axvline(step, color=colour, alpha=0.45, lw=1, ls=":")
+            ax.plot(found, [0.97] * len(found), marker, color=colour, ms=8, ls="none",
+                    transform=top, clip_on=False, label=f"{kind} alert ({len(alerts)})")
         if broken:
-            # Non-finite norms have no place on a log axis: mark them on top.
-            ax.plot(broken, [1.0] * len(broken), "X", color="tab:red", ms=9,
-                    transform=ax.get_xaxis_transform(), clip_on=False,
+            # Non-finite norms have no place on a log axis: mark them along
+            # the bottom (alerts are along the top).
+            ax.plot(broken, [0.03] * len(broken), "x", color="darkred", ms=8, mew=2,
+                    ls="none", transform=top, clip_on=False,
                     label=f"non-finite norm ({len(broken)} step(s))")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
+        if ax.has_data():
+            ax.set_yscale("log")
         ax.set_ylabel("gradient norm (L2)")
-        ax.set_title("Gradient norms over training")
+        title = "Gradient norms over training"
+        if not steps:
+            title += " (no per-step grad_norm in the logs: probe batch only)"
+        ax.set_title(title, y=1.0)  # a fixed position: placing it costs more
         ax.grid(True, alpha=0.3)
+        _integer_steps(ax)
+        if low is not None:
+            lx, ly = zip(*losses)
+            low.plot(lx, ly, color="tab:blue", lw=0.8,
+                     marker="." if len(lx) < 30 else None)
+            positive = [v for v in ly if v > 0]
+            if positive and len(positive) == len(ly) and max(ly) / min(positive) > 20:
+                low.set_yscale("log")
+            low.set_ylabel("loss\n(per step)")
+            low.grid(True, alpha=0.3)
+            low.set_xlabel(_steps_label(run, measured))
+        else:
+            ax.set_xlabel(_steps_label(run, measured))
         handles, labels = ax.get_legend_handles_labels()
-        losses = [(s["step"], records.number(s.get("loss"))) for s in run.steps
-                  if records.number(s.get("loss")) is not None]
-        losses = [(x, v) for x, v in losses if math.isfinite(v) and v > 0]
-        if losses:
-            # The loss, on its own axis: the one per-step signal of every model.
-            right = ax.twinx()
-            right.plot(*zip(*losses), color="tab:blue", lw=0.7, alpha=0.5)
-            right.set_yscale("log")
-            right.set_ylabel("training loss (per step)", color="tab:blue")
-            handles += right.get_lines()
-            labels += ["training loss (right axis)"]
-        # Outside the axes: the legend never hides a series.
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.08, 1.0),
-                  fontsize=8)
+        if handles:
+            # Outside the axes: the legend never hides a series.
+            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      fontsize=8, borderaxespad=0.0)
         return _save(figure, path or run.path / NORMS)
 
 
-def plot_all(run):
+def plot_all(run, summary=None):
     """Draws every plot the records allow; returns the written paths.
+
+    The records are read once: each series is computed once for all plots.
+
+    Args:
+        run: A `records.Run`.
+        summary: `records.summarize(run)`, if already computed.
 
     Example:
 
@@ -317,7 +462,12 @@ def plot_all(run):
     >>> [path.name for path in plots.plot_all(records.load_run(writer.path))]
     ['gradient_norms.png']
     """
-    paths = [plot_decay(run), plot_heatmap(run), plot_norms(run)]
+    series = layer_series(run)
+    paths = [
+        plot_decay(run, series=series),
+        plot_heatmap(run, series=series),
+        plot_norms(run, summary=summary),
+    ]
     return [p for p in paths if p is not None]
 
 
@@ -332,9 +482,12 @@ def plot_comparison(runs, path, layer=None):
     Returns:
         The PNG path.
     """
-    with _figure(8.0, 5.0) as figure:
+    width, height, legend_room = 8.5, 5.0, 1.6
+    with _figure(width, height) as figure:
+        figure.subplots_adjust(left=0.85 / width, right=1 - 0.25 / width,
+                               top=1 - 0.45 / height, bottom=legend_room / height)
         ax = figure.subplots()
-        drawn = 0
+        drawn, sites = 0, set()
         for run in runs:
             series = layer_series(run)
             name = layer if layer in series else next(iter(series), None)
@@ -342,6 +495,7 @@ def plot_comparison(runs, path, layer=None):
                 continue
             steps, table = series[name]
             stats = (run.measurements[-1].get("layers") or {}).get(name, {})
+            sites.add(_sites(run).get(name, ""))
             ax.plot(
                 _positive(table[-1]),
                 lw=1.6,
@@ -353,10 +507,14 @@ def plot_comparison(runs, path, layer=None):
             )
             drawn += 1
         ax.set_yscale("log")
+        _integer_lags(ax)
         ax.set_xlabel("steps back from the loss (time steps)")
-        ax.set_ylabel("gradient norm ‖∂L/∂h‖ (L2)")
-        ax.set_title(f"Gradient decay in time: {drawn} run(s), latest measurement")
+        site = sites.pop() if len(sites) == 1 else ""
+        ax.set_ylabel(f"{gradient_label(site)} (L2)")
+        ax.set_title(f"Gradient decay in time: {drawn} run(s), latest measurement", y=1.0)
         ax.grid(True, alpha=0.3)
         if drawn:
-            ax.legend(loc="best", fontsize=8)
+            # Below the axes: the legend never hides a curve.
+            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8,
+                      borderaxespad=0.0)
         return _save(figure, path)

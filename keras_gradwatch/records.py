@@ -38,6 +38,8 @@ ALERTS = "alerts.jsonl"
 SUMMARY = "summary.json"
 PROFILES = "profiles"
 FORMAT_VERSION = 1
+# Measurements at fewer distinct steps than this show no trend over training.
+TREND_MEASUREMENTS = 3
 
 
 def encode(value):
@@ -266,6 +268,7 @@ class Totals:
         self.epoch = -1
         self.skipped = None
         self.measurements = 0
+        self.measured_steps = 0  # distinct steps with a measurement
         self.last_measurement = {}
         self.alerts = 0
         self.alert_counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
@@ -284,6 +287,8 @@ class Totals:
     def add_measurement(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
         self.measurements += 1
+        if record.get("step") != self.last_measurement.get("step"):
+            self.measured_steps += 1
         self.last_measurement = record
         norm = number(record.get("global_norm"))
         if norm is not None and math.isfinite(norm):
@@ -306,6 +311,8 @@ class Totals:
             "steps": self.step,
             "epochs": self.epoch + 1,
             "measurements": self.measurements,
+            "measured_steps": self.measured_steps,
+            "measured_at_step": last.get("step"),
             "layers": {
                 name: {**values, "window": last.get("window")}
                 for name, values in (last.get("layers") or {}).items()
@@ -342,9 +349,12 @@ def summarize(run):
         run: A `Run`.
 
     Returns:
-        A dict: `status`, `steps`, `epochs`, `measurements`, `layers` (per
-        layer: `site`, `decay_rate`, `horizon`, `truncation_bias`, `window`,
-        `suggested_window`, from the latest measurement),
+        A dict: `status`, `steps`, `epochs`, `measurements`,
+        `measured_steps` (how many distinct steps were measured: fewer than
+        3 show no trend), `measured_at_step` (the step of the latest
+        measurement), `layers` (per layer: `site`, `decay_rate`, `horizon`,
+        `truncation_bias`, `window`, `suggested_window`, from the latest
+        measurement),
         `median_grad_norm`, `suggested_clipnorm`, `skipped_updates`,
         `alerts` (counts per kind), `alerts_reported`.
     """
@@ -360,3 +370,26 @@ def summarize(run):
         if kind in summary["alerts"]:
             summary["alerts"][kind] = max(summary["alerts"][kind], int(count))
     return summary
+
+
+def trend_note(summary):
+    """A sentence for a run measured too few times to show a trend, or "".
+
+    Args:
+        summary: A summary dict (`summarize`, or `summary.json`).
+
+    Example:
+
+    >>> trend_note({"measured_steps": 1, "measured_at_step": 0})
+    'Only 1 measurement step(s): too few to show a trend over training; the figures describe the network at step 0.'
+    """
+    count = summary.get("measured_steps") or 0
+    if count >= TREND_MEASUREMENTS:
+        return ""
+    if not count:
+        return "No measurement yet."
+    return (
+        f"Only {count} measurement step(s): too few to show a trend over "
+        "training; the figures describe the network at step "
+        f"{summary.get('measured_at_step')}."
+    )

@@ -30,6 +30,7 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .muted { color: #666; }
+.note { background: #fff6d6; border: 1px solid #e8d48a; padding: 6px 10px; }
 """
 
 
@@ -44,20 +45,26 @@ def _fmt(value, digits=4):
     return f"{number:.{digits}g}"
 
 
+def _percent(fraction):
+    return f"{100 * float(fraction):g} %"
+
+
 def _image(path):
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def render(run, images):
+def render(run, images, summary=None):
     """The HTML text of a run's report.
 
     Args:
         run: A `records.Run`.
         images: Paths of the PNG plots to embed.
+        summary: `records.summarize(run)`, if already computed.
     """
-    summary = records.summarize(run)
+    summary = records.summarize(run) if summary is None else summary
     settings = run.settings
+    options = settings.get("settings") or {}
     tbptt = settings.get("tbptt")
     e = html.escape
     parts = [
@@ -77,14 +84,17 @@ def render(run, images):
         f"<p>Status: <span class='status'>{e(str(summary['status']))}</span> "
         f"after {summary['steps']} steps, {summary['epochs']} epoch(s), "
         f"{summary['measurements']} measurement(s).</p>",
-        "<h2>Layers</h2>",
     ]
+    note = records.trend_note(summary)
+    if note:
+        parts.append(f"<p class='note'>{e(note)}</p>")
+    parts.append("<h2>Layers</h2>")
     layers = summary["layers"]
     if layers:
         parts.append(
             "<table><tr><th>layer</th><th>site</th><th>decay rate (per step)"
-            "</th><th>horizon (steps)</th><th>truncation bias at the window"
-            "</th><th>window</th><th>suggested window</th></tr>"
+            "</th><th>horizon (steps)</th><th>truncation bias at backprop"
+            "</th><th>backprop (steps)</th><th>suggested window</th></tr>"
         )
         for name, values in layers.items():
             parts.append(
@@ -96,14 +106,16 @@ def render(run, images):
                 f"<td class='num'>{_fmt(values.get('suggested_window'))}</td></tr>"
             )
         parts.append(
-            "</table><p class='muted'>From the latest measurement. Decay rate: "
+            "</table><p class='muted'>From the latest measurement, at step "
+            f"{summary.get('measured_at_step')}. Decay rate: "
             "per-step factor of the gradient going back in time (below 1: it "
             "vanishes; above 1: it explodes). Horizon: first lag where the "
-            "gradient falls below 1 % of the gradient entering the recurrence "
-            "(one step back from the loss). Truncation "
-            "bias: share of the gradient beyond the window, which truncated "
-            "BPTT drops. Suggested window: the smallest with a bias of at most "
-            "5 %.</p>"
+            f"gradient falls below {_percent(options.get('threshold', 0.01))} of "
+            "the gradient entering the recurrence (one step back from the "
+            "loss). Truncation bias: share of the gradient beyond backprop, "
+            "the steps each truncated BPTT update reaches, which it drops. "
+            "Suggested window: the smallest with a bias of at most "
+            f"{_percent(options.get('tolerance', 0.05))}.</p>"
         )
     else:
         parts.append("<p class='muted'>No time profile was measured.</p>")
@@ -172,9 +184,10 @@ def write_report(log_dir):
     'report.html'
     """
     run = records.load_run(log_dir)
-    images = plots.plot_all(run)
+    summary = records.summarize(run)  # once, for the plots and the page
+    images = plots.plot_all(run, summary=summary)
     path = run.path / REPORT
     temporary = path.with_name(f".{REPORT}.{os.getpid()}.tmp")
-    temporary.write_text(render(run, images), encoding="utf-8")
+    temporary.write_text(render(run, images, summary), encoding="utf-8")
     os.replace(temporary, path)
     return path

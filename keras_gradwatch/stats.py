@@ -107,6 +107,36 @@ def tail_decay_rate(profile, fraction: float = 0.25) -> float:
     return decay_rate(values[start:])
 
 
+def growth(profile) -> float:
+    """How much the gradient grows going back in time, over the profile.
+
+    The value at the far end of the profile divided by the lowest value at
+    lags 1 to the far end (lag 0 is left out: it also holds the direct path
+    from the layer's output to the loss). A gradient that vanishes gives
+    1 (its far end is its lowest value); one that dips and then grows by
+    10x gives 10, whatever its per-step rate. A growth far above 1 over
+    many lags is the evidence of an exploding recurrence; a single large
+    step near the loss is not.
+
+    Args:
+        profile: 1-D array indexed by lag.
+
+    Returns:
+        The factor (>= 1); `nan` when fewer than two lags from lag 1 on are
+        finite and positive.
+
+    Example:
+
+    >>> growth([5.0, 1.0, 0.5, 2.0, 4.0])
+    8.0
+    """
+    values = _as_profile(profile)[1:]
+    usable = values[np.isfinite(values) & (values > 0)]
+    if usable.size < 2:
+        return float("nan")
+    return float(usable[-1] / usable.min())
+
+
 def horizon(profile, threshold: float = DEFAULT_HORIZON_THRESHOLD) -> int:
     """How many steps back the gradient reaches.
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
+from keras_gradwatch import _train_step
 from keras_gradwatch.errors import InvalidInputError
 
 RESET_MODES = ("batch", "epoch")
@@ -656,7 +657,7 @@ class TruncatedBPTT(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         self._record_window(loss, window)
         grads = tape.gradient(scaled_loss, trainable)
-        return self._unscaled_norm(grads), grads, next_saved
+        return _train_step.global_norm(self.optimizer, grads), grads, next_saved
 
     def _apply(self, strategy, grads, finite, always):
         trainable = self.trainable_variables
@@ -674,21 +675,6 @@ class TruncatedBPTT(keras.Model):
             apply()
         else:
             tf.cond(finite, apply, lambda: tf.constant(False))
-
-    def _unscaled_norm(self, grads):
-        present = [g for g in grads if g is not None]
-        if not present:
-            return tf.constant(0.0)
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            present = context.all_reduce("sum", present)
-        norm = tf.cast(tf.linalg.global_norm(present), "float32")
-        optimizer = self.optimizer
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            norm = norm / tf.cast(optimizer.dynamic_scale, "float32")
-        elif optimizer.loss_scale_factor:
-            norm = norm / optimizer.loss_scale_factor
-        return norm
 
     def _for_each_window(self, x, plan, fn, training):
         """Calls `fn(begin, end)` per window (replica context, no update)."""

@@ -14,6 +14,20 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Each test starts as a new process would: no run folder waiting to be
+    drawn at exit, no time budget or probe batch carried over."""
+    from keras_gradwatch import _drawing
+    from keras_gradwatch import _schedule
+    from keras_gradwatch import callback
+
+    yield
+    _drawing._deferred.clear()
+    _schedule._budgets.clear()
+    callback._probes.clear()
+
+
 def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,
                         steps=None, tbptt=True, nan_step=None):
     """Writes records like GradWatch's, without training anything.

@@ -120,6 +120,11 @@ def main():
 
     single, mirrored = train(default, wrapped=False), train(mirrored_strategy, wrapped=False)
     out["plain"] = compare(single, mirrored)
+    # The grad_norm GradWatch adds to a plain model's train step.
+    out["plain"]["step_grad_norm"] = relative(
+        [records.number(s["grad_norm"]) for s in single["run"].steps],
+        [records.number(s["grad_norm"]) for s in mirrored["run"].steps],
+    )
 
     single, mirrored = train(default, nan_at=9), train(mirrored_strategy, nan_at=9)
     out["alerts"] = {"single": single["alerts"], "mirrored": mirrored["alerts"]}

@@ -2,6 +2,7 @@
 
 import json
 import math
+import pathlib
 import warnings
 
 import keras
@@ -16,6 +17,8 @@ from keras_gradwatch import InvalidInputError
 from keras_gradwatch import RunDirectoryError
 from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch import layers
+from keras_gradwatch import _drawing
+from keras_gradwatch import _schedule
 from keras_gradwatch import records
 
 B, T, F = 8, 12, 2
@@ -276,13 +279,15 @@ def test_exploding_alert_comes_before_the_loss_turns_nan(tmp_path):
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     x, y = exploding_data()
     watch = GradWatch(tmp_path)
-    with pytest.warns(GradientWarning, match="grows going back in time"):
+    with pytest.warns(GradientWarning, match="gradient norm jumped"):
         model.fit(x, y, epochs=5, verbose=0, callbacks=[watch])
     run = records.load_run(tmp_path)
     first_nan = min(s["step"] for s in run.steps if not math.isfinite(records.number(s["loss"])))
     exploding = [a for a in run.alerts if a["kind"] == "exploding"]
     assert exploding and exploding[0]["step"] < first_nan
-    assert exploding[0]["layer"] == "relu_rnn"
+    # The every-step norm of this plain model leaps by orders of magnitude.
+    assert exploding[0]["signal"] == "grad_norm" and exploding[0]["value"] > 1e4
+    assert "keras.optimizers.SGD(..., global_clipnorm=" in exploding[0]["message"]
     nonfinite = [a for a in run.alerts if a["kind"] == "nonfinite"]
     assert nonfinite and nonfinite[0]["layer"] == "relu_rnn"
     assert run.summary["status"] == "stopped"  # the default action for NaN
@@ -342,7 +347,10 @@ def test_vanishing_alert_for_a_tanh_rnn_on_long_sequences(tmp_path):
     assert seen and seen[0].kind == "vanishing" and seen[0].layer == "tanh_rnn"
     # Three measurements in a row after step 0 (not the untrained network).
     assert seen[0].step == 3
-    assert seen[0].value < 1e-3 and "Use an LSTM or GRU" in seen[0].message
+    assert seen[0].value < 1e-3 and "use an LSTM or GRU" in seen[0].message
+    # What was measured, not a claim about what the model can learn.
+    assert "reaches 119 steps back" in seen[0].message
+    assert "cannot learn" not in seen[0].message
 
 
 @pytest.mark.parametrize("action", ["warn", "stop", "raise", "callable"])
@@ -388,14 +396,21 @@ def test_repeated_alerts_are_rate_limited(tmp_path):
         fit(model, x, y, [watch], epochs=1)
     finally:
         catcher.__exit__(None, None, None)
-    # The probe batch's gradient at step 0 is one alert; the loss at every
-    # step is another, reported at its 1st, 2nd, 4th... occurrence.
+    # The loss at every step is one alert, the probe batch's gradient at
+    # every measurement another; each is reported at its 1st, 2nd, 4th...
+    # occurrence.
     losses = [a for a in watch.alerts if a.signal == "loss"]
     assert [a.step for a in losses] == [1, 2, 4, 8, 16]
     assert [a.suppressed for a in losses] == [0, 0, 1, 3, 7]
+    run = records.load_run(tmp_path)
+    checked = [m for m in run.measurements if m["reason"] != "diagnosis"]
+    probes = [a for a in watch.alerts if a.signal == "layer_norm"]
+    assert len(probes) == len([k for k in (1, 2, 4, 8, 16, 32) if k <= len(checked)])
+    # NaN targets make NaN gradients: not an exploding gradient.
+    assert {a.kind for a in watch.alerts} == {"nonfinite"}
     assert sum(issubclass(w.category, GradientWarning) for w in caught) == len(watch.alerts)
-    assert len(watch.alerts) == 6
-    assert records.load_run(tmp_path).summary["alerts"]["nonfinite"] == 21
+    assert len(watch.alerts) == len(losses) + len(probes)
+    assert run.summary["alerts"]["nonfinite"] == 20 + len(checked)
 
 
 def test_probe_data_argument_is_measured_before_training(tmp_path):
@@ -433,13 +448,15 @@ def test_plots_and_report_are_drawn_at_the_end(tmp_path):
     model = lstm_model()
     model.compile(optimizer="adam", loss="mse")
     x, y = data()
-    fit(model, x, y, [GradWatch(tmp_path / "end", every=2)], epochs=1)
+    # A budget that allows any drawing: drawn when training ends.
+    fit(model, x, y, [GradWatch(tmp_path / "end", every=2, overhead=100.0)], epochs=1)
     names = {p.name for p in (tmp_path / "end").iterdir()}
     assert {"report.html", "decay_profile.png", "decay_heatmap.png", "gradient_norms.png"} <= names
     fit(model, x, y, [GradWatch(tmp_path / "none", plots=None)], epochs=1)
     assert not list((tmp_path / "none").glob("*.png"))
+    assert str(tmp_path / "none") not in map(str, _drawing.deferred())
     drawn = []
-    watch = GradWatch(tmp_path / "epoch", plots="epoch")
+    watch = GradWatch(tmp_path / "epoch", plots="epoch", overhead=100.0)
     original = watch._draw
     watch._draw = lambda: drawn.append(original())
     fit(model, x, y, [watch], epochs=3)
@@ -448,12 +465,39 @@ def test_plots_and_report_are_drawn_at_the_end(tmp_path):
         GradWatch(tmp_path, plots="always")
 
 
+def test_drawing_stays_within_the_budget_and_happens_at_exit(tmp_path, monkeypatch):
+    monkeypatch.setattr(_drawing, "_interactive", lambda: False)
+    drawn = []
+    original = _drawing.draw
+    monkeypatch.setattr(_drawing, "draw", lambda log_dir: drawn.append(log_dir) or original(log_dir))
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    for _ in range(4):  # fit(epochs=1) in a loop, a new callback each time
+        fit(model, x, y, [GradWatch(tmp_path)], epochs=1)
+    # Short fits: drawing (about a second) does not fit in 3 % of them.
+    assert drawn == [] and not (tmp_path / "report.html").exists()
+    assert str(tmp_path) in map(str, _drawing.deferred())
+    _drawing._draw_deferred()  # what the end of the process does
+    assert len(drawn) == 1 and (tmp_path / "report.html").exists()
+    assert _drawing.deferred() == []
+    # A failing fit draws at once.
+    x[8:16] = np.nan
+    catcher, caught = quiet()
+    try:
+        fit(model, x, y, [GradWatch(tmp_path / "stopped")], epochs=1, shuffle=False)
+    finally:
+        catcher.__exit__(None, None, None)
+    assert (tmp_path / "stopped" / "report.html").exists()
+
+
 def test_tensorboard_event_files(tmp_path):
     model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
     model.compile(optimizer="adam", loss="mse")
     x, _ = data()
     y = np.cumsum(x[..., :1], axis=1) / T
     fit(model, x, y, [GradWatch(tmp_path, every=2, tensorboard=True)], epochs=1)
+    _drawing._draw_deferred()  # a short fit draws its plots at exit
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert events
     tags = set()
@@ -464,3 +508,113 @@ def test_tensorboard_event_files(tmp_path):
                 "decay_rate/lstm", "horizon/lstm", "plots/decay_profile",
                 "plots/gradient_norms"):
         assert tag in tags, (tag, tags)
+
+
+# The measurement schedule --------------------------------------------------------
+
+
+def test_short_run_is_measured_early_and_twice_per_epoch(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data(n=8 * 10)
+    history = fit(model, x, y, [GradWatch(tmp_path)], epochs=3)
+    run = records.load_run(tmp_path)
+    reasons = {m["step"]: m["reason"] for m in run.measurements}
+    for step, reason in ((0, "start"), (1, "early"), (2, "early"), (4, "early"),
+                         (5, "mid-epoch"), (8, "early"), (10, "epoch-end"),
+                         (15, "mid-epoch"), (20, "epoch-end"), (30, "epoch-end")):
+        assert reasons.get(step) == reason, (step, reasons)
+    assert len(run.measurements) >= 2 * 3
+    # The logs of each epoch come from the measurement at its last step.
+    last = run.measurements[-1]
+    assert history.history["horizon"][-1] == last["layers"]["lstm"]["horizon"]
+    assert run.summary["measured_at_step"] == 30
+    assert run.summary["measured_steps"] == len(reasons)
+
+
+def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
+    from keras_gradwatch import measurement
+
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data(n=8 * 6)
+    for _ in range(4):  # keras-io style: fit(epochs=1) in a loop
+        fit(model, x, y, [GradWatch(tmp_path)], epochs=1)
+    run = records.load_run(tmp_path)
+    assert measurement._traces(model) == 1
+    traced = [m["traced"] for m in run.measurements]
+    assert traced[0] and not any(traced[1:])
+    per_fit = [
+        len([m for m in run.measurements if fit_["first_step"] < m["step"] <= fit_["first_step"] + 6])
+        for fit_ in run.settings["fits"]
+    ]
+    assert min(per_fit) >= 2, per_fit
+    # One probe batch for the whole run: the same sequences every time.
+    assert {m["sequences"] for m in run.measurements} == {B}
+    # The traced measurement's cost was waived, not charged.
+    budget = _schedule.budget_for(tmp_path, 0.03)
+    assert budget.waived == pytest.approx(run.measurements[0]["seconds"], rel=1e-6)
+
+
+# Alerts that are right -----------------------------------------------------------
+
+
+def test_abrupt_blow_up_is_exploding_before_nonfinite(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 12, 2)).astype("float32")
+    y = x.sum(axis=1)[:, :1]
+    model = keras.Sequential([
+        keras.Input((None, 2)),
+        layers.SimpleRNN(8, activation="relu", name="rnn"),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(3.0), loss="mse")
+    watch = GradWatch(tmp_path, plots=None)
+    catcher, caught = quiet()
+    try:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[watch])
+    finally:
+        catcher.__exit__(None, None, None)
+    run = records.load_run(tmp_path)
+    losses = [records.number(s["loss"]) for s in run.steps]
+    # A normal loss, then about 1e17 after one update (NaN one step later).
+    assert losses[0] < 100 and losses[1] > 1e10
+    kinds = [a.kind for a in watch.alerts]
+    assert kinds.index("exploding") < kinds.index("nonfinite")
+    jump = next(a for a in watch.alerts if a.signal == "grad_norm")
+    assert jump.kind == "exploding" and jump.step == 2
+    # The norm and the loss leapt together: one alert says both.
+    assert "orders of magnitude" in jump.message and "The loss jumped" in jump.message
+    # The probe batch's gradient overflows next: exploding, then nonfinite.
+    assert [(a.kind, a.signal) for a in watch.alerts if a.step == 2][-2:] == [
+        ("exploding", "layer_norm"), ("nonfinite", "layer_norm"),
+    ]
+    assert run.summary["status"] == "stopped"
+
+
+def test_none_switches_a_kind_off(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((None, F)), layers.SimpleRNN(8, name="tanh_rnn"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data(t=120)
+    y[10] = np.nan
+    watch = GradWatch(tmp_path, every=1, vanishing=None, nonfinite=None, plots=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GradientWarning)
+        fit(model, x, y, [watch], epochs=1, shuffle=False)
+    assert watch.alerts == [] and not model.stop_training
+    run = records.load_run(tmp_path)
+    assert run.summary["alerts"] == {"nonfinite": 0, "exploding": 0, "vanishing": 0}
+    assert run.settings["settings"]["actions"]["vanishing"] is None
+
+
+def test_warnings_point_at_the_fit_call(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((None, F)), layers.SimpleRNN(8, name="tanh_rnn"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data(t=120)
+    with pytest.warns(GradientWarning) as caught:
+        fit(model, x, y, [GradWatch(tmp_path, every=1, plots=None)], epochs=1)
+    assert {pathlib.Path(w.filename).name for w in caught} == {"test_callback.py"}

@@ -55,6 +55,9 @@ def test_mirrored_probes_and_alerts_match_single_device(distributed):
         assert result["measurements"][0] == result["measurements"][1] > 0
         assert result["profiles"] <= 1e-5 and result["global_norm"] <= 1e-5
         assert result["weights"] <= 1e-5
+    # The every-step norm GradWatch adds to a plain model's step is that of
+    # the all-reduced gradient too.
+    assert distributed["plain"]["step_grad_norm"] <= 1e-5
     alerts = distributed["alerts"]
     assert alerts["single"] == alerts["mirrored"]
     assert alerts["single"][0][:2] == ["nonfinite", "loss"]

@@ -1,0 +1,183 @@
+"""Private: when GradWatch measures and draws, and the time it may spend.
+
+Two parts:
+
+- `Budget`: the time accounting of one run folder in this process. It adds
+  up the time spent in `fit` (over every `fit` call) and the time spent
+  inside the callback, and answers whether a measurement or a drawing fits
+  within `overhead` of the training time. One-off costs (tracing a
+  measurement) are waived, never charged: a short run must not pay for
+  them with its later measurements.
+- `MeasurementSchedule`: the measurements that are always made (before the
+  first update, at log-spaced steps 1, 2, 4, 8, ..., mid-epoch and at each
+  epoch end), and beyond those whatever the budget allows; or, with
+  `every=N`, every N steps.
+
+Both are plain Python, driven by the callback with the step counts Keras
+gives it; `Budget` takes its clock as an argument so that tests can drive it.
+"""
+
+import os
+import time
+
+# Until a drawing has been timed in this process: matplotlib's import and a
+# first drawing of three small figures take about this long on a laptop.
+DEFAULT_DRAW_SECONDS = 1.0
+
+# A new GradWatch on a folder this process already watched continues its
+# accounting (e.g. `fit(..., callbacks=[GradWatch("runs/a")])` in a loop).
+_budgets = {}
+
+
+def budget_for(log_dir, overhead):
+    """The `Budget` of a run folder in this process (created on first use)."""
+    key = os.path.realpath(os.fspath(log_dir))
+    budget = _budgets.get(key)
+    if budget is None:
+        budget = _budgets[key] = Budget(overhead)
+    budget.overhead = overhead
+    return budget
+
+
+class Budget:
+    """Time spent in `fit` and inside the callback, and what fits in it.
+
+    Args:
+        overhead: Share of the training time the callback may take.
+        clock: Function returning seconds (default `time.perf_counter`).
+    """
+
+    def __init__(self, overhead, clock=time.perf_counter):
+        self.overhead = overhead
+        self.clock = clock
+        self.spent = 0.0  # charged seconds inside the callback
+        self.waived = 0.0  # one-off seconds, not charged
+        self.measure_seconds = None  # steady-state cost of a measurement
+        self.draw_seconds = None  # cost of the last drawing
+        self.drawn_at = None  # clock time of the last drawing
+        self._fit_seconds = 0.0  # over finished fits
+        self._fit_start = None
+
+    def start_fit(self):
+        self._fit_start = self.clock()
+
+    def end_fit(self):
+        if self._fit_start is not None:
+            self._fit_seconds += self.clock() - self._fit_start
+            self._fit_start = None
+
+    def elapsed(self):
+        """Seconds spent in `fit` so far, over every `fit` call."""
+        running = 0.0 if self._fit_start is None else self.clock() - self._fit_start
+        return self._fit_seconds + running
+
+    def allowance(self):
+        """Seconds the callback may still spend: `overhead` x elapsed - spent."""
+        return self.overhead * self.elapsed() - self.spent
+
+    def charge(self, seconds):
+        self.spent += seconds
+
+    def waive(self, seconds):
+        """Takes back a one-off cost (e.g. tracing), charged or to be charged
+        (`spent` may dip below zero until the charge comes in)."""
+        self.spent -= seconds
+        self.waived += seconds
+
+    def measured(self, seconds, traced):
+        """Records a measurement's cost; a traced one's is waived."""
+        if traced:
+            self.waive(seconds)
+        elif self.measure_seconds is None:
+            self.measure_seconds = seconds
+        else:
+            # A moving average: one slow measurement (a busy machine) does
+            # not stop the next ones for long.
+            self.measure_seconds = 0.7 * self.measure_seconds + 0.3 * seconds
+
+    def drew(self, seconds):
+        self.draw_seconds = seconds
+        self.drawn_at = self.clock()
+
+    def since_drawing(self):
+        """Seconds since the last drawing (infinite if none)."""
+        return float("inf") if self.drawn_at is None else self.clock() - self.drawn_at
+
+    def draw_estimate(self):
+        return DEFAULT_DRAW_SECONDS if self.draw_seconds is None else self.draw_seconds
+
+    def can_measure(self, reserve_drawing=True):
+        """Whether one more measurement fits, keeping room for a drawing."""
+        cost = self.measure_seconds or 0.0
+        reserve = self.draw_estimate() if reserve_drawing else 0.0
+        return cost + reserve <= self.allowance()
+
+    def can_draw(self):
+        return self.draw_estimate() <= self.allowance()
+
+
+class MeasurementSchedule:
+    """Which training steps get a measurement.
+
+    Args:
+        every: None (default schedule) or a positive int: measure at step 0
+            and at every multiple of `every`, nothing else.
+
+    With `every=None`, `due` returns a reason for:
+
+    - `"start"`: step 0, before the first update;
+    - `"early"`: steps 1, 2, 4, 8, 16, ... (log-spaced: training changes
+      fastest at its start);
+    - `"mid-epoch"`: the step halfway through an epoch of known length;
+    - `"budget"`: any other step, when the budget allows one more.
+
+    and `epoch_end` for the last step of every epoch. So a run of E epochs
+    (or E one-epoch `fit` calls) has at least 2E measurements, and a run of
+    S steps at least log2(S) + 1.
+    """
+
+    def __init__(self, every=None):
+        self.every = every
+
+    def due(self, step, previous, batch, steps_per_epoch, budget, reserve_drawing=True):
+        """Why `step` needs a measurement, or None.
+
+        Args:
+            step: Training step just finished, counted over the whole run
+                (0: before the first update).
+            previous: The step checked before this one (-1 at the start);
+                with `steps_per_execution > 1` Keras reports every few steps,
+                and a scheduled step passed over in between still counts.
+            batch: Index of that step's batch in its epoch, from 0.
+            steps_per_epoch: Number of steps in the epoch, or None if not
+                known.
+            budget: The run's `Budget`.
+            reserve_drawing: Keep room in the budget for one drawing.
+        """
+        if self.every is not None:
+            return "every" if step // self.every > previous // self.every or step == 0 else None
+        if step == 0:
+            return "start"
+        if _power_of_two_in(previous + 1, step):
+            return "early"
+        if steps_per_epoch and steps_per_epoch >= 3:
+            middle = (steps_per_epoch + 1) // 2  # batches done at mid-epoch
+            done = batch + 1
+            if done >= middle > done - (step - previous):
+                return "mid-epoch"
+        if budget.can_measure(reserve_drawing):
+            return "budget"
+        return None
+
+    def epoch_end(self, step, last_measured_step):
+        """Why the end of an epoch at `step` needs a measurement, or None."""
+        if self.every is not None or step == last_measured_step:
+            return None
+        return "epoch-end"
+
+
+def _power_of_two_in(low, high):
+    """Whether some power of two lies in [low, high] (integers, low >= 1)."""
+    if high < max(low, 1):
+        return False
+    return 1 << (high.bit_length() - 1) >= max(low, 1)

@@ -1,0 +1,214 @@
+"""Private: what GradWatch adds to a Keras model's training step.
+
+`log_grad_norm(model)` makes a plain Keras model's compiled train step log
+`grad_norm`, the global L2 norm of the gradients its optimizer applies at
+that step (before any clipping the optimizer does), computed inside the
+same compiled step. Nothing else changes: the step applies the same
+gradients to the same weights.
+
+How: the model's train step is wrapped so that, while it is traced, the
+optimizer's `apply` is shadowed by a function that computes the norm of the
+gradients it receives and then calls the real `apply` with them. The train
+function is rebuilt once per model (`make_train_function(force=True)`);
+Keras traces it lazily, so a model that has not trained yet pays nothing
+extra, and one that has pays one retrace, once. The rebuilt function stays
+with the model, so later `fit` calls (with a new `GradWatch` or none) reuse
+it instead of retracing.
+
+Keras internals used here (checked on Keras 3.15 with TensorFlow 2.21):
+`Model.make_train_function(force=True)` builds the train function from
+`self.train_step`, read when it is called; the stock train step calls
+`self.optimizer.apply_gradients`, which calls `self.apply(grads, variables)`;
+under `tf.distribute` the step runs in replica context and Keras reduces
+the returned logs with a mean over replicas.
+"""
+
+import contextlib
+import threading
+import weakref
+
+import keras
+import tensorflow as tf
+
+# The train function built with the norm, per model: while it is the
+# model's train function, there is nothing to rebuild.
+_built = weakref.WeakKeyDictionary()
+
+
+def global_norm(optimizer, grads):
+    """The global L2 norm of the gradients `optimizer` is about to apply.
+
+    Call it in replica context, before `optimizer.apply(grads)`: under
+    `tf.distribute` the norm is that of the sum over replicas (the gradient
+    the update uses), and under loss scaling it is divided by the current
+    scale (a `LossScaleOptimizer`'s dynamic scale, read before `apply`
+    changes it, or the optimizer's `loss_scale_factor`).
+
+    Args:
+        optimizer: The Keras optimizer that applies `grads`.
+        grads: List of gradient tensors (None entries are ignored).
+
+    Returns:
+        A float32 scalar tensor.
+    """
+    present = [g for g in grads if g is not None]
+    if not present:
+        return tf.constant(0.0)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        present = context.all_reduce("sum", present)
+    norm = tf.cast(tf.linalg.global_norm(present), "float32")
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        norm = norm / tf.cast(optimizer.dynamic_scale, "float32")
+    elif optimizer.loss_scale_factor:
+        norm = norm / optimizer.loss_scale_factor
+    return norm
+
+
+def log_grad_norm(model):
+    """Makes `model`'s train step log `grad_norm` at every step.
+
+    Call it after `make_train_function()` and before the train function's
+    first call of a `fit` (i.e. in `on_train_begin`).
+
+    Args:
+        model: A compiled Keras model (TensorFlow backend).
+
+    Returns:
+        True if the train step logs `grad_norm` (it did already, or now
+        does), False if it cannot (no optimizer, or a train step that
+        applies no gradients through `model.optimizer`: then the logs simply
+        hold no `grad_norm`).
+    """
+    if getattr(model, "optimizer", None) is None:
+        return False
+    current = getattr(model, "train_function", None)
+    if current is not None and _built.get(model) is current:
+        return True
+    step = model.train_step
+    model.train_step = _with_grad_norm(model, step)
+    try:
+        model.make_train_function(force=True)
+    finally:
+        # The class's train step again for anything else that builds one.
+        del model.train_step
+    _built[model] = model.train_function
+    return True
+
+
+def _with_grad_norm(model, step):
+    def train_step(data):
+        with _measuring(model.optimizer) as norms:
+            logs = step(data)
+        if not norms or not isinstance(logs, dict) or "grad_norm" in logs:
+            return logs
+        # A step that applies several times (e.g. one per sub-model) logs
+        # the norm of all its gradients together.
+        norm = norms[0] if len(norms) == 1 else tf.sqrt(tf.add_n([n * n for n in norms]))
+        return {**logs, "grad_norm": norm}
+
+    return train_step
+
+
+# Under tf.distribute, replicas trace the step at the same time, each in a
+# thread of its own: the shadow is installed once for all of them, and each
+# thread collects its own norms.
+_lock = threading.Lock()
+_shadows = {}  # id(optimizer) -> [count of threads in the step, original apply]
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def _measuring(optimizer):
+    """Shadows `optimizer.apply` while a step is traced; yields the norms."""
+    key = id(optimizer)
+    with _lock:
+        entry = _shadows.get(key)
+        if entry is None:
+            entry = _shadows[key] = [0, optimizer.apply]
+            original = entry[1]
+
+            def apply_and_measure(grads, trainable_variables=None):
+                grads = list(grads)
+                if not optimizer.built and trainable_variables is not None:
+                    # What `apply` does first; the loss scale is read below.
+                    optimizer.build(trainable_variables)
+                collected = getattr(_local, "norms", None)
+                if collected is not None:
+                    collected.append(global_norm(optimizer, grads))
+                return original(grads, trainable_variables)
+
+            optimizer.apply = apply_and_measure
+        entry[0] += 1
+    outer = getattr(_local, "norms", None)
+    _local.norms = norms = []
+    try:
+        yield norms
+    finally:
+        _local.norms = outer
+        with _lock:
+            entry[0] -= 1
+            if not entry[0]:
+                del _shadows[key]
+                del optimizer.apply
+
+
+class TrainFunctionHook:
+    """Wraps `model.train_function` for the duration of one `fit` call.
+
+    The wrapper hands the first batch of training data to `take_probe` (when
+    `wants_probe()` says so) before Keras's step function trains on that
+    same batch, and reports an exception or a `KeyboardInterrupt` raised
+    inside a step to `on_error` before it goes on.
+
+    Keras internals used here (checked on Keras 3.15): `fit` calls
+    `self.train_function(iterator)` at every step, with a `tf.data.Iterator`
+    or a `tf.distribute.DistributedIterator`; the train function also accepts
+    a plain Python iterator of batches, which it runs step by step for
+    `steps_per_execution` steps.
+
+    Args:
+        model: The model being trained.
+        wants_probe: Function returning whether a probe batch is wanted.
+        take_probe: Function called with the first batch (as the iterator
+            yields it).
+        on_error: Function called with the exception, before it propagates.
+    """
+
+    def __init__(self, model, wants_probe, take_probe, on_error):
+        self.model = model
+        self._original = model.train_function
+        self._wrapper = None
+        if self._original is None:
+            return
+        original = self._original
+
+        def train_function(iterator):
+            try:
+                if wants_probe() and isinstance(
+                    iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)
+                ):
+                    batches = []
+                    for _ in range(model.steps_per_execution):
+                        optional = iterator.get_next_as_optional()
+                        if not bool(optional.has_value()):
+                            break
+                        batches.append(optional.get_value())
+                    if batches:
+                        take_probe(batches[0])
+                        return original(iter(batches))
+                return original(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                raise
+            except BaseException as error:
+                on_error(error)
+                raise
+
+        self._wrapper = train_function
+        model.train_function = train_function
+
+    def remove(self):
+        """Puts the original train function back (once)."""
+        if self._wrapper is not None and self.model.train_function is self._wrapper:
+            self.model.train_function = self._original
+        self._wrapper = None

@@ -1,0 +1,147 @@
+"""Tests of `keras_gradwatch._schedule`: when to measure, what it may cost."""
+
+import pytest
+
+from keras_gradwatch._schedule import Budget
+from keras_gradwatch._schedule import MeasurementSchedule
+from keras_gradwatch._schedule import budget_for
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def run_schedule(schedule, budget, epochs, steps_per_epoch, every_call=1, known=True):
+    """Drives the schedule as the callback does; returns (step, reason)."""
+    measured, step, last = [(0, schedule.due(0, -1, -1, None, budget))], 0, 0
+    for _ in range(epochs):
+        batch = -1
+        while batch + 1 < steps_per_epoch:
+            advance = min(every_call, steps_per_epoch - 1 - batch)
+            previous, step, batch = step, step + advance, batch + advance
+            reason = schedule.due(
+                step, previous, batch, steps_per_epoch if known else None, budget
+            )
+            if reason:
+                measured.append((step, reason))
+                last = step
+        reason = schedule.epoch_end(step, last)
+        if reason:
+            measured.append((step, reason))
+            last = step
+    return measured
+
+
+def test_default_schedule_without_budget():
+    budget = Budget(0.03, clock=Clock())  # no time in fit: nothing to spend
+    measured = run_schedule(MeasurementSchedule(), budget, epochs=2, steps_per_epoch=20)
+    assert measured == [
+        (0, "start"), (1, "early"), (2, "early"), (4, "early"), (8, "early"),
+        (10, "mid-epoch"), (16, "early"), (20, "epoch-end"),
+        (30, "mid-epoch"), (32, "early"), (40, "epoch-end"),
+    ]
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 10])
+def test_at_least_two_measurements_per_epoch(epochs):
+    budget = Budget(0.03, clock=Clock())
+    measured = run_schedule(MeasurementSchedule(), budget, epochs, steps_per_epoch=500)
+    per_epoch = [0] * epochs
+    for step, _ in measured[1:]:
+        per_epoch[(step - 1) // 500] += 1
+    assert min(per_epoch) >= 2, per_epoch
+
+
+def test_steps_passed_over_still_count():
+    # steps_per_execution=3: Keras reports steps 3, 6, 9, ...
+    budget = Budget(0.03, clock=Clock())
+    measured = run_schedule(MeasurementSchedule(), budget, 1, steps_per_epoch=21, every_call=3)
+    assert measured == [
+        (0, "start"), (3, "early"), (6, "early"), (9, "early"), (12, "mid-epoch"),
+        (18, "early"), (21, "epoch-end"),
+    ]
+
+
+def test_unknown_epoch_length_still_measures_at_epoch_end():
+    budget = Budget(0.03, clock=Clock())
+    measured = run_schedule(MeasurementSchedule(), budget, 2, steps_per_epoch=12, known=False)
+    assert [m for m in measured if m[1] != "early"] == [
+        (0, "start"), (12, "epoch-end"), (24, "epoch-end"),
+    ]
+
+
+def test_every_n_steps_is_strict():
+    budget = Budget(10.0, clock=Clock())
+    measured = run_schedule(MeasurementSchedule(every=5), budget, 2, steps_per_epoch=12)
+    assert measured == [(0, "every"), (5, "every"), (10, "every"), (15, "every"), (20, "every")]
+    # Passed over with steps_per_execution=4: 4, 8 (crosses 5), 12 (crosses 10).
+    measured = run_schedule(MeasurementSchedule(every=5), budget, 1, 12, every_call=4)
+    assert measured == [(0, "every"), (8, "every"), (12, "every")]
+
+
+def test_budget_allows_measurements_beyond_the_schedule():
+    clock = Clock()
+    budget = Budget(0.1, clock=clock)
+    budget.start_fit()
+    schedule = MeasurementSchedule()
+    assert schedule.due(3, 2, 2, 100, budget) is None  # no time spent in fit yet
+    clock.now = 20.0  # 20 s in fit: 2 s allowed
+    budget.measured(0.05, traced=False)
+    assert schedule.due(3, 2, 2, 100, budget) == "budget"
+    budget.charge(0.96)  # a drawing is reserved (1 s until one is timed)
+    assert schedule.due(3, 2, 2, 100, budget) is None
+    assert schedule.due(3, 2, 2, 100, budget, reserve_drawing=False) == "budget"
+
+
+def test_tracing_is_waived_not_charged():
+    clock = Clock()
+    budget = Budget(0.03, clock=clock)
+    budget.start_fit()
+    # The callback charges its whole time, including the first measurement
+    # (tracing, 2 s) and waives the traced one.
+    budget.measured(2.0, traced=True)
+    budget.charge(2.0 + 0.01)
+    assert budget.spent == pytest.approx(0.01)
+    assert budget.waived == pytest.approx(2.0)
+    assert budget.measure_seconds is None  # a traced cost says nothing of later ones
+    budget.measured(0.02, traced=False)
+    budget.measured(0.04, traced=False)
+    assert budget.measure_seconds == pytest.approx(0.7 * 0.02 + 0.3 * 0.04)
+
+
+def test_elapsed_counts_time_in_fit_only():
+    clock = Clock()
+    budget = Budget(0.03, clock=clock)
+    budget.start_fit()
+    clock.now = 10.0
+    budget.end_fit()
+    clock.now = 500.0  # the script does other things between fits
+    budget.start_fit()
+    clock.now = 505.0
+    assert budget.elapsed() == pytest.approx(15.0)
+    assert budget.allowance() == pytest.approx(0.45)
+
+
+def test_drawing_needs_its_estimated_cost():
+    clock = Clock()
+    budget = Budget(0.05, clock=clock)
+    budget.start_fit()
+    clock.now = 10.0  # 0.5 s allowed; a drawing is estimated at 1 s
+    assert not budget.can_draw()
+    budget.drew(0.3)
+    assert budget.can_draw()
+    assert budget.since_drawing() == 0.0
+    clock.now = 70.0
+    assert budget.since_drawing() == pytest.approx(60.0)
+
+
+def test_a_folder_keeps_its_budget_in_the_process(tmp_path):
+    first = budget_for(tmp_path / "a", 0.03)
+    first.charge(1.0)
+    again = budget_for(str(tmp_path / "a"), 0.05)
+    assert again is first and again.overhead == 0.05
+    assert budget_for(tmp_path / "b", 0.03) is not first
