@@ -1,19 +1,23 @@
-"""Benchmark of `GradWatch`'s overhead on `fit`.
+"""Benchmark of `GradWatch`'s overhead on `fit`, in one process.
 
-Fit time with `GradWatch` at default settings divided by fit time without
-it (target: at most 1.03), for
+1. The every-step `grad_norm` GradWatch adds to a plain model's compiled
+   train step: fit time of a model whose train step computes it divided by
+   that of the same model without (target: at most 1.02).
+2. Fit time with `GradWatch` at default settings divided by fit time without
+   it (target: at most 1.03), for a plain `LSTM(64)` model (T=100, batch 32)
+   and a stateful `LSTM(64)` under `TruncatedBPTT(window=50)` (T=500,
+   batch 32). The watched side includes everything GradWatch does: tracing
+   its measurement, the measurements, the records, and the drawing of the
+   plots and report (by the budget during training, the rest as at the end
+   of the process).
 
-- a plain `LSTM(64)` model (T=100, batch 32), and
-- a stateful `LSTM(64)` under `TruncatedBPTT(window=50)` (T=500, batch 32).
-
-Two models are built alike (same seed), one watched, one not, and trained
-for the same epochs, one `fit(epochs=1)` call at a time, alternating between
-the two (and which goes first): the machine's speed drifts by tens of
-percent over minutes, and alternating epochs exposes both sides to the same
-drift. Both sides include
-their tracing (the first epoch), and the watched side its first measurement
-(before the first update, tracing its probed pass). Printed: the ratio of
-total times, and the median of the per-epoch ratios.
+Two models are built alike (same seed) and trained for the same epochs, one
+`fit(epochs=1)` call at a time, alternating between the two (and which goes
+first): the machine's speed drifts by tens of percent over minutes, and
+alternating epochs exposes both sides to the same drift. Both sides include
+their tracing (the first epoch). Printed: the ratio of total times, the
+median of the per-epoch ratios, and for (2) the time spent inside GradWatch.
+`benchmarks/bench_real_usage.py` times whole processes instead.
 
 Usage:
 
@@ -87,56 +91,99 @@ def _timed_fit(model, x, y, callbacks):
     return time.perf_counter() - start
 
 
+def _alternate(epochs, first, second):
+    """Times `first()` and `second()` epoch by epoch, ABBA; returns both lists."""
+    times_first, times_second = [], []
+    for epoch in range(epochs):
+        if epoch % 2:
+            times_second.append(second())
+            times_first.append(first())
+        else:
+            times_first.append(first())
+            times_second.append(second())
+    return times_first, times_second
+
+
+def _ratios(without, with_):
+    return (
+        sum(with_) / sum(without),
+        statistics.median(w / o for w, o in zip(with_, without)),
+    )
+
+
+def bench_grad_norm(case):
+    """The cost of the grad_norm GradWatch adds to a plain train step."""
+    from keras_gradwatch import _train_step
+
+    name, build, x, y, epochs = case
+    plain, hooked = build(), build()
+    hooked.make_train_function()
+    _train_step.log_grad_norm(hooked)
+    without, with_ = _alternate(
+        epochs,
+        lambda: _timed_fit(plain, x, y, []),
+        lambda: _timed_fit(hooked, x, y, []),
+    )
+    total, median = _ratios(without, with_)
+    print(
+        f"grad_norm in the train step of a {name}: {epochs} epochs, "
+        f"{sum(without):.1f} s without, {sum(with_):.1f} s with; step overhead "
+        f"ratio {total:.3f} (target <= 1.02), median per-epoch ratio {median:.3f}"
+    )
+
+
+def bench_gradwatch(case, folder):
+    from keras_gradwatch import GradWatch
+    from keras_gradwatch import _drawing
+
+    name, build, x, y, epochs = case
+    plain, watched = build(), build()
+    watch = GradWatch(folder)
+    timer = _Timer(
+        watch, [n for n in dir(watch) if n.startswith("on_")] + ["_measure", "_draw"]
+    )
+    without, with_ = _alternate(
+        epochs,
+        lambda: _timed_fit(plain, x, y, []),
+        lambda: _timed_fit(watched, x, y, [watch]),
+    )
+    # What the end of the process does: draw what the budget deferred.
+    start = time.perf_counter()
+    _drawing._draw_deferred()
+    drawing = time.perf_counter() - start
+    with_[-1] += drawing
+    timer.seconds += drawing
+    total, median = _ratios(without, with_)
+    summary = watch.summary()
+    print(
+        f"{name}: {epochs} epochs, {sum(without):.1f} s without, "
+        f"{sum(with_):.1f} s with ({summary['measurements']} measurements, "
+        f"drawing at exit {drawing:.2f} s); overhead ratio {total:.3f} (target "
+        f"<= 1.03), median per-epoch ratio {median:.3f}; time inside "
+        f"GradWatch {100 * timer.seconds / sum(with_):.2f} % of the watched fits"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short fits")
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args(argv)
-    from keras_gradwatch import GradWatch
 
     epochs = args.epochs or (2 if args.quick else 24)
     # Full size: 24 epochs of about 4 s per side and case, so that one
     # training lasts about a minute and a half.
     scale = 1 if args.quick else 40
+    plain_case = _case("plain LSTM(64), T=100", 100, 32 * 8 * scale, epochs, wrapped=False)
     cases = [
-        _case("plain LSTM(64), T=100", 100, 32 * 8 * scale, epochs, wrapped=False),
+        plain_case,
         _case("TruncatedBPTT LSTM(64), T=500, window 50", 500, 32 * 2 * scale, epochs, wrapped=True),
     ]
+    bench_grad_norm(plain_case)
     folder = tempfile.mkdtemp(prefix="gradwatch-bench-")
     try:
-        for index, (name, build, x, y, epochs) in enumerate(cases):
-            plain, watched = build(), build()
-            watch = GradWatch(os.path.join(folder, str(index)))
-            draw, watch._draw = watch._draw, lambda: None  # see the docstring
-            timer = _Timer(
-                watch,
-                [name for name in dir(watch) if name.startswith("on_")] + ["_measure"],
-            )
-            without, with_ = [], []
-            for epoch in range(epochs):
-                # Which side goes first alternates too (ABBA), against order
-                # effects such as one-off runtime warm-up.
-                if epoch % 2:
-                    with_.append(_timed_fit(watched, x, y, [watch]))
-                    without.append(_timed_fit(plain, x, y, []))
-                else:
-                    without.append(_timed_fit(plain, x, y, []))
-                    with_.append(_timed_fit(watched, x, y, [watch]))
-            start = time.perf_counter()
-            draw()  # what plots="end" does once at the end of training
-            drawing = time.perf_counter() - start
-            with_[-1] += drawing
-            timer.seconds += drawing
-            summary = watch.summary()
-            print(
-                f"{name}: {epochs} epochs, {sum(without):.1f} s without, "
-                f"{sum(with_):.1f} s with ({summary['measurements']} "
-                f"measurements); overhead ratio {sum(with_) / sum(without):.3f} "
-                "(target <= 1.03), median per-epoch ratio "
-                f"{statistics.median(w / o for w, o in zip(with_, without)):.3f}"
-                f"; time inside GradWatch {100 * timer.seconds / sum(with_):.2f} % "
-                "of the watched fits"
-            )
+        for index, case in enumerate(cases):
+            bench_gradwatch(case, os.path.join(folder, str(index)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -10,15 +10,18 @@ package is stubbed out):
   loop, with validation data and a new `GradWatch("runs/...")` in every
   call, as a script gets it when the callback is added to each `fit`;
 - (b) one `fit` of about a minute: two stacked LSTM(64) layers on the adding
-  problem (T=100), 4 epochs;
+  problem (T=100, 12,800 sequences), 4 epochs;
 - (c) a character-level language model under `TruncatedBPTT(window=100,
   reset="epoch")`: Embedding, stateful LSTM(128), softmax over 98
-  characters, on a text stream built from the Python files of the standard
-  library (32 parallel streams, 500 characters per batch row).
+  characters, on a 2.56-million-character text stream built from the Python
+  files of the standard library (32 parallel streams, 500 characters per
+  batch row: 160 batches of 5 updates per epoch), 2 epochs.
 
 Printed for each: the wall-time ratio with / without in one run (the two
-sides alternate, ABBA, `--repeats` times, and the ratio is of the summed
-times), the number of measurements (and per epoch), and the alerts raised.
+sides alternate, ABBA, `--repeats` times; the ratio is of the summed times,
+and the median of the ratios of the side-by-side pairs is printed too, as is
+the ratio of the processes' CPU time, which other jobs on the machine blur
+less), the number of measurements (and per epoch), and the alerts raised.
 Targets: (a) <= 1.15, (b) and (c) <= 1.05; (a) >= 2 measurements per epoch;
 (b) >= 20 measurements; no `exploding` alert in any.
 
@@ -30,7 +33,9 @@ Usage:
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -121,7 +126,7 @@ def _run_b(watch_dir, quick):
 
     from keras_gradwatch import GradWatch
 
-    x, y = _adding_data(512 if quick else 6400, 100)
+    x, y = _adding_data(512 if quick else 12800, 100)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((None, 2)),
@@ -178,7 +183,7 @@ def _run_c(watch_dir, quick):
     from keras_gradwatch import TruncatedBPTT
 
     streams = 32
-    x, y, vocab = _char_streams(64_000 if quick else 400_000, streams, 500)
+    x, y, vocab = _char_streams(64_000 if quick else 2_560_000, streams, 500)
     keras.utils.set_random_seed(0)
     inner = keras.Sequential([
         keras.Input(batch_shape=(streams, None), dtype="int32"),
@@ -189,7 +194,7 @@ def _run_c(watch_dir, quick):
     model = TruncatedBPTT(inner, window=100, reset="epoch")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     start = _started()
-    epochs = 1 if quick else 4
+    epochs = 1 if quick else 2
     callbacks = [GradWatch(watch_dir)] if watch_dir else []
     model.fit(x, y, batch_size=streams, epochs=epochs, shuffle=False, verbose=0,
               callbacks=callbacks)
@@ -211,15 +216,25 @@ def _child(case, watch_dir, quick):
     start, epochs = RUNS[case](watch_dir, quick)
     result = {"start": start, "epochs": epochs}
     if watch_dir:
+        from keras_gradwatch import _drawing
+        from keras_gradwatch import _schedule
         from keras_gradwatch import records
 
+        # What the end of the process does (atexit would do it just after),
+        # timed: the plots and report the budget left for the exit.
+        begin = time.perf_counter()
+        _drawing._draw_deferred()
+        budget = _schedule.budget_for(watch_dir, 0.03)
+        result["inside"] = budget.spent + budget.waived + time.perf_counter() - begin
+        result["traced"] = budget.waived
+        result["ran"] = time.time() - start
         run = records.load_run(watch_dir)
         result.update(
             measurements=len(run.measurements),
             alerts={k: sum(1 for a in run.alerts if a["kind"] == k)
                     for k in ("nonfinite", "exploding", "vanishing")},
             messages=[a["message"][:160] for a in run.alerts],
-            traced=sum(1 for m in run.measurements if m.get("traced")),
+            traces=sum(1 for m in run.measurements if m.get("traced")),
         )
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -233,13 +248,16 @@ def _timed_child(case, watch_dir, quick):
         command += ["--watch", watch_dir]
     if quick:
         command.append("--quick")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True)
     ended = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise RuntimeError(f"case {case} failed:\n{done.stderr[-3000:]}")
     line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     result["seconds"] = ended - result["start"]
+    result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if watch_dir:
         names = set(os.listdir(watch_dir))
         result["drawn"] = {"report.html", "decay_profile.png", "gradient_norms.png"} <= names
@@ -247,25 +265,33 @@ def _timed_child(case, watch_dir, quick):
 
 
 def _compare(case, repeats, quick, folder):
-    without, with_, watched = [], [], []
+    without, with_, watched, cpu = [], [], [], {False: 0.0, True: 0.0}
     for repeat in range(repeats):
         order = (False, True) if repeat % 2 == 0 else (True, False)  # ABBA
         for watch in order:
             run_dir = os.path.join(folder, f"{case}-{repeat}") if watch else None
             result = _timed_child(case, run_dir, quick)
             (with_ if watch else without).append(result["seconds"])
+            cpu[watch] += result["cpu"]
             if watch:
                 watched.append(result)
     ratio = sum(with_) / sum(without)
+    paired = statistics.median(w / o for w, o in zip(with_, without))
+    inside = statistics.median(r["inside"] / r["ran"] for r in watched)
+    traced = statistics.median(r["traced"] for r in watched)
     last = watched[-1]
     measurements = [r["measurements"] for r in watched]
     exploding = sum(r["alerts"]["exploding"] for r in watched)
     print(
         f"{TITLES[case]}: {sum(without) / repeats:.1f} s without, "
         f"{sum(with_) / repeats:.1f} s with GradWatch per run; wall-time ratio "
-        f"{ratio:.3f} (target <= {TARGETS[case]}). Measurements per run "
+        f"{ratio:.3f} (target <= {TARGETS[case]}; median of the {repeats} "
+        f"pairs {paired:.3f}; CPU-time ratio {cpu[True] / cpu[False]:.3f}; runs "
+        f"without {[round(t, 1) for t in without]}, with {[round(t, 1) for t in with_]}). "
+        f"Time inside GradWatch {100 * inside:.2f} % of the watched run (tracing "
+        f"{traced:.2f} s, drawing at exit included). Measurements per run "
         f"{measurements} ({min(measurements) / last['epochs']:.1f} per epoch, "
-        f"{last['epochs']} epoch(s); traced once: {last['traced'] == 1}); "
+        f"{last['epochs']} epoch(s); traced once: {last['traces'] == 1}); "
         f"alerts {last['alerts']}, exploding over all runs: {exploding}; "
         f"plots and report drawn by exit: {all(r['drawn'] for r in watched)}"
     )
@@ -276,8 +302,8 @@ def _compare(case, repeats, quick, folder):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", choices=CASES, default=[])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("cases", nargs="*", metavar="CASE", help="a, b and/or c (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small runs")
     parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--watch", help=argparse.SUPPRESS)
@@ -285,6 +311,9 @@ def main(argv=None):
     if args.child:
         _child(args.child, args.watch, args.quick)
         return
+    unknown = [case for case in args.cases if case not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; pick from {list(CASES)}")
     folder = tempfile.mkdtemp(prefix="gradwatch-real-")
     try:
         for case in args.cases or CASES:

@@ -2,12 +2,13 @@
 
 A ReLU SimpleRNN whose recurrent kernel is an orthogonal matrix scaled by
 1.6 amplifies the gradient going back in time. `GradWatch` measures the time
-profile at steps 0, 1, 2, 4, 8, ... and raises an `"exploding"` alert as
-soon as the profile grows tenfold going back (step 2 here); the every-step
-gradient norm then leaps (more `"exploding"` alerts, the last one 1e8, at
-step 18), and at step 19 the loss is NaN: the `"nonfinite"` alert stops
-training (its default action), and the plots and report are saved. The same
-run with the `global_clipnorm` the report suggests trains.
+profile before the first update and at steps 1, 2, 4, 8, ... and raises an
+`"exploding"` alert when the profile grows tenfold going back (at step 0
+here); the every-step gradient norm then leaps (more `"exploding"` alerts,
+the last one 1e8, at step 18), and at step 19 the loss is NaN: the
+`"nonfinite"` alert stops training (its default action), and the plots and
+report are saved. The same run with the `global_clipnorm` the report
+suggests trains.
 
 Run (about ten seconds):
 

@@ -6,8 +6,9 @@ message a person reads) or None. None of them touches a model: the callback
 passes in the facts they need (the layer's type, a clipping suggestion).
 
 - `Jump`: a value (the loss, or a gradient norm) far above its recent
-  history; during the warm-up, when the history is short, only a jump by
-  orders of magnitude counts.
+  history (its highest values, not its median: healthy gradient norms are
+  heavy-tailed); during the warm-up, when the history is short, only a
+  jump by orders of magnitude counts.
 - `GrowthInTime`: a measured profile that grows going back in time, decided
   from evidence over the whole profile.
 - `VanishingTail`: a profile whose far end receives almost nothing, at
@@ -73,12 +74,14 @@ class Jump:
             Before that (from the second value on) a value above
             `factor ** 2` x the largest one so far is a jump: an abrupt
             blow-up in the first steps is a jump by orders of magnitude.
-        reference: `"median"` (of a gradient norm's history) or `"max"`
+        reference: `"p90"`, the 90th percentile of the history (of gradient
+            norms: a healthy LSTM's norms swing 10-30x its median while it
+            learns, never far above its own highs), `"median"`, or `"max"`
             (batch losses vary too much for a median once they are small).
         size: Number of recent values kept.
     """
 
-    def __init__(self, factor, warmup, reference="median", size=100):
+    def __init__(self, factor, warmup, reference="p90", size=100):
         self.factor = factor
         self.warmup = warmup
         self.reference = reference
@@ -94,7 +97,11 @@ class Jump:
         found = None
         count = len(self._history)
         if count >= self.warmup:
-            base = self._history.median() if self.reference == "median" else self._history.max()
+            base = {
+                "median": self._history.median,
+                "max": self._history.max,
+                "p90": lambda: self._history.quantile(0.9),
+            }[self.reference]()
             if base > 0 and value > self.factor * base:
                 found = (value / base, base, True)
         elif count:
@@ -128,7 +135,9 @@ def jump_message(what, value, step, jump, count, unit="steps"):
     elif what == "loss":
         against = f"{ratio:.0f}x the highest of the last {count} {unit} ({base:.3g})"
     else:
-        against = f"{ratio:.0f}x its median over the last {count} {unit} ({base:.3g})"
+        against = (
+            f"{ratio:.0f}x the 90th percentile of the last {count} {unit} ({base:.3g})"
+        )
     return f"The {what} jumped to {value:.3g} at step {step}, {against}."
 
 

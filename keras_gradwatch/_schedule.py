@@ -110,7 +110,7 @@ class Budget:
         """Whether one more measurement fits, keeping room for a drawing."""
         cost = self.measure_seconds or 0.0
         reserve = self.draw_estimate() if reserve_drawing else 0.0
-        return cost + reserve <= self.allowance()
+        return cost + reserve < self.allowance()
 
     def can_draw(self):
         return self.draw_estimate() <= self.allowance()
@@ -126,14 +126,16 @@ class MeasurementSchedule:
     With `every=None`, `due` returns a reason for:
 
     - `"start"`: step 0, before the first update;
-    - `"early"`: steps 1, 2, 4, 8, 16, ... (log-spaced: training changes
-      fastest at its start);
     - `"mid-epoch"`: the step halfway through an epoch of known length;
-    - `"budget"`: any other step, when the budget allows one more.
+    - `"early"`: steps 1, 2, 4, 8, 16, ... (log-spaced: training changes
+      fastest at its start), when the budget allows one more, even if it
+      takes the room kept for drawing;
+    - `"budget"`: any other step, when the budget allows one more and keeps
+      room for drawing the plots.
 
     and `epoch_end` for the last step of every epoch. So a run of E epochs
-    (or E one-epoch `fit` calls) has at least 2E measurements, and a run of
-    S steps at least log2(S) + 1.
+    (or E one-epoch `fit` calls) has at least 2E measurements; the budget
+    adds as many as fit, placed first at the log-spaced steps.
     """
 
     def __init__(self, every=None):
@@ -158,13 +160,13 @@ class MeasurementSchedule:
             return "every" if step // self.every > previous // self.every or step == 0 else None
         if step == 0:
             return "start"
-        if _power_of_two_in(previous + 1, step):
-            return "early"
         if steps_per_epoch and steps_per_epoch >= 3:
             middle = (steps_per_epoch + 1) // 2  # batches done at mid-epoch
             done = batch + 1
             if done >= middle > done - (step - previous):
                 return "mid-epoch"
+        if _power_of_two_in(previous + 1, step) and budget.can_measure(False):
+            return "early"
         if budget.can_measure(reserve_drawing):
             return "budget"
         return None

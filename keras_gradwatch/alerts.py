@@ -188,8 +188,8 @@ class RollingWindow:
     >>> window = RollingWindow(3)
     >>> for value in (1.0, 5.0, 2.0, 3.0):
     ...     window.add(value)
-    >>> window.median(), window.max()
-    (3.0, 5.0)
+    >>> window.median(), window.max(), window.quantile(0.5)
+    (3.0, 5.0, 3.0)
     """
 
     def __init__(self, size=100):
@@ -204,6 +204,16 @@ class RollingWindow:
 
     def median(self):
         return statistics.median(self._values) if self._values else float("nan")
+
+    def quantile(self, q):
+        """The `q` quantile (0..1) of the values, linearly interpolated."""
+        if not self._values:
+            return float("nan")
+        ordered = sorted(self._values)
+        position = q * (len(ordered) - 1)
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
     def max(self):
         return max(self._values) if self._values else float("nan")

@@ -33,6 +33,9 @@ PLOT_MODES = ("end", "epoch", None)
 # The probe batch of each run folder in this process, with its model: a new
 # GradWatch continuing a run measures the same batch (comparable profiles).
 _probes = {}
+# Sequences of the first training batch that make the probe batch: enough
+# for a mean profile, and a measurement's cost does not grow with the batch.
+PROBE_ROWS = 16
 
 
 def _positive(value, name, integer=False):
@@ -52,8 +55,8 @@ class GradWatch(keras.callbacks.Callback):
     Attach it to any Keras model (Sequential, functional or subclassed,
     recurrent or feed-forward) or to a `TruncatedBPTT` model:
     `model.fit(..., callbacks=[GradWatch("runs/exp1")])`. It needs nothing
-    else: it takes its probe batch from the first training batch (or from
-    `probe_data`).
+    else: it takes its probe batch from the first training batch (its first
+    16 sequences), or from `probe_data`.
 
     What it does:
 
@@ -66,9 +69,9 @@ class GradWatch(keras.callbacks.Callback):
     - measurements on the probe batch: global and per-layer gradient norms,
       and for recurrent layers the profile ‖∂L/∂h_t‖ against steps back from
       the loss with its statistics (see `keras_gradwatch.measure`). By
-      default before the first update, at steps 1, 2, 4, 8, ..., halfway
-      through and at the end of every epoch, and beyond those as often as
-      keeps the callback's time within `overhead` of the training time;
+      default before the first update, halfway through and at the end of
+      every epoch, and beyond those as often as keeps the callback's time
+      within `overhead` of the training time, first at steps 1, 2, 4, 8...;
     - alerts (`"nonfinite"`, `"exploding"`, `"vanishing"`) that say what was
       measured, with a concrete suggestion, acted on per kind, rate-limited
       (see `keras_gradwatch.alerts`);
@@ -94,17 +97,18 @@ class GradWatch(keras.callbacks.Callback):
             its scheduled measurements (default 0.03). One-off costs
             (tracing the measurement, once per model and probe shape) are
             not charged to it.
-        probe_data: `(x, y)` or `x` to measure on, instead of the first
-            training batch.
+        probe_data: `(x, y)` or `x` to measure on. Default: the first
+            `PROBE_ROWS` (16) sequences of the first training batch.
         loss: Loss of the measurements; defaults to the compiled loss.
         loss_steps: `"last"` (default) or `"all"`, see `measure`.
         nonfinite: Action on NaN/Inf: `"stop"` (default), `"warn"`,
             `"raise"`, a callable taking the `Alert`, or None (off).
         exploding: Action on exploding gradients (default `"warn"`).
         vanishing: Action on vanishing gradients (default `"warn"`).
-        spike_factor: A gradient norm above `spike_factor` times its recent
-            median, or a loss above `spike_factor` times the highest recent
-            loss, is a jump (default 10).
+        spike_factor: A gradient norm above `spike_factor` times the 90th
+            percentile of its last 100 values, or a loss above
+            `spike_factor` times the highest of the last 100, in the same
+            `fit` call, is a jump (default 10).
         warmup: Number of values the histories need before `spike_factor`
             applies (default 5). Before that, from the second step on, a
             value above `spike_factor ** 2` times the largest so far is a
@@ -307,6 +311,10 @@ class GradWatch(keras.callbacks.Callback):
         if self._probe is None:
             self._probe = self._known_probe()
         self._fits.append({"started": time.time(), "first_step": self._step})
+        # A new fit may train on other data (a curriculum's next stage): its
+        # steps are compared with each other, after a warm-up of their own.
+        self._loss_jumps = _detectors.Jump(self.spike_factor, self.warmup, reference="max")
+        self._norm_jumps = _detectors.Jump(self.spike_factor, self.warmup)
         self._writer.write_json(records.RUN, self._run_settings())
         if not isinstance(self.model, TruncatedBPTT):  # it logs grad_norm itself
             _train_step.log_grad_norm(self.model)
@@ -493,7 +501,8 @@ class GradWatch(keras.callbacks.Callback):
     # Measurements -------------------------------------------------------------
 
     def _take_probe(self, batch):
-        self._probe = _split_probe(batch, self.model.distribute_strategy)
+        x, y = _split_probe(batch, self.model.distribute_strategy)
+        self._probe = _first_rows(x), _first_rows(y)
         _probes[_folder(self.log_dir)] = (weakref.ref(self._inner()), self._probe)
         if self._measurements == 0:
             with self._timed():
@@ -955,6 +964,14 @@ def _cell_facts(cell):
     if isinstance(cell, keras.layers.SimpleRNNCell):
         return _detectors.LayerFacts("SimpleRNN")
     return _detectors.LayerFacts()
+
+
+def _first_rows(structure, rows=PROBE_ROWS):
+    if structure is None:
+        return None
+    return keras.tree.map_structure(
+        lambda t: t if t is None or len(t.shape) == 0 else t[:rows], structure
+    )
 
 
 def _split_probe(data, strategy):

@@ -330,12 +330,25 @@ class _Measurer:
         # Under mixed precision, float16 gradients of a few steps back would
         # underflow: scale the losses as the optimizer does, and divide the
         # gradients by the same factor.
+        variables = [v for _, weights in self.weight_groups for v in weights]
+        variables = [v.value for v in variables] if self.gradient_norms else []
+        probes = [site.probe for site in sites] if self.profiles else []
+        weight_grads = None
         if self.profiles:
             # Summed over sequences: each keeps its own gradient scale.
-            profile_loss = scale * tf.reduce_sum(
-                self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
-            )
-            grads = tf.gradients(profile_loss, [site.probe for site in sites])
+            per_sequence = self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
+            profile_loss = scale * tf.reduce_sum(per_sequence)
+            # When the profile's loss is the training loss (many-to-one
+            # models, or loss_steps="all"), one backward pass gives both.
+            shared = not has_time or self.loss_steps == "all"
+            grads = tf.gradients(profile_loss, probes + (variables if shared else []))
+            if shared and variables:
+                rows = tf.cast(tf.shape(per_sequence)[0], "float32")
+                weight_grads = [
+                    None if g is None else tf.cast(g, "float32") / rows
+                    for g in grads[len(probes):]
+                ]
+            grads = grads[: len(probes)]
             if all(g is None for g in grads):
                 raise InvalidInputError(
                     f"The loss of model '{self.model.name}' does not depend on "
@@ -352,13 +365,14 @@ class _Measurer:
                 for site, grad in zip(sites, grads)
             }
         if self.gradient_norms:
-            # As in training: the mean over sequences and steps. One backward
-            # pass for every weight, split by layer afterwards.
-            weight_loss = scale * tf.reduce_mean(
-                self._per_sequence_loss(y, y_pred, has_time, "all")
-            )
-            variables = [v for _, weights in self.weight_groups for v in weights]
-            grads = iter(tf.gradients(weight_loss, [v.value for v in variables]))
+            if weight_grads is None:
+                # As in training: the mean over sequences and steps.
+                weight_loss = scale * tf.reduce_mean(
+                    self._per_sequence_loss(y, y_pred, has_time, "all")
+                )
+                weight_grads = tf.gradients(weight_loss, variables)
+            grads = iter(weight_grads)
+            # One backward pass for every weight, split by layer afterwards.
             for name, weights in self.weight_groups:
                 present = [
                     tf.cast(g, "float32")

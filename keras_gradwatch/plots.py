@@ -165,6 +165,18 @@ def _integer_lags(ax):
 _integer_steps = _integer_lags  # training steps are whole numbers too
 
 
+def _readable_log_ticks(ax):
+    """Plain numbers on a log axis that spans less than two decades (its
+    default labels, such as 1.6x10^0, are wider than the axis label room)."""
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = ax.get_ylim()
+    if ax.get_yscale() == "log" and low > 0 and high / low < 100:
+        plain = FuncFormatter(lambda value, _: f"{value:.3g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+
+
 def plot_decay(run, path=None, series=None):
     """Draws the decay profiles; returns the PNG path, or None if none.
 
@@ -204,6 +216,7 @@ def plot_decay(run, path=None, series=None):
                         lw=width, alpha=1.0 if i == picked[-1] else 0.7,
                         marker="o" if table.shape[1] <= 12 else None, ms=3)
             ax.set_yscale("log")
+            _readable_log_ticks(ax)
             _integer_lags(ax)
             ax.set_xlabel("steps back from the loss (time steps)")
             site = sites.get(name, "")
@@ -279,7 +292,6 @@ def plot_heatmap(run, path=None, series=None):
                         "shows change over training\nfrom two measurements on",
                         transform=ax.transAxes, ha="center", va="center", fontsize=9,
                         bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
-                ax.set_xticks([x[0]])
             else:
                 middle = (x[1:] + x[:-1]) / 2
                 edges_x = np.concatenate([[x[0] - (middle[0] - x[0])], middle,
@@ -298,6 +310,8 @@ def plot_heatmap(run, path=None, series=None):
                             color="cyan")
             ax.yaxis.get_major_locator().set_params(integer=True)
             _integer_steps(ax)
+            if len(set(steps)) == 1:
+                ax.set_xticks([steps[0]])
             ax.set_xlabel("training step of the measurement")
             ax.set_ylabel("steps back from the loss (time steps)")
             site = sites.get(name, "")
@@ -350,7 +364,7 @@ def plot_norms(run, path=None, summary=None):
     width, legend_room = 11.5, 3.3
     height = 5.8 if losses else 4.4
     with _figure(width, height) as figure:
-        figure.subplots_adjust(left=0.85 / width, right=1 - legend_room / width,
+        figure.subplots_adjust(left=1.0 / width, right=1 - legend_room / width,
                                top=1 - 0.5 / height, bottom=0.6 / height, hspace=0.08)
         if losses:
             ax, low = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
@@ -414,6 +428,7 @@ def plot_norms(run, path=None, summary=None):
                     label=f"non-finite norm ({len(broken)} step(s))")
         if ax.has_data():
             ax.set_yscale("log")
+            _readable_log_ticks(ax)
         ax.set_ylabel("gradient norm (L2)")
         title = "Gradient norms over training"
         if not steps:
@@ -482,7 +497,8 @@ def plot_comparison(runs, path, layer=None):
     Returns:
         The PNG path.
     """
-    width, height, legend_room = 8.5, 5.0, 1.6
+    legend_room = 1.0 + 0.22 * len(runs)  # inches below the axes
+    width, height = 8.5, 3.8 + legend_room
     with _figure(width, height) as figure:
         figure.subplots_adjust(left=0.85 / width, right=1 - 0.25 / width,
                                top=1 - 0.45 / height, bottom=legend_room / height)
@@ -515,6 +531,6 @@ def plot_comparison(runs, path, layer=None):
         ax.grid(True, alpha=0.3)
         if drawn:
             # Below the axes: the legend never hides a curve.
-            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8,
-                      borderaxespad=0.0)
+            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.75 / (height - legend_room - 0.45)),
+                      fontsize=8, borderaxespad=0.0)
         return _save(figure, path)

@@ -520,10 +520,14 @@ def test_short_run_is_measured_early_and_twice_per_epoch(tmp_path):
     history = fit(model, x, y, [GradWatch(tmp_path)], epochs=3)
     run = records.load_run(tmp_path)
     reasons = {m["step"]: m["reason"] for m in run.measurements}
-    for step, reason in ((0, "start"), (1, "early"), (2, "early"), (4, "early"),
-                         (5, "mid-epoch"), (8, "early"), (10, "epoch-end"),
-                         (15, "mid-epoch"), (20, "epoch-end"), (30, "epoch-end")):
+    # Guaranteed: before the first update, halfway and at the end of every
+    # epoch; and the first step after the start (its cost is not known yet).
+    for step, reason in ((0, "start"), (1, "early"), (5, "mid-epoch"),
+                         (10, "epoch-end"), (15, "mid-epoch"), (20, "epoch-end"),
+                         (25, "mid-epoch"), (30, "epoch-end")):
         assert reasons.get(step) == reason, (step, reasons)
+    # Others as the budget allows, first at the log-spaced steps.
+    assert set(reasons.values()) <= {"start", "early", "mid-epoch", "epoch-end", "budget"}
     assert len(run.measurements) >= 2 * 3
     # The logs of each epoch come from the measurement at its last step.
     last = run.measurements[-1]

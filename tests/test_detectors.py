@@ -22,13 +22,25 @@ def record(profile, name="rnn", site="state", window=None):
 # Jumps ---------------------------------------------------------------------------
 
 
-def test_jump_after_warmup_against_the_median():
+def test_jump_after_warmup_against_the_recent_highs():
     jump = Jump(factor=10.0, warmup=5)
     for value in (1.0, 1.2, 0.9, 1.1, 1.0):
         assert jump.check(value) is None
-    assert jump.check(9.0) is None  # 9x: below the factor
-    ratio, base, warm = jump.check(30.0)
-    assert warm and base == pytest.approx(1.05) and ratio == pytest.approx(30 / 1.05)
+    assert jump.check(10.0) is None  # 8.8x the 90th percentile (1.14)
+    assert jump.check(30.0) is None  # the history now holds the 10.0
+    ratio, base, warm = jump.check(200.0)
+    assert warm and base == pytest.approx(18.0) and ratio == pytest.approx(200 / 18)
+
+
+def test_heavy_tailed_healthy_norms_are_not_jumps():
+    # A learning LSTM: norms swing far above their median, not their highs.
+    rng = np.random.default_rng(0)
+    jump = Jump(factor=10.0, warmup=5)
+    found = [jump.check(v) for v in 0.2 * np.exp(rng.normal(0, 1.0, size=500))]
+    assert not any(found)
+    median = Jump(factor=10.0, warmup=5, reference="median")
+    rng = np.random.default_rng(0)
+    assert any(median.check(v) for v in 0.2 * np.exp(rng.normal(0, 1.0, size=500)))
 
 
 def test_jump_in_the_warmup_needs_orders_of_magnitude():

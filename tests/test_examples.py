@@ -45,7 +45,8 @@ def test_exploding_gradients_alert_then_clipping_trains(tmp_path):
     ]
     first_nonfinite = min(a["step"] for a in alerts if a["kind"] == "nonfinite")
     assert alerts[0]["kind"] == "exploding" and alerts[0]["step"] < first_nonfinite
-    assert alerts[0]["signal"] == "profile"  # the profile grows going back
+    # The profile grows going back in time before the loss turns NaN.
+    assert any(a["signal"] == "profile" and a["step"] < first_nonfinite for a in alerts)
     assert (tmp_path / "unclipped" / "report.html").exists()
     assert all(loss == loss for loss in losses)  # finite with clipping
     assert (tmp_path / "clipped" / "report.html").exists()

@@ -264,17 +264,25 @@ def test_summary_lists_each_layer():
     assert "rnn" in text and "bias@4" in text
 
 
-def test_gradient_norms_match_the_training_loss_gradient():
+@pytest.mark.parametrize(
+    "per_step, loss_steps",
+    # Per-step outputs with the profile of the last step: two backward
+    # passes. Many-to-one, or loss_steps="all": one pass serves both.
+    [(True, "last"), (False, "last"), (True, "all")],
+)
+def test_gradient_norms_match_the_training_loss_gradient(per_step, loss_steps):
     model = keras.Sequential(
         [
             keras.Input((None, 2)),
-            layers.GRU(4, return_sequences=True, name="gru"),
+            layers.GRU(4, return_sequences=per_step, name="gru"),
             keras.layers.Dense(1, name="head"),
         ]
     )
     x = sequences(features=2)
     y = np.cumsum(x[..., :1], axis=1)
-    result = measure(model, x, y, loss="mse", gradient_norms=True)
+    if not per_step:
+        y = y[:, -1]
+    result = measure(model, x, y, loss="mse", gradient_norms=True, loss_steps=loss_steps)
     with tf.GradientTape() as tape:
         loss = keras.losses.MeanSquaredError()(y, model(x))
     grads = tape.gradient(loss, model.trainable_variables)

@@ -45,12 +45,15 @@ def test_package_never_imports_private_keras():
         assert "keras.src" not in path.read_text(), path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, labels",
     [
         ("bench_tbptt.py", ("b/a =", "b/c =", "memory ratio", "compile ratio")),
         ("bench_measure.py", ("vs train_on_batch", "vs one fit step")),
-        ("bench_gradwatch.py", ("overhead ratio", "time inside GradWatch")),
+        ("bench_gradwatch.py", ("step overhead ratio", "overhead ratio", "time inside GradWatch")),
+        ("bench_real_usage.py", ("(a) keras-io", "(b) one fit", "(c) TruncatedBPTT",
+                                 "wall-time ratio", "exploding over all runs: 0")),
     ],
 )
 def test_benchmark_script_quick(script, labels):

@@ -40,10 +40,25 @@ def test_default_schedule_without_budget():
     budget = Budget(0.03, clock=Clock())  # no time in fit: nothing to spend
     measured = run_schedule(MeasurementSchedule(), budget, epochs=2, steps_per_epoch=20)
     assert measured == [
-        (0, "start"), (1, "early"), (2, "early"), (4, "early"), (8, "early"),
-        (10, "mid-epoch"), (16, "early"), (20, "epoch-end"),
-        (30, "mid-epoch"), (32, "early"), (40, "epoch-end"),
+        (0, "start"), (10, "mid-epoch"), (20, "epoch-end"),
+        (30, "mid-epoch"), (40, "epoch-end"),
     ]
+
+
+def test_early_steps_come_first_in_the_budget():
+    clock = Clock()
+    budget = Budget(0.03, clock=clock)
+    budget.start_fit()
+    budget.measured(0.001, traced=False)
+    schedule = MeasurementSchedule()
+    clock.now = 1.0  # 0.03 s allowed: not enough to keep 1 s for drawing
+    assert schedule.due(5, 4, 4, 100, budget) is None
+    assert schedule.due(8, 7, 7, 100, budget) == "early"
+    budget.measured(0.25, traced=False)  # measurements turn out expensive
+    budget.measured(0.25, traced=False)
+    assert schedule.due(16, 15, 15, 100, budget) is None
+    clock.now = 20.0  # 0.6 s allowed
+    assert schedule.due(32, 31, 31, 100, budget) == "early"
 
 
 @pytest.mark.parametrize("epochs", [1, 3, 10])
@@ -58,7 +73,9 @@ def test_at_least_two_measurements_per_epoch(epochs):
 
 def test_steps_passed_over_still_count():
     # steps_per_execution=3: Keras reports steps 3, 6, 9, ...
-    budget = Budget(0.03, clock=Clock())
+    budget = Budget(0.5, clock=Clock())
+    budget.start_fit()
+    budget.clock.now = 1.0  # room for measurements, not for a drawing too
     measured = run_schedule(MeasurementSchedule(), budget, 1, steps_per_epoch=21, every_call=3)
     assert measured == [
         (0, "start"), (3, "early"), (6, "early"), (9, "early"), (12, "mid-epoch"),
@@ -69,9 +86,7 @@ def test_steps_passed_over_still_count():
 def test_unknown_epoch_length_still_measures_at_epoch_end():
     budget = Budget(0.03, clock=Clock())
     measured = run_schedule(MeasurementSchedule(), budget, 2, steps_per_epoch=12, known=False)
-    assert [m for m in measured if m[1] != "early"] == [
-        (0, "start"), (12, "epoch-end"), (24, "epoch-end"),
-    ]
+    assert measured == [(0, "start"), (12, "epoch-end"), (24, "epoch-end")]
 
 
 def test_every_n_steps_is_strict():
