@@ -19,30 +19,67 @@ Public API:
   report drawn from them, and the `gradwatch` command.
 - `errors`: the package's exceptions.
 
-Importing the package registers its layers and `TruncatedBPTT` with Keras,
-so that `keras.models.load_model` finds them.
+Importing the package is light: `records`, `plots`, `report`, `cli`,
+`stats`, `alerts` and `errors` do not import TensorFlow (the `gradwatch`
+command starts in a fraction of a second). The Keras parts (`GradWatch`,
+`TruncatedBPTT`, `measure`, `layers`...) are imported on first use, which
+also registers the package's layers and `TruncatedBPTT` with Keras for
+`keras.models.load_model`; if Keras is already imported when this package
+is, they are imported (and registered) at once.
 """
+
+import importlib
+import sys
 
 from keras_gradwatch import alerts
 from keras_gradwatch import cli
 from keras_gradwatch import errors
-from keras_gradwatch import layers
-from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch import report
 from keras_gradwatch import stats
+from keras_gradwatch import plots
 from keras_gradwatch.alerts import Alert
-from keras_gradwatch.callback import GradWatch
-
 from keras_gradwatch.errors import GradientAlertError
 from keras_gradwatch.errors import GradientWarning
 from keras_gradwatch.errors import InvalidInputError
 from keras_gradwatch.errors import KerasGradwatchError
 from keras_gradwatch.errors import RunDirectoryError
-from keras_gradwatch.measurement import LayerProfile
-from keras_gradwatch.measurement import Measurement
-from keras_gradwatch.measurement import measure
-from keras_gradwatch.tbptt import TruncatedBPTT
+from keras_gradwatch.errors import RunFormatError
+
+# Names whose modules import Keras (and so TensorFlow): imported on first
+# use, so that the records, plots, report and CLI start fast.
+_LAZY = {
+    "GradWatch": ("keras_gradwatch.callback", "GradWatch"),
+    "LayerProfile": ("keras_gradwatch.measurement", "LayerProfile"),
+    "Measurement": ("keras_gradwatch.measurement", "Measurement"),
+    "TruncatedBPTT": ("keras_gradwatch.tbptt", "TruncatedBPTT"),
+    "callback": ("keras_gradwatch.callback", None),
+    "layers": ("keras_gradwatch.layers", None),
+    "measure": ("keras_gradwatch.measurement", "measure"),
+    "measurement": ("keras_gradwatch.measurement", None),
+    "tbptt": ("keras_gradwatch.tbptt", None),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_gradwatch' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if "keras" in sys.modules:
+    # Keras is loaded already: registering the layers costs nothing more.
+    for _name in ("layers", "TruncatedBPTT"):
+        __getattr__(_name)
 
 __version__ = "0.1.0"
 
@@ -56,6 +93,7 @@ __all__ = [
     "LayerProfile",
     "Measurement",
     "RunDirectoryError",
+    "RunFormatError",
     "TruncatedBPTT",
     "alerts",
     "cli",

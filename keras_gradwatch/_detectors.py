@@ -9,6 +9,8 @@ passes in the facts they need (the layer's type, a clipping suggestion).
   history (its highest values, not its median: healthy gradient norms are
   heavy-tailed); during the warm-up, when the history is short, only a
   jump by orders of magnitude counts.
+- `StepJumps`: a step's loss and gradient norm, each against its own
+  history, and the norm against an optional hard ceiling.
 - `GrowthInTime`: a measured profile that grows going back in time, decided
   from evidence over the whole profile.
 - `VanishingTail`: a profile whose far end receives almost nothing, at
@@ -139,6 +141,56 @@ def jump_message(what, value, step, jump, count, unit="steps"):
             f"{ratio:.0f}x the 90th percentile of the last {count} {unit} ({base:.3g})"
         )
     return f"The {what} jumped to {value:.3g} at step {step}, {against}."
+
+
+class StepJumps:
+    """Every step's loss and gradient norm: a jump of either, or a norm
+    above a hard ceiling, is one `exploding` finding for that step.
+
+    Args:
+        factor: See `Jump` (`spike_factor`).
+        warmup: See `Jump`.
+        max_grad_norm: Optional hard ceiling on the norm.
+        unit: What the history counts, for the message.
+    """
+
+    def __init__(self, factor, warmup, max_grad_norm=None, unit="steps"):
+        self.factor = factor
+        self.max_grad_norm = max_grad_norm
+        self.unit = unit
+        self._losses = Jump(factor, warmup, reference="max")
+        self._norms = Jump(factor, warmup, size=100 if unit == "steps" else 10)
+
+    def check(self, step, loss, grad_norm, what="gradient norm"):
+        """Adds this step's values (either may be None); returns a `Finding`
+        whose message says what jumped and by how much, or None."""
+        parts, signal, value, threshold = [], None, None, None
+        if grad_norm is not None and math.isfinite(grad_norm):
+            count = len(self._norms)
+            jump = self._norms.check(grad_norm)
+            if self.max_grad_norm is not None and grad_norm > self.max_grad_norm:
+                parts.append(
+                    f"The {what} is {grad_norm:.3g} at step {step}, above "
+                    f"max_grad_norm={self.max_grad_norm:g}."
+                )
+                signal, value, threshold = "grad_norm", grad_norm, self.max_grad_norm
+            elif jump:
+                parts.append(jump_message(what, grad_norm, step, jump, count, self.unit))
+                signal, value, threshold = "grad_norm", grad_norm, self._limit(jump)
+        if loss is not None and math.isfinite(loss):
+            count = len(self._losses)
+            jump = self._losses.check(loss)
+            if jump:
+                parts.append(jump_message("loss", loss, step, jump, count, self.unit))
+                if signal is None:
+                    signal, value, threshold = "loss", loss, self._limit(jump)
+        if not parts:
+            return None
+        return Finding("exploding", None, value, threshold, signal, " ".join(parts))
+
+    def _limit(self, jump):
+        _, base, warm = jump
+        return base * (self.factor if warm else self.factor**2)
 
 
 class GrowthInTime:

@@ -23,6 +23,8 @@ import threading
 import keras
 import tensorflow as tf
 
+from keras_gradwatch import _compat
+
 _local = threading.local()
 
 
@@ -81,7 +83,7 @@ def session(tape, stock_layers=()):
         yield opened
     finally:
         for layer in patched:
-            del layer.call
+            _compat.unshadow_call(layer)
         _local.session = None
 
 
@@ -91,8 +93,8 @@ def _patch_input(layer):
     def call(inputs, *args, **kwargs):
         return original(add_input_probe(layer, inputs, "input"), *args, **kwargs)
 
-    # An instance attribute shadows the class's `call` until the session ends.
-    layer.call = call
+    # Shadows the class's `call` until the session ends.
+    _compat.shadow_call(layer, call)
 
 
 def add_input_probe(layer, inputs, kind):

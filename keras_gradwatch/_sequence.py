@@ -3,28 +3,14 @@
 Every helper maps over a nested structure (a tensor, a tuple, a dict...) and
 passes `None` leaves through, the way Keras passes `x`, `y` and
 `sample_weight` around. Slicing keeps the Keras mask attached to a tensor
-(`_keras_mask`), so losses and metrics still skip masked steps.
+(see `_compat.keras_mask`), so losses and metrics still skip masked steps.
 """
 
 import keras
 import tensorflow as tf
 
+from keras_gradwatch import _compat
 from keras_gradwatch.errors import InvalidInputError
-
-
-def _mask_of(tensor):
-    return getattr(tensor, "_keras_mask", None)
-
-
-def _set_mask(tensor, mask):
-    if mask is None:
-        return tensor
-    try:
-        tensor._keras_mask = mask
-    except AttributeError:
-        # Some tensor types refuse new attributes; losses then see no mask.
-        pass
-    return tensor
 
 
 def _leaves(structure):
@@ -58,10 +44,10 @@ def slice_time(structure, start, stop, length=None):
         if tensor is None:
             return None
         out = _with_length(tensor[:, start:stop], length)
-        mask = _mask_of(tensor)
+        mask = _compat.keras_mask(tensor)
         if mask is not None:
             mask = _with_length(mask[:, start:stop], length)
-        return _set_mask(out, mask)
+        return _compat.set_keras_mask(out, mask)
 
     return keras.tree.map_structure(cut, structure)
 
@@ -80,8 +66,8 @@ def take_rows(structure, rows):
         if tensor is None:
             return None
         out = tensor[:rows]
-        mask = _mask_of(tensor)
-        return _set_mask(out, None if mask is None else mask[:rows])
+        mask = _compat.keras_mask(tensor)
+        return _compat.set_keras_mask(out, None if mask is None else mask[:rows])
 
     return keras.tree.map_structure(cut, structure)
 

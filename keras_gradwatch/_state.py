@@ -11,20 +11,15 @@ import warnings
 import keras
 import tensorflow as tf
 
+from keras_gradwatch import _compat
 from keras_gradwatch.errors import InvalidInputError
-
-
-def _sublayers(model):
-    # Keras's own recursive traversal: `Model.layers` is only one level deep
-    # and misses layers nested in wrappers or in subclassed layers.
-    return model._flatten_layers(include_self=False, recursive=True)
 
 
 def recurrent_layers(model):
     """All `keras.layers.RNN` layers of a model, nested ones included."""
     return [
         layer
-        for layer in _sublayers(model)
+        for layer in _compat.sublayers(model)
         if isinstance(layer, keras.layers.RNN)
     ]
 
@@ -44,7 +39,7 @@ def stateful_layers(model, owner="TruncatedBPTT"):
             one that cannot carry its state forward in time.
     """
     found = []
-    for layer in _sublayers(model):
+    for layer in _compat.sublayers(model):
         if isinstance(layer, keras.layers.Bidirectional) and layer.stateful:
             raise InvalidInputError(
                 f"{owner} cannot window the stateful Bidirectional layer "

@@ -24,11 +24,14 @@ the returned logs with a mean over replicas.
 """
 
 import contextlib
+import math
 import threading
 import weakref
 
 import keras
 import tensorflow as tf
+
+from keras_gradwatch import _compat
 
 # The train function built with the norm, per model: while it is the
 # model's train function, there is nothing to rebuild.
@@ -212,3 +215,50 @@ class TrainFunctionHook:
         if self._wrapper is not None and self.model.train_function is self._wrapper:
             self.model.train_function = self._original
         self._wrapper = None
+
+
+class StepLoss:
+    """Each step's own loss, from the metric that averages it over the epoch.
+
+    `fit`'s logs hold the epoch's running mean of the loss. This step's loss
+    is the change of the loss tracker's weighted sum divided by the change
+    of its weight since the previous step: exact for any batch weighting (a
+    short last batch, `TruncatedBPTT`'s rows x steps), and a mean over the
+    steps of one execution when `steps_per_execution > 1`. A model without
+    such a tracker falls back on the running mean, assuming equal weights.
+
+    Args:
+        model: The model being trained.
+    """
+
+    def __init__(self, model):
+        self._tracker = _compat.loss_tracker(model)
+        self._total = None
+        self._count = None
+        self._running = None
+
+    def new_epoch(self):
+        """Keras resets its metrics when an epoch begins."""
+        self._running = None
+
+    def __call__(self, running, batch):
+        """This step's loss, given the running mean in the logs (or None)
+        and the step's batch index in the epoch."""
+        if self._tracker is not None:
+            total = float(self._tracker.total.numpy())
+            count = float(self._tracker.count.numpy())
+            previous = (self._total, self._count)
+            self._total, self._count = total, count
+            if previous[0] is None or count < previous[1]:
+                previous = (0.0, 0.0)  # the tracker was reset
+            if count > previous[1]:
+                return (total - previous[0]) / (count - previous[1])
+        return self._from_running(running, batch + 1)
+
+    def _from_running(self, running, count):
+        if running is None:
+            return None
+        before, self._running = self._running, running
+        if before is None or count <= 1 or not math.isfinite(before):
+            return running
+        return count * running - (count - 1) * before

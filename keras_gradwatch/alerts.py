@@ -18,10 +18,10 @@ at a line inside this package or Keras.
 
 import collections
 import dataclasses
+import inspect
 import logging
 import math
 import statistics
-import sys
 import warnings
 
 from keras_gradwatch.errors import GradientAlertError
@@ -166,7 +166,9 @@ def _user_stacklevel():
     """The `stacklevel` that points a warning at the first frame outside
     this package, Keras and TensorFlow (the user's `fit` call), counted from
     the function that calls `warnings.warn`."""
-    frame = sys._getframe(2)  # the caller of the function that warns
+    frame = inspect.currentframe()
+    # Skip this function and the function that warns: start at its caller.
+    frame = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
     level = 2
     while frame is not None:
         module = frame.f_globals.get("__name__", "")

@@ -1,48 +1,38 @@
-"""`GradWatch`: the Keras callback that watches gradients during `fit`."""
+"""`GradWatch`: the Keras callback that watches gradients during `fit`.
+
+This module holds the Keras hooks and the wiring; the work is done by:
+`_schedule` (when to measure, the time budget), `_train_step` (what is read
+from or added to the train step), `_probe` (the batch measured on),
+`measurement` (the measurement), `_detectors` (what counts as exploding or
+vanishing), `alerts` (acting on an alert), `_recorder` (the run records),
+`_drawing` (when plots are drawn) and `_model_facts`.
+"""
 
 import contextlib
 import math
-import os
 import pathlib
 import time
 import warnings
-import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_gradwatch import _compat
 from keras_gradwatch import _detectors
 from keras_gradwatch import _drawing
+from keras_gradwatch import _model_facts
+from keras_gradwatch import _probe
+from keras_gradwatch import _recorder
 from keras_gradwatch import _schedule
-from keras_gradwatch import _state
-from keras_gradwatch import _tensorboard
+from keras_gradwatch import _settings
 from keras_gradwatch import _train_step
 from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
-from keras_gradwatch import records
 from keras_gradwatch import stats
 from keras_gradwatch.errors import GradientAlertError
-from keras_gradwatch.errors import InvalidInputError
-from keras_gradwatch.errors import RunDirectoryError
-from keras_gradwatch.tbptt import TruncatedBPTT
 
-FLUSH_SECONDS = 1.0
-PLOT_MODES = ("end", "epoch", None)
-
-# The probe batch of each run folder in this process, with its model: a new
-# GradWatch continuing a run measures the same batch (comparable profiles).
-_probes = {}
-# Sequences of the first training batch that make the probe batch: enough
-# for a mean profile, and a measurement's cost does not grow with the batch.
-PROBE_ROWS = 16
-
-
-def _positive(value, name, integer=False):
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        what = "a positive integer" if integer else "a positive number"
-        raise InvalidInputError(f"Received: {name}={value!r}. Pass {what}.")
+PLOT_MODES = _settings.PLOT_MODES
+PROBE_ROWS = _probe.PROBE_ROWS
 
 
 def _finite(value):
@@ -183,42 +173,14 @@ class GradWatch(keras.callbacks.Callback):
         plots="end",
         tensorboard=False,
     ):
-        if not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
-            raise InvalidInputError(
-                f"Received: log_dir={log_dir!r}. Pass a folder path, e.g. "
-                "GradWatch('runs/exp1')."
-            )
-        if every is not None:
-            _positive(every, "every", integer=True)
-        _positive(overhead, "overhead")
-        _positive(spike_factor, "spike_factor")
-        _positive(warmup, "warmup", integer=True)
-        if max_grad_norm is not None:
-            _positive(max_grad_norm, "max_grad_norm")
-        _positive(max_decay_rate, "max_decay_rate")
-        _positive(vanishing_fraction, "vanishing_fraction")
-        _positive(vanishing_patience, "vanishing_patience", integer=True)
-        if loss_steps not in measurement.LOSS_STEPS:
-            raise InvalidInputError(
-                f"Received: loss_steps={loss_steps!r}. Pass 'last' or 'all'."
-            )
-        if plots not in PLOT_MODES:
-            raise InvalidInputError(
-                f"Received: plots={plots!r}. Pass 'end' (plots and report at "
-                "the end of training), 'epoch' (also at epoch ends) or None "
-                "(none; `gradwatch report RUN_DIR` draws them later)."
-            )
-        if tensorboard:
-            try:
-                import tensorboard as _  # noqa: F401
-            except ImportError as error:
-                raise InvalidInputError(
-                    "Received: tensorboard=True, but the tensorboard package "
-                    "is not installed. Run `pip install tensorboard` (or "
-                    "`pip install keras-gradwatch[tensorboard]`), or leave "
-                    "tensorboard=False."
-                ) from error
-        actions = alerts_lib.resolve_actions(nonfinite, exploding, vanishing)
+        _compat.require_tensorflow_backend("GradWatch")
+        actions = _settings.check(
+            log_dir=log_dir, every=every, overhead=overhead, loss_steps=loss_steps,
+            nonfinite=nonfinite, exploding=exploding, vanishing=vanishing,
+            spike_factor=spike_factor, warmup=warmup, max_grad_norm=max_grad_norm,
+            max_decay_rate=max_decay_rate, vanishing_fraction=vanishing_fraction,
+            vanishing_patience=vanishing_patience, plots=plots, tensorboard=tensorboard,
+        )
         super().__init__()
         self.log_dir = log_dir
         self.every = every
@@ -242,46 +204,43 @@ class GradWatch(keras.callbacks.Callback):
 
         self.alerts = []  # every reported Alert
         self.last_measurement = None
-        self._board = None
-        self._totals = records.Totals()  # the figures of what was written
-        self._writer = records.RunWriter(log_dir)
+        self._recorder = _recorder.RunRecorder(log_dir, tensorboard)
         self._dispatcher = alerts_lib.AlertDispatcher(
             actions, record=self._record_alert, stop=self._stop_training
         )
         self._schedule = _schedule.MeasurementSchedule(every)
         self._budget = None  # the folder's Budget, from the first fit on
         self._started = False  # a first fit has begun (records resumed)
+        self._status = "running"
+        self._in_callback = False
+        self._hook = None
+        self._fits = []
+        # Where the run is.
         self._step = 0
         self._epoch = -1
         self._batch = -1  # last batch index seen in the epoch
+        # Measurements.
+        self._probe = None
         self._measurements = 0
         self._measured_step = None
-        self._probe = None
         self._measure_error = None
-        self._fits = []
-        self._hook = None
-        self._status = "running"
-        self._in_callback = False
-        # Per-step signals and their detectors.
-        self._loss_mean = None
         self._loss_sum = 0.0  # per-step losses since the last measurement
         self._loss_count = 0
-        self._loss_jumps = _detectors.Jump(self.spike_factor, warmup, reference="max")
-        self._norm_jumps = _detectors.Jump(self.spike_factor, warmup)
+        # Per-step signals and their detectors (new for each fit).
+        self._step_loss = None
+        self._step_jumps = None
         self._step_norms = alerts_lib.RollingWindow()  # for clip suggestions
+        self._logs_norm = False  # a step's logs held grad_norm
         self._skipped = None
         self._skipped_before = 0
-        self._logs_norm = False  # a step's logs held grad_norm
         # Measured signals and their detectors.
-        self._measured_jumps = _detectors.Jump(self.spike_factor, warmup, size=10)
+        self._probe_jumps = _detectors.StepJumps(
+            self.spike_factor, warmup, max_grad_norm, unit="measurements"
+        )
         self._measured_norms = alerts_lib.RollingWindow()
         self._growth = _detectors.GrowthInTime(self.max_decay_rate)
-        self._vanishing = _detectors.VanishingTail(
-            self.vanishing_fraction, vanishing_patience
-        )
+        self._vanishing = _detectors.VanishingTail(self.vanishing_fraction, vanishing_patience)
         self._facts = {}
-        self._last_flush = 0.0
-        self._pending_steps = []
 
     # Lifecycle --------------------------------------------------------------
 
@@ -292,31 +251,37 @@ class GradWatch(keras.callbacks.Callback):
             self._train_begin()
 
     def _train_begin(self):
-        self._writer.open()
-        if self.tensorboard and self._board is None:
-            self._board = _tensorboard.Board(self.log_dir)
+        self._recorder.open()
         if not self._started:
-            self._resume_records()
+            self._resume()
             self._started = True
         self._status = "running"
-        self._last_flush = time.perf_counter()
         self._skipped_before = self._skipped or 0
         self._skipped = None
         self._step_at_begin = self._step
-        optimizer = getattr(self.model, "optimizer", None)
-        self._iterations_at_begin = (
-            int(optimizer.iterations.numpy()) if optimizer is not None else 0
-        )
-        self._facts = _layer_facts(self._inner())
+        self._iterations_at_begin = _model_facts.iterations(self.model)
+        inner = _model_facts.inner(self.model)
+        self._facts = _model_facts.layer_facts(inner)
         if self._probe is None:
-            self._probe = self._known_probe()
+            self._probe = (
+                _probe.split(self.probe_data, self.model.distribute_strategy)
+                if self.probe_data is not None
+                else _probe.known(self.log_dir, inner)
+            )
         self._fits.append({"started": time.time(), "first_step": self._step})
         # A new fit may train on other data (a curriculum's next stage): its
         # steps are compared with each other, after a warm-up of their own.
-        self._loss_jumps = _detectors.Jump(self.spike_factor, self.warmup, reference="max")
-        self._norm_jumps = _detectors.Jump(self.spike_factor, self.warmup)
-        self._writer.write_json(records.RUN, self._run_settings())
-        if not isinstance(self.model, TruncatedBPTT):  # it logs grad_norm itself
+        self._step_jumps = _detectors.StepJumps(
+            self.spike_factor, self.warmup, self.max_grad_norm
+        )
+        self._step_loss = _train_step.StepLoss(self.model)
+        self._recorder.write_settings(
+            _settings.record(
+                self, self.model.name, _model_facts.tbptt_settings(self.model),
+                self._dispatcher.actions, self._fits,
+            )
+        )
+        if not _model_facts.is_tbptt(self.model):  # it logs grad_norm itself
             _train_step.log_grad_norm(self.model)
         self._hook = _train_step.TrainFunctionHook(
             self.model,
@@ -330,7 +295,8 @@ class GradWatch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch += 1
         self._batch = -1
-        self._loss_mean = None
+        if self._step_loss is not None:
+            self._step_loss.new_epoch()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -354,7 +320,6 @@ class GradWatch(keras.callbacks.Callback):
             except GradientAlertError:
                 self._finish("raised")
                 raise
-            self._maybe_flush()
 
     def on_epoch_end(self, epoch, logs=None):
         with self._timed():
@@ -376,8 +341,8 @@ class GradWatch(keras.callbacks.Callback):
             logs["horizon"] = shortest.horizon
         if last is not None and "grad_norm" not in logs and last.global_norm is not None:
             logs["grad_norm"] = last.global_norm
-        self._flush_steps()
-        self._writer.write_json(records.SUMMARY, self.summary())
+        self._recorder.flush()
+        self._recorder.write_summary(self.summary())
         if self.plots == "epoch" and self._budget.can_draw():
             self._draw()
 
@@ -403,21 +368,19 @@ class GradWatch(keras.callbacks.Callback):
     # Per-step checks ----------------------------------------------------------
 
     def _check_step(self, logs):
-        loss = logs.get("loss")
-        loss = None if loss is None else float(loss)
-        instant = self._instant_loss(loss)
-        grad_norm = logs.get("grad_norm")
-        grad_norm = None if grad_norm is None else float(grad_norm)
+        loss = _number(logs.get("loss"))
+        instant = self._step_loss(loss, self._batch)
+        grad_norm = _number(logs.get("grad_norm"))
         self._logs_norm = self._logs_norm or grad_norm is not None
         skipped = logs.get("skipped_updates")
         skipped = None if skipped is None else int(skipped)
-        scaled = self._loss_scaled()
+        scaled = _model_facts.loss_scaled(self.model)
         if skipped is None and scaled:
             # A LossScaleOptimizer skips non-finite steps without counting
             # them: they are the steps its iterations did not advance.
-            applied = int(self.model.optimizer.iterations.numpy()) - self._iterations_at_begin
+            applied = _model_facts.iterations(self.model) - self._iterations_at_begin
             skipped = self._skipped_before + (self._step - self._step_at_begin) - applied
-        self._pending_steps.append(
+        self._recorder.add_step(
             {
                 "step": self._step,
                 "epoch": self._epoch,
@@ -430,9 +393,16 @@ class GradWatch(keras.callbacks.Callback):
         if skipped is not None:
             new_skips = 0 if self._skipped is None else skipped - self._skipped
             self._skipped = skipped
+        if _finite(grad_norm):
+            self._step_norms.add(grad_norm)
         # Jumps first: a blow-up is reported at the step where the loss or the
         # norm leaps, before the step where it turns NaN.
-        self._check_jumps(instant, grad_norm)
+        found = self._step_jumps.check(self._step, instant, grad_norm)
+        if found:
+            self._report(
+                found,
+                " A sign of an exploding gradient (or of a bad batch). " + self._clip_advice(),
+            )
         if loss is not None and not math.isfinite(loss):
             self._nonfinite("loss", loss, "The loss is not finite")
         elif grad_norm is not None and not math.isfinite(grad_norm) and not scaled:
@@ -447,72 +417,14 @@ class GradWatch(keras.callbacks.Callback):
             self._loss_sum += instant
             self._loss_count += 1
 
-    def _check_jumps(self, loss, grad_norm):
-        """One `exploding` alert per step, for a loss jump, a norm spike or both."""
-        parts, signal, value, threshold = [], None, None, None
-        if _finite(grad_norm):
-            self._step_norms.add(grad_norm)
-            count = len(self._norm_jumps)
-            jump = self._norm_jumps.check(grad_norm)
-            if self.max_grad_norm is not None and grad_norm > self.max_grad_norm:
-                parts.append(
-                    f"The gradient norm is {grad_norm:.3g} at step {self._step}, "
-                    f"above max_grad_norm={self.max_grad_norm:g}."
-                )
-                signal, value, threshold = "grad_norm", grad_norm, self.max_grad_norm
-            elif jump:
-                parts.append(
-                    _detectors.jump_message("gradient norm", grad_norm, self._step, jump, count)
-                )
-                signal, value, threshold = "grad_norm", grad_norm, jump[1] * (
-                    self.spike_factor if jump[2] else self.spike_factor**2
-                )
-        if _finite(loss):
-            count = len(self._loss_jumps)
-            jump = self._loss_jumps.check(loss)
-            if jump:
-                parts.append(_detectors.jump_message("loss", loss, self._step, jump, count))
-                if signal is None:
-                    signal, value = "loss", loss
-                    threshold = jump[1] * (self.spike_factor if jump[2] else self.spike_factor**2)
-        if parts:
-            self._alert(
-                "exploding",
-                None,
-                value,
-                threshold,
-                signal,
-                " ".join(parts)
-                + " A sign of an exploding gradient (or of a bad batch). "
-                + self._clip_advice(),
-            )
-
-    def _instant_loss(self, running):
-        """This step's loss, from Keras's running mean over the epoch."""
-        if running is None:
-            return None
-        count = self._batch + 1
-        previous = self._loss_mean
-        self._loss_mean = running
-        if previous is None or count <= 1 or not math.isfinite(previous):
-            return running
-        return count * running - (count - 1) * previous
-
     # Measurements -------------------------------------------------------------
 
     def _take_probe(self, batch):
-        x, y = _split_probe(batch, self.model.distribute_strategy)
-        self._probe = _first_rows(x), _first_rows(y)
-        _probes[_folder(self.log_dir)] = (weakref.ref(self._inner()), self._probe)
+        self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
+        _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
         if self._measurements == 0:
             with self._timed():
                 self._measure("start")
-
-    def _known_probe(self):
-        if self.probe_data is not None:
-            return _split_probe(self.probe_data, self.model.distribute_strategy)
-        model, probe = _probes.get(_folder(self.log_dir), (None, None))
-        return probe if model is not None and model() is self._inner() else None
 
     def _measure(self, reason, check=True):
         start = time.perf_counter()
@@ -520,21 +432,14 @@ class GradWatch(keras.callbacks.Callback):
         x, y = self._probe
         try:
             result = measurement._measure(
-                self.model,
-                x,
-                y,
-                loss=self.loss,
-                loss_steps=self.loss_steps,
-                window=None,
-                threshold=self.threshold,
-                tolerance=self.tolerance,
-                gradient_norms=True,
-                profiles=None,
+                self.model, x, y, loss=self.loss, loss_steps=self.loss_steps,
+                window=None, threshold=self.threshold, tolerance=self.tolerance,
+                gradient_norms=True, profiles=None,
             )
         except Exception as error:  # noqa: BLE001 - never break training
             self._measure_error = f"{type(error).__name__}: {error}"
             warnings.warn(
-                f"GradWatch cannot measure this model, so it only checks the "
+                "GradWatch cannot measure this model, so it only checks the "
                 f"logs from now on. {self._measure_error}",
                 stacklevel=alerts_lib._user_stacklevel(),
             )
@@ -544,44 +449,14 @@ class GradWatch(keras.callbacks.Callback):
         if self._budget is not None:
             self._budget.measured(seconds, traced)
         self.last_measurement = result
-        index = self._measurements
+        self._recorder.add_measurement(
+            result, index=self._measurements, step=self._step, epoch=max(self._epoch, 0),
+            reason=reason, seconds=seconds, traced=traced,
+        )
         self._measurements += 1
         self._measured_step = self._step
         loss_level = self._loss_sum / self._loss_count if self._loss_count else None
         self._loss_sum, self._loss_count = 0.0, 0
-        profiles = {name: r.profile for name, r in result.layers.items()}
-        relative = self._writer.write_profiles(index, profiles) if profiles else None
-        record = {
-            "index": index,
-            "step": self._step,
-            "epoch": max(self._epoch, 0),
-            "reason": reason,
-            "time": time.time(),
-            "seconds": seconds,
-            "traced": traced,
-            "length": result.length,
-            "sequences": result.sequences,
-            "loss_steps": result.loss_steps,
-            "window": result.window,
-            "global_norm": result.global_norm,
-            "layer_norms": result.layer_norms,
-            "profiles": relative,
-            "layers": {
-                name: {
-                    "site": r.site,
-                    "decay_rate": r.decay_rate,
-                    "horizon": r.horizon,
-                    "truncation_bias": r.truncation_bias,
-                    "suggested_window": r.suggested_window,
-                    "lag0": float(r.profile[0]) if r.profile.size else None,
-                }
-                for name, r in result.layers.items()
-            },
-        }
-        self._writer.append(records.MEASUREMENTS, record)
-        self._totals.add_measurement(record)
-        if self._board is not None:
-            self._board.measurement(self._step, result)
         if check:
             self._check_measurement(result, loss_level, reason)
         return result
@@ -590,7 +465,9 @@ class GradWatch(keras.callbacks.Callback):
         layer_norms = result.layer_norms or {}
         broken = [name for name, v in layer_norms.items() if not math.isfinite(v)]
         if broken:
-            if self._probe_finite() and self._weights_finite():
+            if _probe.is_finite(self._probe) and _model_facts.weights_finite(
+                _model_facts.inner(self.model)
+            ):
                 # Finite weights and data, non-finite gradient: it
                 # overflowed. The cause is an exploding gradient: say so
                 # before the NaN.
@@ -602,10 +479,8 @@ class GradWatch(keras.callbacks.Callback):
                     + self._clip_advice() + " Lower the learning rate.",
                 )
             self._nonfinite(
-                "layer_norm",
-                layer_norms[broken[0]],
-                "The gradient on the probe batch is not finite",
-                layer=broken[0],
+                "layer_norm", layer_norms[broken[0]],
+                "The gradient on the probe batch is not finite", layer=broken[0],
             )
             return
         if _finite(result.global_norm):
@@ -614,31 +489,15 @@ class GradWatch(keras.callbacks.Callback):
             # layer's share of the gradient shifts a lot early in training:
             # per-layer norms are recorded and drawn, not alerted on.)
             if not self._logs_norm:
-                self._check_measured_norm(result.global_norm)
+                found = self._probe_jumps.check(
+                    self._step, None, result.global_norm,
+                    what="gradient norm on the probe batch",
+                )
+                if found:
+                    self._report(found, " " + self._clip_advice())
         backprop = getattr(self.model, "backprop", None)
         for name, record in result.layers.items():
             self._check_profile(name, record, backprop, loss_level, reason)
-
-    def _check_measured_norm(self, norm):
-        count = len(self._measured_jumps)
-        jump = self._measured_jumps.check(norm)
-        if self.max_grad_norm is not None and norm > self.max_grad_norm:
-            self._alert(
-                "exploding", None, norm, self.max_grad_norm, "grad_norm",
-                f"The gradient norm on the probe batch is {norm:.3g} at step "
-                f"{self._step}, above max_grad_norm={self.max_grad_norm:g}. "
-                + self._clip_advice(),
-            )
-        elif jump:
-            factor = self.spike_factor if jump[2] else self.spike_factor**2
-            self._alert(
-                "exploding", None, norm, jump[1] * factor, "grad_norm",
-                _detectors.jump_message(
-                    "gradient norm on the probe batch", norm, self._step, jump,
-                    count, unit="measurements",
-                )
-                + " " + self._clip_advice(),
-            )
 
     def _check_profile(self, name, record, backprop, loss_level, reason):
         profile = record.profile
@@ -665,10 +524,10 @@ class GradWatch(keras.callbacks.Callback):
 
     # Alerts -----------------------------------------------------------------
 
-    def _report(self, finding):
+    def _report(self, finding, advice=""):
         return self._alert(
             finding.kind, finding.layer, finding.value, finding.threshold,
-            finding.signal, finding.message,
+            finding.signal, finding.message + advice,
         )
 
     def _alert(self, kind, layer, value, threshold, signal, message, key=None):
@@ -699,11 +558,7 @@ class GradWatch(keras.callbacks.Callback):
         else:
             detail = f"First layer affected: '{layer}'."
         self._alert(
-            "nonfinite",
-            layer,
-            value,
-            None,
-            signal,
+            "nonfinite", layer, value, None, signal,
             f"{what} at step {self._step} (epoch {max(self._epoch, 0)}). "
             f"{detail} Lower the learning rate, "
             + self._clip_advice(lead="or clip")
@@ -711,29 +566,11 @@ class GradWatch(keras.callbacks.Callback):
             key=key,
         )
 
-    def _probe_finite(self):
-        return all(
-            not np.issubdtype(np.asarray(leaf).dtype, np.floating)
-            or np.isfinite(np.asarray(leaf)).all()
-            for leaf in keras.tree.flatten(self._probe)
-            if leaf is not None
-        )
-
-    def _weights_finite(self):
-        return all(
-            np.isfinite(np.asarray(weight.numpy(), dtype="float64")).all()
-            for weight in self._inner().weights
-        )
-
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""
-        for layer in self._inner().layers:
-            for weight in layer.weights:
-                if not np.isfinite(np.asarray(weight.numpy(), dtype="float64")).all():
-                    return layer.name, (
-                        f"First layer affected: '{layer.name}' (its weights are "
-                        "no longer finite)."
-                    )
+        name = _model_facts.first_nonfinite_layer(_model_facts.inner(self.model))
+        if name is not None:
+            return name, f"First layer affected: '{name}' (its weights are no longer finite)."
         if self._probe is not None and self._measure_error is None:
             result = self._measure("diagnosis", check=False)
             for name, norm in ((result.layer_norms or {}) if result else {}).items():
@@ -750,30 +587,20 @@ class GradWatch(keras.callbacks.Callback):
 
     def _record_alert(self, alert):
         self.alerts.append(alert)
-        self._writer.append(records.ALERTS, alert.to_dict())
-        self._totals.add_alert(alert.to_dict())
+        self._recorder.add_alert(alert)
 
     def _stop_training(self):
         self.model.stop_training = True
 
     def _clip_advice(self, lead="Clip"):
-        optimizer = getattr(self.model, "optimizer", None)
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            optimizer = optimizer.inner_optimizer
-        kind = type(optimizer) if optimizer is not None else keras.optimizers.Adam
-        name = (
-            f"keras.optimizers.{kind.__name__}"
-            if kind.__module__.split(".")[0] == "keras"
-            else kind.__name__
-        )
-        return alerts_lib.clip_advice(self._clipnorm(), lead=lead, optimizer=name)
-
-    def _clipnorm(self):
-        return alerts_lib.clip_suggestion(
-            self._step_norms if len(self._step_norms) else self._measured_norms
+        norms = self._step_norms if len(self._step_norms) else self._measured_norms
+        return alerts_lib.clip_advice(
+            alerts_lib.clip_suggestion(norms),
+            lead=lead,
+            optimizer=_model_facts.optimizer_name(self.model),
         )
 
-    # Records ----------------------------------------------------------------
+    # Records and drawing --------------------------------------------------------
 
     def summary(self):
         """The run's figures, as written to `summary.json`.
@@ -781,8 +608,8 @@ class GradWatch(keras.callbacks.Callback):
         Computed from the records as they are written (`records.Totals`),
         with this callback's status and its count of every alert.
         """
-        self._flush_steps()
-        summary = self._totals.summary(self._status)
+        self._recorder.flush()
+        summary = self._recorder.totals.summary(self._status)
         summary.update(
             alerts={kind: self._dispatcher.counts[kind] for kind in alerts_lib.KINDS},
             measurement_error=self._measure_error,
@@ -800,77 +627,24 @@ class GradWatch(keras.callbacks.Callback):
             The path of `report.html`, or None if drawing failed (a warning
             says why; the records are intact).
         """
-        self._flush_steps()
+        self._recorder.flush()
         if self._draw() is None:
             return None
         from keras_gradwatch import report
 
         return pathlib.Path(self.log_dir) / report.REPORT
 
-    def _run_settings(self):
-        model = self.model
-        tbptt = None
-        if hasattr(model, "window") and hasattr(model, "backprop"):
-            tbptt = {
-                "window": model.window,
-                "backprop": model.backprop,
-                "reset": getattr(model, "reset", None),
-            }
-        return {
-            "format": records.FORMAT_VERSION,
-            "model": model.name,
-            "tbptt": tbptt,
-            "settings": {
-                "every": self.every,
-                "overhead": self.overhead,
-                "loss": self.loss if isinstance(self.loss, (str, type(None))) else repr(self.loss),
-                "loss_steps": self.loss_steps,
-                "actions": {
-                    kind: action if isinstance(action, (str, type(None))) else repr(action)
-                    for kind, action in self._dispatcher.actions.items()
-                },
-                "spike_factor": self.spike_factor,
-                "warmup": self.warmup,
-                "max_grad_norm": self.max_grad_norm,
-                "max_decay_rate": self.max_decay_rate,
-                "vanishing_fraction": self.vanishing_fraction,
-                "vanishing_patience": self.vanishing_patience,
-                "threshold": self.threshold,
-                "tolerance": self.tolerance,
-            },
-            "fits": self._fits,
-        }
-
-    def _resume_records(self):
+    def _resume(self):
         """Continues the step count of a run already in `log_dir`."""
-        try:
-            run = records.load_run(self.log_dir)
-        except RunDirectoryError:
-            return  # an empty or new folder
-        self._totals = records.totals(run)
-        self._step = self._totals.step
-        self._epoch = self._totals.epoch
-        self._measurements = self._totals.measurements
-        self._measured_step = self._totals.last_measurement.get("step")
-        self._fits = list(run.settings.get("fits", []))
-        self._dispatcher.counts.update(
-            {k: v for k, v in ((run.summary or {}).get("alerts") or {}).items() if k in alerts_lib.KINDS}
-        )
-
-    def _maybe_flush(self):
-        now = time.perf_counter()
-        if now - self._last_flush >= FLUSH_SECONDS:
-            self._flush_steps()
-            self._last_flush = now
-
-    def _flush_steps(self):
-        for record in self._pending_steps:
-            self._writer.append(records.STEPS, record, flush=False)
-            self._totals.add_step(record)
-        if self._board is not None:
-            self._board.steps(self._pending_steps)
-        self._pending_steps = []
-        self._writer.flush()
+        resumed = self._recorder.resume(alerts_lib.KINDS)
+        if resumed is None:
+            return
+        self._step = resumed.step
+        self._epoch = resumed.epoch
+        self._measurements = resumed.measurements
+        self._measured_step = resumed.measured_step
+        self._fits = resumed.fits
+        self._dispatcher.counts.update(resumed.alert_counts)
 
     def _step_failed(self, error):
         self._finish("raised" if isinstance(error, GradientAlertError) else "interrupted")
@@ -883,16 +657,14 @@ class GradWatch(keras.callbacks.Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        self._flush_steps()
-        self._writer.write_json(records.SUMMARY, self.summary())
-        self._writer.close()
+        self._recorder.flush()
+        self._recorder.write_summary(self.summary())
+        self._recorder.close()
         if self.plots is not None:
             try:
                 self._draw_at_end(abnormal=status != "completed")
             except KeyboardInterrupt:
                 self._defer_drawing()  # a second Ctrl-C: draw at exit
-        if self._board is not None:
-            self._board.flush()
 
     def _draw_at_end(self, abnormal):
         """Draws now if training ended early or the budget allows (or, in
@@ -906,16 +678,7 @@ class GradWatch(keras.callbacks.Callback):
             self._defer_drawing()
 
     def _defer_drawing(self):
-        board = self._board
-        step = self._step
-        then = None
-        if board is not None:
-            def then():
-                from keras_gradwatch import plots
-
-                board.images(step, (plots.DECAY, plots.HEATMAP, plots.NORMS))
-                board.flush()
-        _drawing.defer(self.log_dir, then)
+        _drawing.defer(self.log_dir, self._recorder.images_later(self._step))
 
     def _draw(self):
         seconds = _drawing.draw(self.log_dir)
@@ -923,76 +686,9 @@ class GradWatch(keras.callbacks.Callback):
             return None
         if self._budget is not None:
             self._budget.drew(seconds)
-        if self._board is not None:
-            from keras_gradwatch import plots
-
-            self._board.images(self._step, (plots.DECAY, plots.HEATMAP, plots.NORMS))
+        self._recorder.images(self._step)
         return seconds
 
-    # Model facts --------------------------------------------------------------
 
-    def _inner(self):
-        """The Keras model that holds the layers (unwraps `TruncatedBPTT`)."""
-        return self.model.model if isinstance(self.model, TruncatedBPTT) else self.model
-
-    def _loss_scaled(self):
-        return isinstance(
-            getattr(self.model, "optimizer", None), keras.optimizers.LossScaleOptimizer
-        )
-
-
-def _folder(log_dir):
-    return os.path.realpath(os.fspath(log_dir))
-
-
-def _layer_facts(model):
-    """`LayerFacts` of every recurrent layer of a model, by name."""
-    facts = {}
-    for layer in _state.recurrent_layers(model):
-        facts[layer.name] = _cell_facts(getattr(layer, "cell", None))
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Bidirectional):
-            facts[layer.name] = _cell_facts(getattr(layer.forward_layer, "cell", None))
-    return facts
-
-
-def _cell_facts(cell):
-    if isinstance(cell, keras.layers.LSTMCell):
-        return _detectors.LayerFacts("LSTM", bool(cell.unit_forget_bias))
-    if isinstance(cell, keras.layers.GRUCell):
-        return _detectors.LayerFacts("GRU")
-    if isinstance(cell, keras.layers.SimpleRNNCell):
-        return _detectors.LayerFacts("SimpleRNN")
-    return _detectors.LayerFacts()
-
-
-def _first_rows(structure, rows=PROBE_ROWS):
-    if structure is None:
-        return None
-    return keras.tree.map_structure(
-        lambda t: t if t is None or len(t.shape) == 0 else t[:rows], structure
-    )
-
-
-def _split_probe(data, strategy):
-    """`(x, y)` of a batch, read as Keras reads `fit`'s data.
-
-    Per-replica values (under `tf.distribute`) are put back together into
-    the global batch, so that measurements match a single-device run.
-    """
-    if isinstance(data, (tuple, list)) and len(data) in (1, 2, 3):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(data))
-    else:
-        x, y = data, None
-    return _global(x, strategy), _global(y, strategy)
-
-
-def _global(structure, strategy):
-    def gather(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return tf.concat(strategy.experimental_local_results(value), axis=0)
-        return value
-
-    if structure is None:
-        return None
-    return keras.tree.map_structure(gather, structure)
+def _number(value):
+    return None if value is None else float(value)

@@ -9,15 +9,12 @@ one-line message on stderr and exit status 1; bad usage exits with 2.
 """
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from keras_gradwatch import plots  # noqa: E402
-from keras_gradwatch import records  # noqa: E402
-from keras_gradwatch import report  # noqa: E402
-from keras_gradwatch.errors import KerasGradwatchError  # noqa: E402
+from keras_gradwatch import plots
+from keras_gradwatch import records
+from keras_gradwatch import report
+from keras_gradwatch.errors import KerasGradwatchError
 
 
 def _number(value, digits=4):

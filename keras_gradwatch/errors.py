@@ -34,6 +34,21 @@ class RunDirectoryError(KerasGradwatchError, OSError):
     """
 
 
+class RunFormatError(RunDirectoryError):
+    """Run records in a format this version of the package cannot read.
+
+    Raised when a run folder was written by a newer `keras_gradwatch`
+    (its `run.json` names a higher record format): reading it could
+    misread it, and continuing it could damage it.
+
+    Example:
+
+    >>> from keras_gradwatch.errors import RunDirectoryError, RunFormatError
+    >>> issubclass(RunFormatError, RunDirectoryError)
+    True
+    """
+
+
 class GradientAlertError(KerasGradwatchError, RuntimeError):
     """Raised by `GradWatch` for an alert whose action is `"raise"`.
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradwatch import _compat
 from keras_gradwatch import _probing
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
@@ -287,7 +288,7 @@ class _Measurer:
         self.stock = _stock_recurrent_layers(model)
         probed = [
             layer
-            for layer in model._flatten_layers(include_self=False)
+            for layer in _compat.sublayers(model)
             if isinstance(
                 layer, (probed_layers.Probe, probed_layers._ProbedRecurrence)
             )
@@ -474,7 +475,7 @@ def _stock_recurrent_layers(model):
     `keras_gradwatch.layers` probe their own state instead.
     """
     found, inside = [], set()
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.sublayers(model):
         if isinstance(layer, keras.layers.Bidirectional):
             inner = (layer.forward_layer, layer.backward_layer)
             inside.update(id(part) for part in inner)

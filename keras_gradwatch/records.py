@@ -30,6 +30,7 @@ import pathlib
 import numpy as np
 
 from keras_gradwatch.errors import RunDirectoryError
+from keras_gradwatch.errors import RunFormatError
 
 RUN = "run.json"
 STEPS = "steps.jsonl"
@@ -188,6 +189,8 @@ def load_run(log_dir):
     Raises:
         RunDirectoryError: If the folder does not exist, holds no records,
             or a record is damaged.
+        RunFormatError: If the records were written by a newer version
+            of the package, in a format this one does not read.
 
     Example:
 
@@ -210,9 +213,18 @@ def load_run(log_dir):
         raise RunDirectoryError(
             f"'{path}' holds no GradWatch records (none of {', '.join(names)})."
         )
+    settings = _read_json(path / RUN) or {}
+    written = settings.get("format", FORMAT_VERSION)
+    if not isinstance(written, int) or isinstance(written, bool) or written > FORMAT_VERSION:
+        raise RunFormatError(
+            f"'{path}' holds records in format {written!r}, written by a newer "
+            f"keras_gradwatch; this version reads format {FORMAT_VERSION} and "
+            "older. Upgrade it (pip install -U keras-gradwatch), or give "
+            "GradWatch another log_dir."
+        )
     return Run(
         path=path,
-        settings=_read_json(path / RUN) or {},
+        settings=settings,
         steps=_read_lines(path / STEPS),
         measurements=_read_lines(path / MEASUREMENTS),
         alerts=_read_lines(path / ALERTS),

@@ -6,6 +6,7 @@ import functools
 import keras
 import tensorflow as tf
 
+from keras_gradwatch import _compat
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import _train_step
@@ -134,6 +135,7 @@ class TruncatedBPTT(keras.Model):
     def __init__(
         self, model, window, backprop=None, reset="batch", unroll="auto", **kwargs
     ):
+        _compat.require_tensorflow_backend("TruncatedBPTT")
         _check_steps(window, "window")
         if backprop is not None:
             _check_steps(backprop, "backprop")
@@ -747,14 +749,11 @@ class TruncatedBPTT(keras.Model):
         return y, sample_weight, end - begin
 
     def _track_loss(self, loss, weight):
-        for metric in self.metrics:
-            if metric.name == "loss":
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                # Keras divides each replica's loss by the replica count.
-                metric.update_state(
-                    loss * replicas, sample_weight=tf.cast(weight, "float32")
-                )
-                return
+        metric = _compat.loss_tracker(self)
+        if metric is not None:
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            # Keras divides each replica's loss by the replica count.
+            metric.update_state(loss * replicas, sample_weight=tf.cast(weight, "float32"))
 
     def _stateful_layers(self):
         return _state.stateful_layers(self.model)

@@ -20,12 +20,12 @@ def _fresh_process_state():
     drawn at exit, no time budget or probe batch carried over."""
     from keras_gradwatch import _drawing
     from keras_gradwatch import _schedule
-    from keras_gradwatch import callback
+    from keras_gradwatch import _probe
 
     yield
     _drawing._deferred.clear()
     _schedule._budgets.clear()
-    callback._probes.clear()
+    _probe.clear()
 
 
 def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,

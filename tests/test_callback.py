@@ -15,6 +15,7 @@ from keras_gradwatch import GradientWarning
 from keras_gradwatch import GradWatch
 from keras_gradwatch import InvalidInputError
 from keras_gradwatch import RunDirectoryError
+from keras_gradwatch import RunFormatError
 from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch import layers
 from keras_gradwatch import _drawing
@@ -622,3 +623,43 @@ def test_warnings_point_at_the_fit_call(tmp_path):
     with pytest.warns(GradientWarning) as caught:
         fit(model, x, y, [GradWatch(tmp_path, every=1, plots=None)], epochs=1)
     assert {pathlib.Path(w.filename).name for w in caught} == {"test_callback.py"}
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_step_loss_is_each_batch_own_loss_with_a_short_last_batch(tmp_path, steps_per_execution):
+    # With a zero learning rate every step sees the same weights, so each
+    # step's loss is the model's loss on that batch. The batches hold 8, 8
+    # and 3 rows: Keras's running mean weights them by rows, so a step loss
+    # taken from it as if all weighed alike is wrong for the last one.
+    keras.utils.set_random_seed(0)
+    model = lstm_model()
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0), loss="mse",
+        steps_per_execution=steps_per_execution,
+    )
+    x, y = data(n=19)
+    fit(model, x, y, [GradWatch(tmp_path, plots=None)], epochs=2, shuffle=False)
+    losses = [s["loss"] for s in records.load_run(tmp_path).steps]
+    mse = keras.losses.MeanSquaredError()
+    per_batch = [float(mse(y[i : i + B], model(x[i : i + B]))) for i in (0, 8, 16)]
+    if steps_per_execution == 2:  # one record per execution: its mean
+        expected = [(8 * per_batch[0] + 8 * per_batch[1]) / 16, per_batch[2]]
+    else:
+        expected = per_batch
+    np.testing.assert_allclose(losses, expected * 2, rtol=1e-5)
+
+
+def test_run_of_a_newer_format_is_refused_not_overwritten(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data()
+    fit(model, x, y, [GradWatch(tmp_path, plots=None)], epochs=1)
+    settings = json.loads((tmp_path / "run.json").read_text())
+    settings["format"] = records.FORMAT_VERSION + 1
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(RunFormatError, match="newer keras_gradwatch"):
+        fit(model, x, y, [GradWatch(tmp_path, plots=None)], epochs=1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    with pytest.raises(RunFormatError, match=f"format {records.FORMAT_VERSION + 1}"):
+        records.load_run(tmp_path)

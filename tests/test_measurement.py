@@ -291,3 +291,20 @@ def test_gradient_norms_match_the_training_loss_gradient(per_step, loss_steps):
     assert result.layer_norms == pytest.approx({"gru": gru, "head": head}, rel=1e-5)
     assert result.global_norm == pytest.approx(np.hypot(gru, head), rel=1e-5)
     assert measure(model, x, y, loss="mse").global_norm is None
+
+
+def test_measurement_without_targets_then_with_targets_uses_the_loss():
+    # The cached measurer of a measurement without y (no loss) must not
+    # serve one with y: its loss would be ignored.
+    model = linear_rnn(0.5)
+    model.compile(optimizer="sgd", loss="mse")
+    x = sequences()
+    without = measure(model, x, loss="mse")
+    y = np.zeros((3, 6), "float32")
+    with_targets = measure(model, x, y, loss="mse")
+    # Each sequence's loss mean((h_T - 0)^2) over units: its gradient is
+    # 2 h_T / units, not the ones of the output sum.
+    outputs = model(x).numpy()
+    expected = np.linalg.norm(2 * outputs / outputs.shape[-1], axis=-1).mean()
+    assert with_targets.layers["rnn"].profile[0] == pytest.approx(expected, rel=1e-4)
+    assert without.layers["rnn"].profile[0] == pytest.approx(np.sqrt(6), rel=1e-5)

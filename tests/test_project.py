@@ -1,5 +1,8 @@
 """Project-level checks: the README's commands, CI, examples, public API."""
 
+import ast
+import importlib.util
+import os
 import pathlib
 import re
 import subprocess
@@ -43,6 +46,98 @@ def test_public_api_is_declared():
 def test_package_never_imports_private_keras():
     for path in (ROOT / "keras_gradwatch").rglob("*.py"):
         assert "keras.src" not in path.read_text(), path
+
+
+def _private_accesses(path):
+    """Private attributes read or set on objects other than the module's own
+    (`self`, `cls`, `super()`) and the package's modules."""
+    tree = ast.parse(path.read_text())
+    own = {"self", "cls"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_gradwatch"):
+            own.update(alias.asname or alias.name for alias in node.names)
+    found = []
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Attribute):
+            name, owner = node.attr, node.value
+            if isinstance(owner, ast.Name) and owner.id in own:
+                continue
+            if isinstance(owner, ast.Call) and getattr(owner.func, "id", None) == "super":
+                continue
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            name = node.args[1].value
+        if name and name.startswith("_") and not name.startswith("__"):
+            found.append(f"{path.name}:{node.lineno} {name}")
+    return found
+
+
+def test_keras_internals_are_used_only_in_the_compat_module():
+    found = []
+    for path in sorted((ROOT / "keras_gradwatch").glob("*.py")):
+        if path.name != "_compat.py":
+            found += _private_accesses(path)
+    assert not found, "private attributes used outside _compat.py: " + ", ".join(found)
+
+
+def test_the_private_access_check_finds_what_it_looks_for(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from keras_gradwatch import _state\n"
+        "def f(model, t):\n"
+        "    _state.recurrent_layers(model)\n"
+        "    model._flatten_layers()\n"
+        "    return getattr(t, '_keras_mask', None)\n"
+    )
+    assert sorted(_private_accesses(sample)) == ["sample.py:4 _flatten_layers", "sample.py:5 _keras_mask"]
+
+
+def test_tensorflow_backend_is_required_with_a_clear_error():
+    code = (
+        "import keras\n"
+        "from keras_gradwatch import GradWatch, TruncatedBPTT\n"
+        "from keras_gradwatch.errors import InvalidInputError\n"
+        "for make in (lambda: GradWatch('unused'),\n"
+        "             lambda: TruncatedBPTT(keras.Sequential([keras.layers.Dense(1)]), window=5)):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except InvalidInputError as error:\n"
+        "        print(error)\n"
+    )
+    backends = ["numpy"] + [b for b in ("jax", "torch") if importlib.util.find_spec(b)]
+    for backend in backends:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "KERAS_BACKEND": backend},
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 2, done.stdout
+        for owner, line in zip(("GradWatch", "TruncatedBPTT"), lines):
+            assert f"{owner} on the Keras backend '{backend}'" in line
+            assert "KERAS_BACKEND=tensorflow" in line
+
+
+def test_import_is_light_and_leaves_the_environment_alone():
+    code = (
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import keras_gradwatch\n"
+        "from keras_gradwatch import cli, plots, records, report\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules))\n"
+        "print(dict(os.environ) == before)\n"
+        "print(callable(keras_gradwatch.GradWatch), 'tensorflow' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["[]", "True", "True True"]
 
 
 @pytest.mark.slow

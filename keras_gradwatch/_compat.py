@@ -1,0 +1,107 @@
+"""Private: every use of Keras or TensorFlow internals, in one place.
+
+The rest of the package uses public Keras and TensorFlow only, and comes
+here for what the public API does not offer. Each function says what it
+relies on and the versions it was checked against; when a Keras release
+changes one of them, this module is the one to fix (`tests/test_project.py`
+fails on private attribute access anywhere else).
+
+Checked on: TensorFlow 2.21 with Keras 3.15.1 (the latest), and TensorFlow
+2.16.2 with Keras 3.3.3 (the oldest supported, see `pyproject.toml`).
+
+Keras behaviour the package relies on without touching private names (kept
+here as a list, so that a review of a new Keras release has one checklist):
+
+- `Model.make_train_function(force=True)` builds the train function from
+  `self.train_step`, read when it is called; `fit` calls
+  `self.train_function(iterator)` once per step with a `tf.data.Iterator`
+  or a `tf.distribute.DistributedIterator`, and the function also runs a
+  plain Python iterator of batches (`_train_step.py`).
+- The stock train step calls `optimizer.apply_gradients`, which calls
+  `optimizer.apply(grads, variables)` (`_train_step.py`).
+- `keras.layers.RNN.inner_loop(sequences, initial_state, mask, training)`
+  runs the recurrence of `RNN.call`; the probed layers override it
+  (`layers.py`).
+- A recurrent layer's `stateful` and `unroll` flags are read when its call
+  is traced (`_state.stateless`, `tbptt.py`).
+- A stateful layer's state lives in `layer.states` variables, read at the
+  start of a call and assigned at its end (`_state.py`).
+"""
+
+import keras
+
+from keras_gradwatch.errors import InvalidInputError
+
+
+def sublayers(model, recursive=True):
+    """Every layer inside `model` (not itself), nested ones included.
+
+    `Model.layers` is one level deep: it misses layers nested in wrappers
+    (`Bidirectional`, `TimeDistributed`) and in subclassed layers. Uses
+    `Layer._flatten_layers(include_self, recursive)` (Keras 3.0-3.15).
+    """
+    return list(model._flatten_layers(include_self=False, recursive=recursive))
+
+
+def keras_mask(tensor):
+    """The Keras mask attached to a tensor (`tensor._keras_mask`), or None.
+
+    Keras 3 (3.0-3.15) carries masks between layers on this attribute.
+    """
+    return getattr(tensor, "_keras_mask", None)
+
+
+def set_keras_mask(tensor, mask):
+    """Attaches `mask` to `tensor` as Keras does; returns the tensor."""
+    if mask is None:
+        return tensor
+    try:
+        tensor._keras_mask = mask
+    except AttributeError:
+        # Some tensor types refuse new attributes; losses then see no mask.
+        pass
+    return tensor
+
+
+def shadow_call(layer, call):
+    """Makes `call` the layer's `call` until `unshadow_call(layer)`.
+
+    An instance attribute shadows the class's method; `Layer.__call__`
+    looks `self.call` up on every call (Keras 3.0-3.15).
+    """
+    layer.call = call
+
+
+def unshadow_call(layer):
+    """Removes what `shadow_call` set: the class's `call` applies again."""
+    del layer.call
+
+
+def loss_tracker(model):
+    """The metric that averages the loss in `fit`'s logs, or None.
+
+    Keras 3 compiles a `keras.metrics.Mean` named "loss" into
+    `model.metrics` (3.0-3.15); its `total` and `count` variables hold the
+    running sum and weight of the epoch. Subclassed models that track their
+    own loss under that name are found the same way.
+    """
+    for metric in getattr(model, "metrics", None) or ():
+        if metric.name == "loss" and hasattr(metric, "total") and hasattr(metric, "count"):
+            return metric
+    return None
+
+
+def require_tensorflow_backend(owner):
+    """Raises `InvalidInputError` unless Keras runs on TensorFlow.
+
+    The training step, the measurements and the state handling are written
+    with TensorFlow (`tf.function`, `tf.gradients`, `tf.distribute`).
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise InvalidInputError(
+            f"Received: {owner} on the Keras backend {backend!r}. "
+            f"{owner} works with the TensorFlow backend only: set the "
+            "environment variable KERAS_BACKEND=tensorflow before Keras is "
+            "imported (or \"backend\": \"tensorflow\" in ~/.keras/keras.json)."
+        )

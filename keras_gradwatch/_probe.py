@@ -1,0 +1,91 @@
+"""Private: the probe batch that `GradWatch` measures on.
+
+A run measures one batch all along, so that its profiles are comparable
+from one measurement to the next: `probe_data` if given, else the first
+`PROBE_ROWS` sequences of the first training batch. A new `GradWatch`
+continuing a run folder in the same process (a script calling `fit` in a
+loop with a new callback each time) finds that folder's batch here.
+"""
+
+import os
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Sequences of the first training batch that make the probe batch: enough
+# for a mean profile, and a measurement's cost does not grow with the batch.
+PROBE_ROWS = 16
+
+# The probe batch of each run folder in this process, with its model.
+_by_folder = {}
+
+
+def folder(log_dir):
+    """The key of a run folder: its real path."""
+    return os.path.realpath(os.fspath(log_dir))
+
+
+def remember(log_dir, model, probe):
+    """Keeps `probe` as the batch of `log_dir` while `model` lives."""
+    _by_folder[folder(log_dir)] = (weakref.ref(model), probe)
+
+
+def known(log_dir, model):
+    """The batch remembered for `log_dir` and this same `model`, or None."""
+    owner, probe = _by_folder.get(folder(log_dir), (None, None))
+    return probe if owner is not None and owner() is model else None
+
+
+def clear():
+    """Forgets every folder's batch (tests)."""
+    _by_folder.clear()
+
+
+def from_batch(batch, strategy, rows=PROBE_ROWS):
+    """`(x, y)`: the first `rows` sequences of a training batch."""
+    x, y = split(batch, strategy)
+    return _first_rows(x, rows), _first_rows(y, rows)
+
+
+def split(data, strategy):
+    """`(x, y)` of a batch, read as Keras reads `fit`'s data.
+
+    Per-replica values (under `tf.distribute`) are put back together into
+    the global batch, so that measurements match a single-device run.
+    """
+    if isinstance(data, (tuple, list)) and len(data) in (1, 2, 3):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(data))
+    else:
+        x, y = data, None
+    return _global(x, strategy), _global(y, strategy)
+
+
+def is_finite(probe):
+    """Whether every float value of the probe batch is finite."""
+    return all(
+        not np.issubdtype(np.asarray(leaf).dtype, np.floating)
+        or np.isfinite(np.asarray(leaf)).all()
+        for leaf in keras.tree.flatten(probe)
+        if leaf is not None
+    )
+
+
+def _first_rows(structure, rows):
+    if structure is None:
+        return None
+    return keras.tree.map_structure(
+        lambda t: t if t is None or len(t.shape) == 0 else t[:rows], structure
+    )
+
+
+def _global(structure, strategy):
+    def gather(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return tf.concat(strategy.experimental_local_results(value), axis=0)
+        return value
+
+    if structure is None:
+        return None
+    return keras.tree.map_structure(gather, structure)

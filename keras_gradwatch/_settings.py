@@ -1,0 +1,92 @@
+"""Private: `GradWatch`'s arguments, checked, and as recorded in `run.json`."""
+
+from keras_gradwatch import alerts
+from keras_gradwatch import measurement
+from keras_gradwatch import records
+from keras_gradwatch.errors import InvalidInputError
+
+PLOT_MODES = ("end", "epoch", None)
+
+
+def check(
+    *, log_dir, every, overhead, loss_steps, nonfinite, exploding, vanishing,
+    spike_factor, warmup, max_grad_norm, max_decay_rate, vanishing_fraction,
+    vanishing_patience, plots, tensorboard,
+):
+    """Checks `GradWatch`'s arguments; returns the alert actions by kind.
+
+    Raises:
+        InvalidInputError: Naming the argument, what was received and what
+            to pass instead.
+    """
+    if not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
+        raise InvalidInputError(
+            f"Received: log_dir={log_dir!r}. Pass a folder path, e.g. "
+            "GradWatch('runs/exp1')."
+        )
+    if every is not None:
+        positive(every, "every", integer=True)
+    positive(overhead, "overhead")
+    positive(spike_factor, "spike_factor")
+    positive(warmup, "warmup", integer=True)
+    if max_grad_norm is not None:
+        positive(max_grad_norm, "max_grad_norm")
+    positive(max_decay_rate, "max_decay_rate")
+    positive(vanishing_fraction, "vanishing_fraction")
+    positive(vanishing_patience, "vanishing_patience", integer=True)
+    if loss_steps not in measurement.LOSS_STEPS:
+        raise InvalidInputError(f"Received: loss_steps={loss_steps!r}. Pass 'last' or 'all'.")
+    if plots not in PLOT_MODES:
+        raise InvalidInputError(
+            f"Received: plots={plots!r}. Pass 'end' (plots and report at "
+            "the end of training), 'epoch' (also at epoch ends) or None "
+            "(none; `gradwatch report RUN_DIR` draws them later)."
+        )
+    if tensorboard:
+        try:
+            import tensorboard as _  # noqa: F401
+        except ImportError as error:
+            raise InvalidInputError(
+                "Received: tensorboard=True, but the tensorboard package "
+                "is not installed. Run `pip install tensorboard` (or "
+                "`pip install keras-gradwatch[tensorboard]`), or leave "
+                "tensorboard=False."
+            ) from error
+    return alerts.resolve_actions(nonfinite, exploding, vanishing)
+
+
+def positive(value, name, integer=False):
+    """Raises `InvalidInputError` unless `value` is a positive number."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise InvalidInputError(f"Received: {name}={value!r}. Pass {what}.")
+
+
+def record(watch, model_name, tbptt, actions, fits):
+    """The contents of `run.json` for a `GradWatch`."""
+    loss = watch.loss
+    return {
+        "format": records.FORMAT_VERSION,
+        "model": model_name,
+        "tbptt": tbptt,
+        "settings": {
+            "every": watch.every,
+            "overhead": watch.overhead,
+            "loss": loss if isinstance(loss, (str, type(None))) else repr(loss),
+            "loss_steps": watch.loss_steps,
+            "actions": {
+                kind: action if isinstance(action, (str, type(None))) else repr(action)
+                for kind, action in actions.items()
+            },
+            "spike_factor": watch.spike_factor,
+            "warmup": watch.warmup,
+            "max_grad_norm": watch.max_grad_norm,
+            "max_decay_rate": watch.max_decay_rate,
+            "vanishing_fraction": watch.vanishing_fraction,
+            "vanishing_patience": watch.vanishing_patience,
+            "threshold": watch.threshold,
+            "tolerance": watch.tolerance,
+        },
+        "fits": fits,
+    }
