@@ -254,7 +254,7 @@ def _timed_child(case, watch_dir, quick):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise RuntimeError(f"case {case} failed:\n{done.stderr[-3000:]}")
-    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(row for row in done.stdout.splitlines() if row.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     result["seconds"] = ended - result["start"]
     result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -229,37 +229,42 @@ def main(argv=None):
     long_t, short_t = (2000, 500) if args.quick else (16000, 1000)
     many, few = (40, 10) if args.quick else (320, 20)
     if args.part in ("all", "speed"):
-        s = speed(length=500 if args.quick else 1000, batches=2 if args.quick else 4, rounds=2 if args.quick else 5)
+        s = speed(
+            length=500 if args.quick else 1000,
+            batches=2 if args.quick else 4,
+            rounds=2 if args.quick else 5,
+        )
         ms = s["per_window_ms"]
         print(
-            "speed, ms per window: (a) manual %.2f, (b) TruncatedBPTT %.2f, "
-            "(c) plain fit %.2f" % (ms["a_manual"], ms["b_tbptt"], ms["c_plain"])
+            "speed, ms per window: (a) manual {:.2f}, (b) TruncatedBPTT {:.2f}, "
+            "(c) plain fit {:.2f}".format(ms["a_manual"], ms["b_tbptt"], ms["c_plain"])
         )
         print(
-            "speed, for reference: (a') manual loop, unrolled LSTM %.2f ms "
-            "per window (b/a' = %.3f); floor, the rolled-up model's "
-            "forward+backward pass alone, %.2f ms per window (%.3f of (a))"
-            % (ms["a_unrolled"], s["b/a_unrolled"], ms["floor"], s["floor/a"])
+            f"speed, for reference: (a') manual loop, unrolled LSTM {ms['a_unrolled']:.2f} ms "
+            f"per window (b/a' = {s['b/a_unrolled']:.3f}); floor, the rolled-up model's "
+            f"forward+backward pass alone, {ms['floor']:.2f} ms per window "
+            f"({s['floor/a']:.3f} of (a))"
         )
-        print("speed ratio b/a = %.3f (target <= 0.5)" % s["b/a"])
-        print("speed ratio b/c = %.3f (target <= 0.8)" % s["b/c"])
+        print("speed ratio b/a = {:.3f} (target <= 0.5)".format(s["b/a"]))
+        print("speed ratio b/c = {:.3f} (target <= 0.8)".format(s["b/c"]))
     if args.part in ("all", "memory"):
         big, small = _child("memory", long_t), _child("memory", short_t)
-        print(
-            "memory: T=%d adds %.1f MB, T=%d adds %.1f MB (baseline %.0f MB)"
-            % (big["length"], big["added_mb"], small["length"], small["added_mb"], small["baseline_mb"])
+        peak_ratio = (big["baseline_mb"] + big["added_mb"]) / (
+            small["baseline_mb"] + small["added_mb"]
         )
         print(
-            "memory ratio (peak RSS, T=%d / T=%d) = %.3f (target <= 1.25)"
-            % (long_t, short_t, (big["baseline_mb"] + big["added_mb"]) / (small["baseline_mb"] + small["added_mb"]))
+            f"memory: T={big['length']} adds {big['added_mb']:.1f} MB, "
+            f"T={small['length']} adds {small['added_mb']:.1f} MB "
+            f"(baseline {small['baseline_mb']:.0f} MB)"
         )
+        print(f"memory ratio (peak RSS, T={long_t} / T={short_t}) = {peak_ratio:.3f} (target <= 1.25)")
     if args.part in ("all", "compile"):
         a, b = _child("compile", many), _child("compile", few)
         print(
-            "compile overhead: %d windows %.2f s, %d windows %.2f s"
-            % (a["windows"], a["overhead_s"], b["windows"], b["overhead_s"])
+            f"compile overhead: {a['windows']} windows {a['overhead_s']:.2f} s, "
+            f"{b['windows']} windows {b['overhead_s']:.2f} s"
         )
-        print("compile ratio = %.3f (target <= 1.5)" % (a["overhead_s"] / b["overhead_s"]))
+        print(f"compile ratio = {a['overhead_s'] / b['overhead_s']:.3f} (target <= 1.5)")
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-
 from _tasks import ADDING_BASELINE_MSE  # noqa: E402
 from _tasks import adding_problem  # noqa: E402
+
 from keras_gradwatch import GradientWarning  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
 from keras_gradwatch import cli  # noqa: E402

@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-
 from _tasks import ADDING_BASELINE_MSE  # noqa: E402
 from _tasks import adding_problem  # noqa: E402
+
 from keras_gradwatch import TruncatedBPTT  # noqa: E402
 
 BASELINE_MSE = ADDING_BASELINE_MSE

@@ -33,8 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _tasks import sine_streams  # noqa: E402
+
 from keras_gradwatch import GradientWarning  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
 from keras_gradwatch import TruncatedBPTT  # noqa: E402

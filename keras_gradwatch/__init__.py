@@ -34,10 +34,10 @@ import sys
 from keras_gradwatch import alerts
 from keras_gradwatch import cli
 from keras_gradwatch import errors
+from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch import report
 from keras_gradwatch import stats
-from keras_gradwatch import plots
 from keras_gradwatch.alerts import Alert
 from keras_gradwatch.errors import GradientAlertError
 from keras_gradwatch.errors import GradientWarning

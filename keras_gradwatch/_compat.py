@@ -7,7 +7,7 @@ changes one of them, this module is the one to fix (`tests/test_project.py`
 fails on private attribute access anywhere else).
 
 Checked on: TensorFlow 2.21 with Keras 3.15.1 (the latest), and TensorFlow
-2.16.2 with Keras 3.3.3 (the oldest supported, see `pyproject.toml`).
+2.18.1 with Keras 3.8.0 (the oldest supported: `.ci/oldest.txt`, run by CI).
 
 Keras behaviour the package relies on without touching private names (kept
 here as a list, so that a review of a new Keras release has one checklist):
@@ -28,25 +28,27 @@ here as a list, so that a review of a new Keras release has one checklist):
   start of a call and assigned at its end (`_state.py`).
 """
 
+import contextlib
+
 import keras
 
 from keras_gradwatch.errors import InvalidInputError
 
 
-def sublayers(model, recursive=True):
+def sublayers(model):
     """Every layer inside `model` (not itself), nested ones included.
 
     `Model.layers` is one level deep: it misses layers nested in wrappers
     (`Bidirectional`, `TimeDistributed`) and in subclassed layers. Uses
-    `Layer._flatten_layers(include_self, recursive)` (Keras 3.0-3.15).
+    `Layer._flatten_layers(include_self, recursive)` (checked on Keras 3.8 and 3.15).
     """
-    return list(model._flatten_layers(include_self=False, recursive=recursive))
+    return list(model._flatten_layers(include_self=False, recursive=True))
 
 
 def keras_mask(tensor):
     """The Keras mask attached to a tensor (`tensor._keras_mask`), or None.
 
-    Keras 3 (3.0-3.15) carries masks between layers on this attribute.
+    Keras 3 (checked on 3.8 and 3.15) carries masks between layers on this attribute.
     """
     return getattr(tensor, "_keras_mask", None)
 
@@ -55,11 +57,9 @@ def set_keras_mask(tensor, mask):
     """Attaches `mask` to `tensor` as Keras does; returns the tensor."""
     if mask is None:
         return tensor
-    try:
+    # Some tensor types refuse new attributes; losses then see no mask.
+    with contextlib.suppress(AttributeError):
         tensor._keras_mask = mask
-    except AttributeError:
-        # Some tensor types refuse new attributes; losses then see no mask.
-        pass
     return tensor
 
 
@@ -67,7 +67,7 @@ def shadow_call(layer, call):
     """Makes `call` the layer's `call` until `unshadow_call(layer)`.
 
     An instance attribute shadows the class's method; `Layer.__call__`
-    looks `self.call` up on every call (Keras 3.0-3.15).
+    looks `self.call` up on every call (checked on Keras 3.8 and 3.15).
     """
     layer.call = call
 
@@ -81,7 +81,7 @@ def loss_tracker(model):
     """The metric that averages the loss in `fit`'s logs, or None.
 
     Keras 3 compiles a `keras.metrics.Mean` named "loss" into
-    `model.metrics` (3.0-3.15); its `total` and `count` variables hold the
+    `model.metrics` (checked on 3.8 and 3.15); its `total` and `count` variables hold the
     running sum and weight of the epoch. Subclassed models that track their
     own loss under that name are found the same way.
     """

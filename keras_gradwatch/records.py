@@ -103,7 +103,7 @@ class RunWriter:
         """Appends one record (a dict) as one line of `name`."""
         handle = self._files.get(name)
         if handle is None:
-            handle = open(self.path / name, "a", encoding="utf-8")
+            handle = open(self.path / name, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the fit
             self._files[name] = handle
         handle.write(json.dumps(encode(record), allow_nan=False) + "\n")
         if flush:

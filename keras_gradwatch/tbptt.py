@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import inspect
 
 import keras
 import tensorflow as tf
@@ -10,15 +11,11 @@ from keras_gradwatch import _compat
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import _train_step
+from keras_gradwatch import _windows
 from keras_gradwatch.errors import InvalidInputError
 
 RESET_MODES = ("batch", "epoch")
-# `unroll="auto"` unrolls spans up to this many steps: beyond it the trace
-# grows large for little gain (Keras: unrolling suits short sequences).
-AUTO_UNROLL_STEPS = 100
-# Each run of equal-shaped windows is traced once; past this many runs
-# (long `backprop` against a short `window`) the loop stays symbolic.
-_MAX_WINDOW_RUNS = 4
+AUTO_UNROLL_STEPS = _windows.AUTO_UNROLL_STEPS
 
 
 def _check_steps(value, name):
@@ -179,6 +176,7 @@ class TruncatedBPTT(keras.Model):
         self.backprop = window if backprop is None else backprop
         self.reset = reset
         self.unroll = unroll
+        self._windows = _windows.WindowSchedule(self.window, self.backprop, unroll)
         self._unroll_depth = 0  # nesting of `_unrolled`, across replicas
         self._unroll_saved = ()
         self._skipped_updates = self.add_weight(
@@ -217,25 +215,16 @@ class TruncatedBPTT(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def summary(
-        self,
-        line_length=None,
-        positions=None,
-        print_fn=None,
-        expand_nested=True,
-        show_trainable=False,
-        layer_range=None,
-    ):
-        """Prints the wrapped model's layers and the windowing settings."""
-        super().summary(
-            line_length=line_length,
-            positions=positions,
-            print_fn=print_fn,
-            expand_nested=expand_nested,
-            show_trainable=show_trainable,
-            layer_range=layer_range,
-        )
-        (print_fn or print)(
+    def summary(self, *args, **kwargs):
+        """Prints the wrapped model's layers and the windowing settings.
+
+        Takes `keras.Model.summary`'s arguments; `expand_nested` defaults to
+        True, so that the wrapped model's layers are listed.
+        """
+        arguments = _arguments(keras.Model.summary, self, args, kwargs)
+        arguments.setdefault("expand_nested", True)
+        super().summary(**arguments)
+        (arguments.get("print_fn") or print)(
             f" Truncated BPTT: window={self.window}, "
             f"backprop={self.backprop}, reset={self.reset!r}, "
             f"unroll={self.unroll!r} "
@@ -277,31 +266,17 @@ class TruncatedBPTT(keras.Model):
 
     # fit / evaluate / predict --------------------------------------------
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        validation_split=0.0,
-        validation_data=None,
-        shuffle=None,
-        class_weight=None,
-        sample_weight=None,
-        initial_epoch=0,
-        steps_per_epoch=None,
-        validation_steps=None,
-        validation_batch_size=None,
-        validation_freq=1,
-    ):
+    def fit(self, *args, **kwargs):
         """Trains the model, as `keras.Model.fit`, one update per window.
 
-        `shuffle` defaults to True with `reset="batch"` and to False with
-        `reset="epoch"`, where shuffling would mix the streams (an error).
-        `batch_size` defaults to the stateful layers' batch size.
+        Takes `keras.Model.fit`'s arguments. `shuffle` defaults to True with
+        `reset="batch"` and to False with `reset="epoch"`, where shuffling
+        would mix the streams (an error). `batch_size` defaults to the
+        stateful layers' batch size.
         """
+        arguments = _arguments(keras.Model.fit, self, args, kwargs)
+        x = arguments.get("x")
+        shuffle = arguments.get("shuffle")
         if self.reset == "epoch":
             if shuffle:
                 raise InvalidInputError(
@@ -311,36 +286,16 @@ class TruncatedBPTT(keras.Model):
                     "Pass shuffle=False (the default in this mode), or use "
                     "reset='batch' for independent sequences."
                 )
-            shuffle = False
-            callbacks = self._with_epoch_reset(callbacks)
+            arguments["shuffle"] = False
+            arguments["callbacks"] = self._with_epoch_reset(arguments.get("callbacks"))
         elif shuffle is None:
             # Keras's default, except where Keras would only warn about it.
-            shuffle = not isinstance(
-                x, (tf.data.Dataset, keras.utils.PyDataset)
-            )
-        batch_size = self._resolve_batch_size(x, batch_size)
-        if validation_batch_size is None and validation_data is not None:
-            validation_batch_size = self._resolve_batch_size(
-                validation_data, None
-            )
-        return super().fit(
-            x=x,
-            y=y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            validation_split=validation_split,
-            validation_data=validation_data,
-            shuffle=shuffle,
-            class_weight=class_weight,
-            sample_weight=sample_weight,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size,
-            validation_freq=validation_freq,
-        )
+            arguments["shuffle"] = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+        arguments["batch_size"] = self._resolve_batch_size(x, arguments.get("batch_size"))
+        validation_data = arguments.get("validation_data")
+        if arguments.get("validation_batch_size") is None and validation_data is not None:
+            arguments["validation_batch_size"] = self._resolve_batch_size(validation_data, None)
+        return super().fit(**arguments)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         """Evaluates the model window by window, as `keras.Model.evaluate`."""
@@ -390,16 +345,28 @@ class TruncatedBPTT(keras.Model):
         with self._unrolled(False):
             return self._train_step(data)
 
-    def _train_step(self, data):
+    def _begin_step(self, data, targets=True):
+        """What every step does first: check and plan the batch, reset the
+        state (`reset="batch"`), pad the batch to the stateful batch size.
+
+        Returns:
+            `(x, y, sample_weight, rows, plan)`, `rows` the real batch rows.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not targets:  # predict: a dataset's targets, if any, are not used
+            y = sample_weight = None
         plan = self._plan(x, y, sample_weight)
-        if not self.optimizer.built:
-            # Before the loop: its variables (and a loss scale) are read there.
-            self.optimizer.build(self.trainable_variables)
         if self.reset == "batch":
             self.reset_state()
         rows = _sequence.batch_rows(x)
         x = _sequence.pad_rows(x, plan.batch_size)
+        return x, y, sample_weight, rows, plan
+
+    def _train_step(self, data):
+        if not self.optimizer.built:
+            # Before the loop: its variables (and a loss scale) are read there.
+            self.optimizer.build(self.trainable_variables)
+        x, y, sample_weight, rows, plan = self._begin_step(data)
         grad_norm = tf.distribute.get_replica_context().merge_call(
             functools.partial(self._fit_windows, plan=plan),
             args=(x, y, sample_weight, rows),
@@ -414,12 +381,7 @@ class TruncatedBPTT(keras.Model):
             return self._test_step(data)
 
     def _test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        plan = self._plan(x, y, sample_weight)
-        if self.reset == "batch":
-            self.reset_state()
-        rows = _sequence.batch_rows(x)
-        x = _sequence.pad_rows(x, plan.batch_size)
+        x, y, sample_weight, rows, plan = self._begin_step(data)
 
         def evaluate_window(begin, end):
             y_pred = self.model(_sequence.slice_time(x, begin, end), training=False)
@@ -437,12 +399,7 @@ class TruncatedBPTT(keras.Model):
             return self._predict_step(data)
 
     def _predict_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        plan = self._plan(x, None, None)
-        if self.reset == "batch":
-            self.reset_state()
-        rows = _sequence.batch_rows(x)
-        x = _sequence.pad_rows(x, plan.batch_size)
+        x, _, _, rows, plan = self._begin_step(data, targets=False)
         specs = keras.tree.flatten(plan.output_spec)
 
         if not plan.has_time:
@@ -471,10 +428,10 @@ class TruncatedBPTT(keras.Model):
             for spec in specs
         ]
         length = _sequence.time_length(x)
-        count = _ceil_div(length, self.window)
+        count = self._windows.count(length)
 
         def body(i, *arrays):
-            begin, end = self._bounds(i, length)
+            begin, end = self._windows.bounds(i, length)
             y_pred = self.model(
                 _sequence.slice_time(x, begin, end), training=False
             )
@@ -504,7 +461,7 @@ class TruncatedBPTT(keras.Model):
         run = strategy.extended.call_for_each_replica
         # Every replica's batch has the same time length.
         length = _sequence.time_length(_first_replica(strategy, x))
-        count = _ceil_div(length, self.window)
+        count = self._windows.count(length)
         # Many-to-one: only the final window has a loss and an update.
         first = 0 if plan.has_time else count - 1
         saved = run(self._states_before, args=(x, first))
@@ -529,7 +486,7 @@ class TruncatedBPTT(keras.Model):
 
         carried = [saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")]
         # One symbolic loop per run of windows whose spans share a shape.
-        for begin, stop, shape in self._window_runs(length, first, count):
+        for begin, stop, shape in self._windows.runs(length, first, count):
             _, *carried = tf.while_loop(
                 lambda i, *_, stop=stop: i < stop,
                 functools.partial(body, shape=shape),
@@ -546,38 +503,11 @@ class TruncatedBPTT(keras.Model):
 
     def _states_before(self, x, first):
         """Advances to the first update's span start; returns saved state."""
-        span_start = self._span_start(first * self.window)
+        span_start = self._windows.span_start(first * self.window)
         self._advance(x, 0, span_start, training=True)
         if self.backprop == self.window:
             return []
         return _state.read(self._state_variables())
-
-    def _window_runs(self, length, first, count):
-        """Splits windows `first..count-1` into runs of one span shape.
-
-        Returns:
-            `(begin, stop, shape)` triples: windows `begin <= i < stop` have
-            spans of `shape = (span length, window offset in the span)`, or
-            `shape=None` (not unrolled: dynamic shapes).
-        """
-        whole = [(first, count, None)]
-        if self.unroll is False or not isinstance(length, int) or count < 1:
-            return whole
-        runs = []
-        for i in range(first, count):
-            begin, end = self._bounds(i, length)
-            start = self._span_start(begin)
-            shape = (end - start, begin - start)
-            if runs and runs[-1][2] == shape:
-                runs[-1][1] = i + 1
-            else:
-                runs.append([i, i + 1, shape])
-        longest = max(run[2][0] for run in runs)
-        if len(runs) > _MAX_WINDOW_RUNS or (
-            self.unroll == "auto" and longest > AUTO_UNROLL_STEPS
-        ):
-            return whole
-        return [tuple(run) for run in runs]
 
     @contextlib.contextmanager
     def _unrolled(self, unroll):
@@ -611,22 +541,22 @@ class TruncatedBPTT(keras.Model):
     ):
         """Gradients of window `i` (replica context).
 
-        With a static `shape` (see `_window_runs`), the span has that many
+        With a static `shape` (see `_windows.WindowSchedule.runs`), the span has that many
         steps and its recurrence is unrolled.
 
         Returns the unscaled global norm of the (all-reduced) gradients, the
         local gradients, and the saved state the next window starts from.
         """
         length = _sequence.time_length(x)
-        begin, end = self._bounds(i, length)
-        start = self._span_start(begin)
+        begin, end = self._windows.bounds(i, length)
+        start = self._windows.span_start(begin)
         variables = self._state_variables()
         if saved:
             # TBPTT(k1, k2): save the state where the next span starts, then
             # re-run this span from the state saved where it starts.
             _state.assign(variables, saved)
-            next_start = self._span_start(end)
-            count = _ceil_div(length, self.window)
+            next_start = self._windows.span_start(end)
+            count = self._windows.count(length)
 
             def advance():
                 self.model(
@@ -681,7 +611,7 @@ class TruncatedBPTT(keras.Model):
     def _for_each_window(self, x, plan, fn, training):
         """Calls `fn(begin, end)` per window (replica context, no update)."""
         length = _sequence.time_length(x)
-        count = _ceil_div(length, self.window)
+        count = self._windows.count(length)
         if not plan.has_time:
             last_begin = (count - 1) * self.window
             self._advance(x, 0, last_begin, training=training)
@@ -689,7 +619,7 @@ class TruncatedBPTT(keras.Model):
             return
 
         def body(i):
-            fn(*self._bounds(i, length))
+            fn(*self._windows.bounds(i, length))
             return (i + 1,)
 
         tf.while_loop(
@@ -710,15 +640,6 @@ class TruncatedBPTT(keras.Model):
             [tf.convert_to_tensor(start, "int32")],
             parallel_iterations=1,
         )
-
-    # Python ints in, Python ints out: `_window_runs` plans with them.
-
-    def _bounds(self, i, length):
-        begin = i * self.window
-        return begin, _minimum(begin + self.window, length)
-
-    def _span_start(self, begin):
-        return _maximum(begin - (self.backprop - self.window), 0)
 
     def _window_loss(self, plan, x, y, sample_weight, y_pred, rows, begin, end, training):
         """The loss of one window's predictions, batch padding cut off.
@@ -802,6 +723,21 @@ class TruncatedBPTT(keras.Model):
         return _Plan(batch_size, has_time, output_spec)
 
 
+def _arguments(method, model, args, kwargs):
+    """The arguments of a call to a `keras.Model` method, by name.
+
+    Read from Keras's own signature, so that the wrapper changes some of
+    them without copying (and falling behind) the signature.
+    """
+    try:
+        bound = inspect.signature(method).bind(model, *args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"TruncatedBPTT.{method.__name__}(): {error}") from None
+    arguments = dict(bound.arguments)
+    del arguments["self"]
+    return arguments
+
+
 def _check_time_axis(x):
     for leaf in keras.tree.flatten(x):
         if leaf is None:
@@ -840,18 +776,6 @@ def _first_replica(strategy, structure):
         return value
 
     return keras.tree.map_structure(local, structure)
-
-
-def _minimum(a, b):
-    return min(a, b) if isinstance(a, int) and isinstance(b, int) else tf.minimum(a, b)
-
-
-def _maximum(a, b):
-    return max(a, b) if isinstance(a, int) and isinstance(b, int) else tf.maximum(a, b)
-
-
-def _ceil_div(a, b):
-    return (a + b - 1) // b
 
 
 def _time_major(t):

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import write_synthetic_run
+
 from keras_gradwatch import cli
 
 

@@ -34,9 +34,8 @@ def matched(stock, ours, shape):
 
 def probed_call(layer, x, **kwargs):
     """Calls `layer` inside a probing session; returns outputs and probes."""
-    with tf.GradientTape() as tape:
-        with _probing.session(tape) as session:
-            outputs = layer(x, **kwargs)
+    with tf.GradientTape() as tape, _probing.session(tape) as session:
+        outputs = layer(x, **kwargs)
     return outputs, session.sites
 
 

@@ -6,8 +6,8 @@ import weakref
 
 import matplotlib.figure
 import pytest
-
 from conftest import write_synthetic_run
+
 from keras_gradwatch import plots
 from keras_gradwatch import records
 

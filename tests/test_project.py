@@ -161,3 +161,23 @@ def test_benchmark_script_quick(script, labels):
     ).stdout
     for label in labels:
         assert label in out, (script, label, out)
+
+
+def test_code_is_clean_under_the_linter():
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(ROOT)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ci_tests_the_oldest_supported_versions():
+    oldest = dict(
+        line.split("==") for line in (ROOT / ".ci" / "oldest.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for package, version in oldest.items():
+        floor = ".".join(version.split(".")[:2])
+        assert f'"{package}>={floor}"' in pyproject, (package, floor)
+    assert ".ci/oldest.txt" in (ROOT / ".ci" / "run").read_text()

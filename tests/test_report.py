@@ -3,8 +3,8 @@
 import re
 
 import pytest
-
 from conftest import write_synthetic_run
+
 from keras_gradwatch import RunDirectoryError
 from keras_gradwatch import report
 

@@ -727,3 +727,23 @@ def test_summary_runs(capsys):
     out = capsys.readouterr().out
     assert re.search(r"lstm\w* \(LSTM\)", out)
     assert "window=4, backprop=4, reset='batch'" in out
+
+
+def test_fit_and_summary_take_keras_arguments_positionally_and_by_name():
+    x, y = data(n=8, t=8)
+    inner = make_inner()
+    reference = Reference(inner)
+    reference.train_batch(x[:4], y[:4], window=4, backprop=4)
+    reference.train_batch(x[4:], y[4:], window=4, backprop=4)
+    model = compiled(TruncatedBPTT(inner, window=4))
+    # x, y, batch_size, epochs, verbose, callbacks, validation_split,
+    # validation_data, shuffle: Keras's own order.
+    history = model.fit(x, y, 4, 1, 0, None, 0.0, None, False)
+    assert len(history.history["loss"]) == 1
+    assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
+    with pytest.raises(TypeError, match=r"TruncatedBPTT.fit\(\).*frobnicate"):
+        model.fit(x, y, frobnicate=True)
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "Truncated BPTT: window=4" in lines[-1]
+    assert any(inner.layers[0].name in line for line in lines)  # expanded

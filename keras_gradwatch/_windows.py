@@ -1,0 +1,95 @@
+"""Private: the window schedule of truncated BPTT, in integers.
+
+A sequence of `length` steps is cut into windows of `window` steps (the
+last one may be shorter); window `i` covers `[i * window, min((i + 1) *
+window, length))`. Its update back-propagates through `backprop >= window`
+steps: its span starts `backprop - window` steps before the window (not
+before 0). Every function takes Python ints (planning at trace time, when
+the length is static) or scalar tensors (inside the compiled loop, when it
+is not), and returns the same kind.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+# `unroll="auto"` unrolls spans up to this many steps: beyond it the trace
+# grows large for little gain (Keras: unrolling suits short sequences).
+AUTO_UNROLL_STEPS = 100
+# Each run of equal-shaped windows is traced once; past this many runs
+# (long `backprop` against a short `window`) the loop stays symbolic.
+MAX_WINDOW_RUNS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSchedule:
+    """Where each window and its backprop span begin and end.
+
+    Args:
+        window: Steps per window (per update).
+        backprop: Steps each update back-propagates through (>= window).
+        unroll: `"auto"`, True or False: whether `runs` may give windows
+            static span shapes, so that their recurrence can be unrolled.
+
+    Example:
+
+    >>> from keras_gradwatch._windows import WindowSchedule
+    >>> schedule = WindowSchedule(window=4, backprop=6)
+    >>> schedule.count(10), schedule.bounds(2, 10), schedule.span_start(8)
+    (3, (8, 10), 6)
+    >>> schedule.runs(10, 0, 3)
+    [(0, 1, (4, 0)), (1, 2, (6, 2)), (2, 3, (4, 2))]
+    """
+
+    window: int
+    backprop: int
+    unroll: object = "auto"
+
+    def count(self, length):
+        """Number of windows in `length` steps."""
+        return (length + self.window - 1) // self.window
+
+    def bounds(self, i, length):
+        """`(begin, end)` of window `i`."""
+        begin = i * self.window
+        return begin, _minimum(begin + self.window, length)
+
+    def span_start(self, begin):
+        """Where the backprop span of a window that begins at `begin` starts."""
+        return _maximum(begin - (self.backprop - self.window), 0)
+
+    def runs(self, length, first, count):
+        """Splits windows `first..count-1` into runs of one span shape.
+
+        Returns:
+            `(begin, stop, shape)` triples: windows `begin <= i < stop` have
+            spans of `shape = (span length, window offset in the span)`, or
+            one triple with `shape=None` (not unrolled: dynamic shapes) when
+            unrolling is off, the length is not static, there are more than
+            `MAX_WINDOW_RUNS` shapes, or (with `unroll="auto"`) a span is
+            longer than `AUTO_UNROLL_STEPS`.
+        """
+        whole = [(first, count, None)]
+        if self.unroll is False or not isinstance(length, int) or count < 1:
+            return whole
+        runs = []
+        for i in range(first, count):
+            begin, end = self.bounds(i, length)
+            start = self.span_start(begin)
+            shape = (end - start, begin - start)
+            if runs and runs[-1][2] == shape:
+                runs[-1][1] = i + 1
+            else:
+                runs.append([i, i + 1, shape])
+        longest = max(run[2][0] for run in runs)
+        if len(runs) > MAX_WINDOW_RUNS or (self.unroll == "auto" and longest > AUTO_UNROLL_STEPS):
+            return whole
+        return [tuple(run) for run in runs]
+
+
+def _minimum(a, b):
+    return min(a, b) if isinstance(a, int) and isinstance(b, int) else tf.minimum(a, b)
+
+
+def _maximum(a, b):
+    return max(a, b) if isinstance(a, int) and isinstance(b, int) else tf.maximum(a, b)
