@@ -156,7 +156,9 @@ def measurement_record(result, profiles, *, index, step, epoch, reason, seconds,
         "length": result.length,
         "sequences": result.sequences,
         "loss_steps": result.loss_steps,
-        "window": result.window,
+        # The span the truncation bias is measured against: a
+        # TruncatedBPTT's backprop (None on other models).
+        "backprop": result.window,
         "global_norm": result.global_norm,
         "layer_norms": result.layer_norms,
         "profiles": profiles,

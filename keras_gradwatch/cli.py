@@ -52,7 +52,7 @@ def summary_text(run):
             lines.append(
                 f"{name:<24} {str(v.get('site', '')):<6} "
                 f"{_number(v.get('decay_rate')):>10} {_number(v.get('horizon')):>8} "
-                f"{_number(v.get('truncation_bias')):>13} {_number(v.get('window')):>8} "
+                f"{_number(v.get('truncation_bias')):>13} {_number(v.get('backprop')):>8} "
                 f"{_number(v.get('suggested_window')):>10}"
             )
         lines.append("")

@@ -110,7 +110,7 @@ def _sites(run):
     return sites
 
 
-def _window(run):
+def _tbptt_steps(run):
     tbptt = run.settings.get("tbptt") or {}
     return tbptt.get("backprop"), tbptt.get("window")
 
@@ -192,7 +192,7 @@ def plot_decay(run, path=None, series=None):
     series = layer_series(run) if series is None else series
     if not series:
         return None
-    backprop, window = _window(run)
+    backprop, window = _tbptt_steps(run)
     sites = _sites(run)
     last_layers = run.measurements[-1].get("layers", {}) if run.measurements else {}
     all_steps = [s for steps, _ in series.values() for s in steps]
@@ -272,7 +272,7 @@ def plot_heatmap(run, path=None, series=None):
     series = layer_series(run) if series is None else series
     if not series:
         return None
-    backprop, _ = _window(run)
+    backprop, _ = _tbptt_steps(run)
     sites = _sites(run)
     rows, columns = _grid(len(series))
     right = 0.9  # the last colour bar's label
@@ -328,7 +328,7 @@ def plot_heatmap(run, path=None, series=None):
 
 def _steps_label(run, measured):
     """The x label of training steps; says what a step is on TBPTT models."""
-    backprop, window = _window(run)
+    backprop, window = _tbptt_steps(run)
     if not window:
         return "training step"
     lengths = [m.get("length") for m in measured if m.get("length")]

@@ -326,7 +326,8 @@ class Totals:
             "measured_steps": self.measured_steps,
             "measured_at_step": last.get("step"),
             "layers": {
-                name: {**values, "window": last.get("window")}
+                # Records of format 1 before this name: "window".
+                name: {**values, "backprop": last.get("backprop", last.get("window"))}
                 for name, values in (last.get("layers") or {}).items()
             },
             "median_grad_norm": median,

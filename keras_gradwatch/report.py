@@ -102,7 +102,7 @@ def render(run, images, summary=None):
                 f"<td class='num'>{_fmt(values.get('decay_rate'))}</td>"
                 f"<td class='num'>{_fmt(values.get('horizon'))}</td>"
                 f"<td class='num'>{_fmt(values.get('truncation_bias'))}</td>"
-                f"<td class='num'>{_fmt(values.get('window'))}</td>"
+                f"<td class='num'>{_fmt(values.get('backprop'))}</td>"
                 f"<td class='num'>{_fmt(values.get('suggested_window'))}</td></tr>"
             )
         parts.append(

@@ -169,11 +169,11 @@ def test_truncated_bptt_model_records_every_step_norm(tmp_path):
     run = records.load_run(tmp_path)
     assert all(s["grad_norm"] > 0 for s in run.steps)
     assert all(s["skipped_updates"] == 0 for s in run.steps)
-    assert run.measurements[0]["window"] == 4
+    assert run.measurements[0]["backprop"] == 4
     assert run.settings["tbptt"] == {"window": 4, "backprop": 4, "reset": "batch"}
     summary = run.summary
     assert summary["skipped_updates"] == 0
-    assert summary["layers"]["lstm"]["window"] == 4
+    assert summary["layers"]["lstm"]["backprop"] == 4
     bias = summary["layers"]["lstm"]["truncation_bias"]
     assert 0.0 <= bias <= 1.0
 

@@ -55,7 +55,7 @@ def test_exploding_gradients_alert_then_clipping_trains(tmp_path):
 def test_sine_stream_with_truncated_bptt_in_epoch_mode(tmp_path):
     history, record = run_example("sine_stream", "--runs", str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["layers"]["lstm"]["window"] == 50
+    assert summary["layers"]["lstm"]["backprop"] == 50
     assert 0.0 <= record.truncation_bias <= 1.0
     assert (tmp_path / "decay_profile.png").exists()
 
