@@ -22,15 +22,15 @@ Public API:
 Importing the package is light: `records`, `plots`, `report`, `cli`,
 `stats`, `alerts` and `errors` do not import TensorFlow (the `gradwatch`
 command starts in a fraction of a second). The Keras parts (`GradWatch`,
-`TruncatedBPTT`, `measure`, `layers`...) are imported on first use, which
-also registers the package's layers and `TruncatedBPTT` with Keras for
-`keras.models.load_model`; if Keras is already imported when this package
-is, they are imported (and registered) at once.
+`TruncatedBPTT`, `measure`, `layers`...) are imported on first use. The
+package's layers and `TruncatedBPTT` are registered with Keras (for
+`keras.models.load_model`) as soon as Keras is imported, before or after
+this package.
 """
 
 import importlib
-import sys
 
+from keras_gradwatch import _registration
 from keras_gradwatch import alerts
 from keras_gradwatch import cli
 from keras_gradwatch import errors
@@ -76,10 +76,9 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-if "keras" in sys.modules:
-    # Keras is loaded already: registering the layers costs nothing more.
-    for _name in ("layers", "TruncatedBPTT"):
-        __getattr__(_name)
+# Registers the layers and TruncatedBPTT with Keras for `load_model`: now
+# if Keras is loaded, else as soon as it is.
+_registration.register_when_keras_loads()
 
 __version__ = "0.1.0"
 

@@ -183,7 +183,8 @@ def test_bidirectional_around_probed_layers():
     assert len(sites) == 2 and {s.kind for s in sites} == {"state"}
 
 
-def test_importing_the_package_registers_its_layers(tmp_path):
+@pytest.mark.parametrize("imports", ["keras_gradwatch, keras", "keras, keras_gradwatch"])
+def test_importing_the_package_registers_its_layers(tmp_path, imports):
     import subprocess
     import sys
 
@@ -191,7 +192,7 @@ def test_importing_the_package_registers_its_layers(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     code = (
-        "import keras_gradwatch, keras; "
+        f"import {imports}; "
         f"print(type(keras.models.load_model({str(path)!r}).layers[0]).__module__)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
