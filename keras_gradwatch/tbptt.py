@@ -7,6 +7,7 @@ import inspect
 import keras
 import tensorflow as tf
 
+from keras_gradwatch import _batch_plan
 from keras_gradwatch import _compat
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
@@ -25,14 +26,6 @@ def _check_steps(value, name):
             "time steps."
         )
 
-
-class _Plan:
-    """What one batch's static shapes tell about how to window it."""
-
-    def __init__(self, batch_size, has_time, output_spec):
-        self.batch_size = batch_size
-        self.has_time = has_time
-        self.output_spec = output_spec
 
 
 class _ResetAtEpochStart(keras.callbacks.Callback):
@@ -193,7 +186,7 @@ class TruncatedBPTT(keras.Model):
     # Keras plumbing -------------------------------------------------------
 
     def call(self, inputs, training=None):
-        _check_time_axis(inputs)
+        _batch_plan.check_time_axis(inputs)
         return self.model(inputs, training=training)
 
     def compile(self, *args, jit_compile="auto", **kwargs):
@@ -320,24 +313,9 @@ class TruncatedBPTT(keras.Model):
         return [reset] + list(callbacks or [])
 
     def _resolve_batch_size(self, x, batch_size):
-        if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
-            return batch_size
-        if x is not None and not _is_array_data(x):
-            return batch_size
-        expected = _state.state_batch_size(self._stateful_layers())
-        if expected is None:
-            return batch_size
-        # Under tf.distribute the layers hold one replica's batch.
-        expected *= self.distribute_strategy.num_replicas_in_sync
-        if batch_size is None:
-            return expected
-        if batch_size > expected:
-            raise InvalidInputError(
-                f"Received: batch_size={batch_size}, but the stateful layers "
-                f"of '{self.model.name}' were built for batches of "
-                f"{expected}. Pass batch_size={expected} (or leave it unset)."
-            )
-        return batch_size
+        return _batch_plan.resolve_batch_size(
+            self.model, x, batch_size, self.distribute_strategy.num_replicas_in_sync
+        )
 
     # Steps ----------------------------------------------------------------
 
@@ -665,7 +643,7 @@ class TruncatedBPTT(keras.Model):
         if not plan.has_time:
             return y, sample_weight, 1
         y = _sequence.slice_time(y, begin, end)
-        if _weights_have_time(sample_weight):
+        if _batch_plan.weights_have_time(sample_weight):
             sample_weight = _sequence.slice_time(sample_weight, begin, end)
         return y, sample_weight, end - begin
 
@@ -676,51 +654,16 @@ class TruncatedBPTT(keras.Model):
             # Keras divides each replica's loss by the replica count.
             metric.update_state(loss * replicas, sample_weight=tf.cast(weight, "float32"))
 
+    def _plan(self, x, y, sample_weight):
+        plan = _batch_plan.plan(self.model, x, y, self.window)
+        self.built = True
+        return plan
+
     def _stateful_layers(self):
         return _state.stateful_layers(self.model)
 
     def _state_variables(self):
         return _state.state_variables(self._stateful_layers())
-
-    def _plan(self, x, y, sample_weight):
-        """Checks a batch's static shapes; decides how to window it."""
-        _check_time_axis(x)
-        length = x_length = _sequence.first_leaf(x).shape[1]
-        for leaf in keras.tree.flatten(x):
-            if leaf is not None and leaf.shape[1] != x_length:
-                raise InvalidInputError(
-                    "All inputs need the same time length on axis 1. "
-                    f"Received inputs with shapes "
-                    f"{[tuple(t.shape) for t in keras.tree.flatten(x)]}."
-                )
-        self.built = True
-        batch_size = _state.state_batch_size(self._stateful_layers())
-        rows = _sequence.first_leaf(x).shape[0]
-        if rows is not None and rows > batch_size:
-            raise InvalidInputError(
-                f"Received a batch of {rows} sequences, but the stateful "
-                f"layers of '{self.model.name}' were built for batches of "
-                f"{batch_size}. Pass batch_size={batch_size} to fit, evaluate "
-                f"and predict, or batch your dataset by {batch_size}."
-            )
-        has_time, output_spec = _sequence.output_time_axes(
-            self.model, x, batch_size, self.window
-        )
-        if has_time and y is not None:
-            for leaf in keras.tree.flatten(y):
-                if leaf is None:
-                    continue
-                if leaf.shape.rank < 2 or (
-                    length is not None and leaf.shape[1] != length
-                ):
-                    raise InvalidInputError(
-                        "The model's outputs have a time axis, so the targets "
-                        "need one of the same length as the inputs. Received: "
-                        f"x with shape {tuple(_sequence.first_leaf(x).shape)}"
-                        f" and y with shape {tuple(leaf.shape)}. Pass y with "
-                        "shape (batch, T, ...) matching x's T."
-                    )
-        return _Plan(batch_size, has_time, output_spec)
 
 
 def _arguments(method, model, args, kwargs):
@@ -738,33 +681,7 @@ def _arguments(method, model, args, kwargs):
     return arguments
 
 
-def _check_time_axis(x):
-    for leaf in keras.tree.flatten(x):
-        if leaf is None:
-            continue
-        rank = len(leaf.shape)
-        if rank < 2:
-            raise InvalidInputError(
-                "TruncatedBPTT cuts inputs along axis 1 (time), but received "
-                f"an input with shape {tuple(leaf.shape)}. Pass sequences "
-                "shaped (batch, time, ...)."
-            )
 
-
-def _weights_have_time(sample_weight):
-    # Per-step weights are (batch, T); per-sequence ones (batch,) or (batch, 1).
-    return any(
-        t.shape.rank >= 2 and t.shape[1] != 1
-        for t in keras.tree.flatten(sample_weight)
-        if t is not None
-    )
-
-
-def _is_array_data(x):
-    leaves = keras.tree.flatten(x)
-    return bool(leaves) and all(
-        hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves
-    )
 
 
 def _first_replica(strategy, structure):

@@ -248,12 +248,19 @@ def test_epoch_mode_carries_state_across_batches():
     assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
 
 
-def test_batch_mode_resets_state_between_batches():
+def two_batches_from_reset_state():
+    """Data of two batches, a model, and its weights trained by the
+    reference on them, each batch from a reset state."""
     x, y = data(n=8, t=8)
     inner = make_inner()
     reference = Reference(inner)
     reference.train_batch(x[:4], y[:4], window=4, backprop=4)
     reference.train_batch(x[4:], y[4:], window=4, backprop=4)
+    return x, y, inner, reference
+
+
+def test_batch_mode_resets_state_between_batches():
+    x, y, inner, reference = two_batches_from_reset_state()
     model = compiled(TruncatedBPTT(inner, window=4))
     model.fit(x, y, epochs=1, verbose=0, shuffle=False)
     assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
@@ -730,11 +737,7 @@ def test_summary_runs(capsys):
 
 
 def test_fit_and_summary_take_keras_arguments_positionally_and_by_name():
-    x, y = data(n=8, t=8)
-    inner = make_inner()
-    reference = Reference(inner)
-    reference.train_batch(x[:4], y[:4], window=4, backprop=4)
-    reference.train_batch(x[4:], y[4:], window=4, backprop=4)
+    x, y, inner, reference = two_batches_from_reset_state()
     model = compiled(TruncatedBPTT(inner, window=4))
     # x, y, batch_size, epochs, verbose, callbacks, validation_split,
     # validation_data, shuffle: Keras's own order.
