@@ -16,9 +16,9 @@ import tensorflow as tf
 # `unroll="auto"` unrolls spans up to this many steps: beyond it the trace
 # grows large for little gain (Keras: unrolling suits short sequences).
 AUTO_UNROLL_STEPS = 100
-# Each run of equal-shaped windows is traced once; past this many runs
+# Each group of equal-shaped windows is traced once; past this many groups
 # (long `backprop` against a short `window`) the loop stays symbolic.
-MAX_WINDOW_RUNS = 4
+MAX_WINDOW_GROUPS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class WindowSchedule:
     Args:
         window: Steps per window (per update).
         backprop: Steps each update back-propagates through (>= window).
-        unroll: `"auto"`, True or False: whether `runs` may give windows
+        unroll: `"auto"`, True or False: whether `groups` may give windows
             static span shapes, so that their recurrence can be unrolled.
 
     Example:
@@ -37,7 +37,7 @@ class WindowSchedule:
     >>> schedule = WindowSchedule(window=4, backprop=6)
     >>> schedule.count(10), schedule.bounds(2, 10), schedule.span_start(8)
     (3, (8, 10), 6)
-    >>> schedule.runs(10, 0, 3)
+    >>> schedule.groups(10, 0, 3)
     [(0, 1, (4, 0)), (1, 2, (6, 2)), (2, 3, (4, 2))]
     """
 
@@ -58,33 +58,33 @@ class WindowSchedule:
         """Where the backprop span of a window that begins at `begin` starts."""
         return _maximum(begin - (self.backprop - self.window), 0)
 
-    def runs(self, length, first, count):
-        """Splits windows `first..count-1` into runs of one span shape.
+    def groups(self, length, first, count):
+        """Splits windows `first..count-1` into groups of one span shape.
 
         Returns:
             `(begin, stop, shape)` triples: windows `begin <= i < stop` have
             spans of `shape = (span length, window offset in the span)`, or
             one triple with `shape=None` (not unrolled: dynamic shapes) when
             unrolling is off, the length is not static, there are more than
-            `MAX_WINDOW_RUNS` shapes, or (with `unroll="auto"`) a span is
+            `MAX_WINDOW_GROUPS` shapes, or (with `unroll="auto"`) a span is
             longer than `AUTO_UNROLL_STEPS`.
         """
         whole = [(first, count, None)]
         if self.unroll is False or not isinstance(length, int) or count < 1:
             return whole
-        runs = []
+        groups = []
         for i in range(first, count):
             begin, end = self.bounds(i, length)
             start = self.span_start(begin)
             shape = (end - start, begin - start)
-            if runs and runs[-1][2] == shape:
-                runs[-1][1] = i + 1
+            if groups and groups[-1][2] == shape:
+                groups[-1][1] = i + 1
             else:
-                runs.append([i, i + 1, shape])
-        longest = max(run[2][0] for run in runs)
-        if len(runs) > MAX_WINDOW_RUNS or (self.unroll == "auto" and longest > AUTO_UNROLL_STEPS):
+                groups.append([i, i + 1, shape])
+        longest = max(group[2][0] for group in groups)
+        if len(groups) > MAX_WINDOW_GROUPS or (self.unroll == "auto" and longest > AUTO_UNROLL_STEPS):
             return whole
-        return [tuple(run) for run in runs]
+        return [tuple(group) for group in groups]
 
 
 def _minimum(a, b):

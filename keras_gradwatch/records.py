@@ -366,7 +366,7 @@ def summarize(run):
         `measured_steps` (how many distinct steps were measured: fewer than
         3 show no trend), `measured_at_step` (the step of the latest
         measurement), `layers` (per layer: `site`, `decay_rate`, `horizon`,
-        `truncation_bias`, `window`, `suggested_window`, from the latest
+        `truncation_bias`, `backprop`, `suggested_window`, from the latest
         measurement),
         `median_grad_norm`, `suggested_clipnorm`, `skipped_updates`,
         `alerts` (counts per kind), `alerts_reported`.

@@ -436,19 +436,19 @@ class TruncatedBPTT(keras.Model):
         context, so that the optimizer's gradient all-reduce and the cond
         that skips non-finite updates work under `tf.distribute`.
         """
-        run = strategy.extended.call_for_each_replica
+        on_replicas = strategy.extended.call_for_each_replica
         # Every replica's batch has the same time length.
         length = _sequence.time_length(_first_replica(strategy, x))
         count = self._windows.count(length)
         # Many-to-one: only the final window has a loss and an update.
         first = 0 if plan.has_time else count - 1
-        saved = run(self._states_before, args=(x, first))
+        saved = on_replicas(self._states_before, args=(x, first))
         is_scaled = isinstance(
             self.optimizer, keras.optimizers.LossScaleOptimizer
         )
 
         def body(i, saved, largest, worst, skipped, shape):
-            norm, grads, saved = run(
+            norm, grads, saved = on_replicas(
                 self._window_gradients,
                 args=(x, y, sample_weight, rows, i, saved),
                 kwargs={"plan": plan, "shape": shape},
@@ -463,8 +463,8 @@ class TruncatedBPTT(keras.Model):
             return i + 1, saved, largest, worst, skipped
 
         carried = [saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")]
-        # One symbolic loop per run of windows whose spans share a shape.
-        for begin, stop, shape in self._windows.runs(length, first, count):
+        # One symbolic loop per group of windows whose spans share a shape.
+        for begin, stop, shape in self._windows.groups(length, first, count):
             _, *carried = tf.while_loop(
                 lambda i, *_, stop=stop: i < stop,
                 functools.partial(body, shape=shape),
@@ -519,7 +519,7 @@ class TruncatedBPTT(keras.Model):
     ):
         """Gradients of window `i` (replica context).
 
-        With a static `shape` (see `_windows.WindowSchedule.runs`), the span has that many
+        With a static `shape` (see `_windows.WindowSchedule.groups`), the span has that many
         steps and its recurrence is unrolled.
 
         Returns the unscaled global norm of the (all-reduced) gradients, the

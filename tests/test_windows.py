@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_gradwatch._windows import AUTO_UNROLL_STEPS
-from keras_gradwatch._windows import MAX_WINDOW_RUNS
+from keras_gradwatch._windows import MAX_WINDOW_GROUPS
 from keras_gradwatch._windows import WindowSchedule
 
 
@@ -34,23 +34,23 @@ def test_tensor_arguments_give_the_same_answers():
     assert int(schedule.count(tf.constant(10))) == 3
 
 
-def test_runs_group_windows_of_one_span_shape():
+def test_groups_hold_windows_of_one_span_shape():
     schedule = WindowSchedule(window=4, backprop=6)
     # Spans: [0,4) (len 4, offset 0), [2,8) (6, 2), [6,10) (4, 2).
-    assert schedule.runs(10, 0, 3) == [(0, 1, (4, 0)), (1, 2, (6, 2)), (2, 3, (4, 2))]
+    assert schedule.groups(10, 0, 3) == [(0, 1, (4, 0)), (1, 2, (6, 2)), (2, 3, (4, 2))]
     # Equal windows and spans: one run.
-    assert WindowSchedule(5, 5).runs(20, 0, 4) == [(0, 4, (5, 0))]
+    assert WindowSchedule(5, 5).groups(20, 0, 4) == [(0, 4, (5, 0))]
     # Many-to-one: only the last window.
-    assert WindowSchedule(5, 5).runs(23, 4, 5) == [(4, 5, (3, 0))]
+    assert WindowSchedule(5, 5).groups(23, 4, 5) == [(4, 5, (3, 0))]
 
 
-def test_runs_stay_symbolic_when_they_cannot_be_unrolled():
+def test_groups_stay_symbolic_when_they_cannot_be_unrolled():
     whole = [(0, 3, None)]
-    assert WindowSchedule(4, 6, unroll=False).runs(10, 0, 3) == whole
-    assert WindowSchedule(4, 6).runs(tf.constant(10), 0, 3) == whole  # dynamic length
+    assert WindowSchedule(4, 6, unroll=False).groups(10, 0, 3) == whole
+    assert WindowSchedule(4, 6).groups(tf.constant(10), 0, 3) == whole  # dynamic length
     long = AUTO_UNROLL_STEPS + 1
-    assert WindowSchedule(long, long).runs(2 * long, 0, 2) == [(0, 2, None)]
-    assert WindowSchedule(long, long, unroll=True).runs(2 * long, 0, 2) == [(0, 2, (long, 0))]
+    assert WindowSchedule(long, long).groups(2 * long, 0, 2) == [(0, 2, None)]
+    assert WindowSchedule(long, long, unroll=True).groups(2 * long, 0, 2) == [(0, 2, (long, 0))]
     # A short window with a long backprop: a span shape per window.
-    many = WindowSchedule(1, MAX_WINDOW_RUNS + 2)
-    assert many.runs(10, 0, 10) == [(0, 10, None)]
+    many = WindowSchedule(1, MAX_WINDOW_GROUPS + 2)
+    assert many.groups(10, 0, 10) == [(0, 10, None)]
