@@ -4,8 +4,9 @@ This module holds the Keras hooks and the wiring; the work is done by:
 `_schedule` (when to measure, the time budget), `_train_step` (what is read
 from or added to the train step), `_probe` (the batch measured on),
 `measurement` (the measurement), `_detectors` (what counts as exploding or
-vanishing), `alerts` (acting on an alert), `_recorder` (the run records),
-`_drawing` (when plots are drawn) and `_model_facts`.
+vanishing), `_alerting` and `alerts` (making and acting on an alert),
+`_recorder` (the run records), `_drawing` (when plots are drawn) and
+`_model_facts`.
 """
 
 import contextlib
@@ -17,6 +18,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_gradwatch import _alerting
 from keras_gradwatch import _compat
 from keras_gradwatch import _detectors
 from keras_gradwatch import _drawing
@@ -205,8 +207,9 @@ class GradWatch(keras.callbacks.Callback):
         self.alerts = []  # every reported Alert
         self.last_measurement = None
         self._recorder = _recorder.RunRecorder(log_dir, tensorboard)
-        self._dispatcher = alerts_lib.AlertDispatcher(
-            actions, record=self._record_alert, stop=self._stop_training
+        self._desk = _alerting.AlertDesk(
+            actions, record=self._record_alert, stop=self._stop_training,
+            where=lambda: (self._step, max(self._epoch, 0)),
         )
         self._schedule = _schedule.MeasurementSchedule(every)
         self._budget = None  # the folder's Budget, from the first fit on
@@ -229,7 +232,6 @@ class GradWatch(keras.callbacks.Callback):
         # Per-step signals and their detectors (new for each fit).
         self._step_loss = None
         self._step_jumps = None
-        self._step_norms = alerts_lib.RollingWindow()  # for clip suggestions
         self._logs_norm = False  # a step's logs held grad_norm
         self._skipped = None
         self._skipped_before = 0
@@ -237,7 +239,6 @@ class GradWatch(keras.callbacks.Callback):
         self._probe_jumps = _detectors.StepJumps(
             self.spike_factor, warmup, max_grad_norm, unit="measurements"
         )
-        self._measured_norms = alerts_lib.RollingWindow()
         self._growth = _detectors.GrowthInTime(self.max_decay_rate)
         self._vanishing = _detectors.VanishingTail(self.vanishing_fraction, vanishing_patience)
         self._facts = {}
@@ -262,6 +263,7 @@ class GradWatch(keras.callbacks.Callback):
         self._iterations_at_begin = _model_facts.iterations(self.model)
         inner = _model_facts.inner(self.model)
         self._facts = _model_facts.layer_facts(inner)
+        self._desk.optimizer = _model_facts.optimizer_name(self.model)
         if self._probe is None:
             self._probe = (
                 _probe.split(self.probe_data, self.model.distribute_strategy)
@@ -278,7 +280,7 @@ class GradWatch(keras.callbacks.Callback):
         self._recorder.write_settings(
             _settings.record(
                 self, self.model.name, _model_facts.tbptt_settings(self.model),
-                self._dispatcher.actions, self._fits,
+                self._desk.dispatcher.actions, self._fits,
             )
         )
         if not _model_facts.is_tbptt(self.model):  # it logs grad_norm itself
@@ -394,14 +396,14 @@ class GradWatch(keras.callbacks.Callback):
             new_skips = 0 if self._skipped is None else skipped - self._skipped
             self._skipped = skipped
         if _finite(grad_norm):
-            self._step_norms.add(grad_norm)
+            self._desk.step_norms.add(grad_norm)
         # Jumps first: a blow-up is reported at the step where the loss or the
         # norm leaps, before the step where it turns NaN.
         found = self._step_jumps.check(self._step, instant, grad_norm)
         if found:
-            self._report(
+            self._desk.report(
                 found,
-                " A sign of an exploding gradient (or of a bad batch). " + self._clip_advice(),
+                " A sign of an exploding gradient (or of a bad batch). " + self._desk.clip_advice(),
             )
         if loss is not None and not math.isfinite(loss):
             self._nonfinite("loss", loss, "The loss is not finite")
@@ -471,12 +473,12 @@ class GradWatch(keras.callbacks.Callback):
                 # Finite weights and data, non-finite gradient: it
                 # overflowed. The cause is an exploding gradient: say so
                 # before the NaN.
-                self._alert(
+                self._desk.alert(
                     "exploding", broken[0], float("inf"), None, "layer_norm",
                     f"The gradient of layer '{broken[0]}' on the probe batch "
                     f"overflowed (not finite) at step {self._step} while every "
                     "weight is finite: the gradient explodes. "
-                    + self._clip_advice() + " Lower the learning rate.",
+                    + self._desk.clip_advice() + " Lower the learning rate.",
                 )
             self._nonfinite(
                 "layer_norm", layer_norms[broken[0]],
@@ -484,7 +486,7 @@ class GradWatch(keras.callbacks.Callback):
             )
             return
         if _finite(result.global_norm):
-            self._measured_norms.add(result.global_norm)
+            self._desk.measured_norms.add(result.global_norm)
             # Without every step's norm, the probe batch's is the signal. (A
             # layer's share of the gradient shifts a lot early in training:
             # per-layer norms are recorded and drawn, not alerted on.)
@@ -494,7 +496,7 @@ class GradWatch(keras.callbacks.Callback):
                     what="gradient norm on the probe batch",
                 )
                 if found:
-                    self._report(found, " " + self._clip_advice())
+                    self._desk.report(found, " " + self._desk.clip_advice())
         backprop = getattr(self.model, "backprop", None)
         for name, record in result.layers.items():
             self._check_profile(name, record, backprop, loss_level, reason)
@@ -507,64 +509,25 @@ class GradWatch(keras.callbacks.Callback):
             )
             return
         facts = self._facts.get(name.split("#")[0], _detectors.LayerFacts())
-        if self._dispatcher.active("exploding"):
+        if self._desk.active("exploding"):
             found = self._growth.check(
-                name, profile, self._step, facts, self._clip_advice(), record.site
+                name, profile, self._step, facts, self._desk.clip_advice(), record.site
             )
             if found:
-                self._report(found)
-        if self._dispatcher.active("vanishing"):
+                self._desk.report(found)
+        if self._desk.active("vanishing"):
             far = len(profile) - 1 if backprop is None else backprop - 1
             found = self._vanishing.check(
                 name, record, self._step, far, loss_level, facts, backprop,
                 counts=reason not in ("start", "early"),
             )
             if found:
-                self._report(found)
+                self._desk.report(found)
 
     # Alerts -----------------------------------------------------------------
 
-    def _report(self, finding, advice=""):
-        return self._alert(
-            finding.kind, finding.layer, finding.value, finding.threshold,
-            finding.signal, finding.message + advice,
-        )
-
-    def _alert(self, kind, layer, value, threshold, signal, message, key=None):
-        return self._dispatcher.dispatch(
-            alerts_lib.Alert(
-                kind=kind,
-                step=self._step,
-                epoch=max(self._epoch, 0),
-                layer=layer,
-                value=float(value),
-                threshold=None if threshold is None else float(threshold),
-                message=message,
-                signal=signal,
-            ),
-            key=key,
-        )
-
     def _nonfinite(self, signal, value, what, layer=None):
-        if not self._dispatcher.active("nonfinite"):
-            return
-        # Step signals name no layer until diagnosed: rate-limit them as one.
-        key = ("nonfinite", signal, layer)
-        if not self._dispatcher.due(key):
-            self._dispatcher.skip("nonfinite", key)
-            return
-        if layer is None:
-            layer, detail = self._first_nonfinite_layer()
-        else:
-            detail = f"First layer affected: '{layer}'."
-        self._alert(
-            "nonfinite", layer, value, None, signal,
-            f"{what} at step {self._step} (epoch {max(self._epoch, 0)}). "
-            f"{detail} Lower the learning rate, "
-            + self._clip_advice(lead="or clip")
-            + " Check the data for NaN or Inf.",
-            key=key,
-        )
+        self._desk.nonfinite(signal, value, what, self._first_nonfinite_layer, layer=layer)
 
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""
@@ -592,14 +555,6 @@ class GradWatch(keras.callbacks.Callback):
     def _stop_training(self):
         self.model.stop_training = True
 
-    def _clip_advice(self, lead="Clip"):
-        norms = self._step_norms if len(self._step_norms) else self._measured_norms
-        return alerts_lib.clip_advice(
-            alerts_lib.clip_suggestion(norms),
-            lead=lead,
-            optimizer=_model_facts.optimizer_name(self.model),
-        )
-
     # Records and drawing --------------------------------------------------------
 
     def summary(self):
@@ -611,7 +566,7 @@ class GradWatch(keras.callbacks.Callback):
         self._recorder.flush()
         summary = self._recorder.totals.summary(self._status)
         summary.update(
-            alerts={kind: self._dispatcher.counts[kind] for kind in alerts_lib.KINDS},
+            alerts={kind: self._desk.counts[kind] for kind in alerts_lib.KINDS},
             measurement_error=self._measure_error,
             updated=time.time(),
         )
@@ -644,7 +599,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements = resumed.measurements
         self._measured_step = resumed.measured_step
         self._fits = resumed.fits
-        self._dispatcher.counts.update(resumed.alert_counts)
+        self._desk.counts.update(resumed.alert_counts)
 
     def _step_failed(self, error):
         self._finish("raised" if isinstance(error, GradientAlertError) else "interrupted")
