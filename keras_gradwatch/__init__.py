@@ -17,6 +17,8 @@ Public API:
   `truncation_bias`, `suggested_window`).
 - `records`, `plots`, `report`, `cli`: the run records, the plots and the
   report drawn from them, and the `gradwatch` command.
+- `streams`: `make_streams`, one long sequence laid out as parallel
+  streams for `TruncatedBPTT(..., reset="epoch")`.
 - `errors`: the package's exceptions.
 
 Importing the package is light: `records`, `plots`, `report`, `cli`,
@@ -38,6 +40,7 @@ from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch import report
 from keras_gradwatch import stats
+from keras_gradwatch import streams
 from keras_gradwatch.alerts import Alert
 from keras_gradwatch.errors import GradientAlertError
 from keras_gradwatch.errors import GradientWarning
@@ -103,5 +106,6 @@ __all__ = [
     "records",
     "report",
     "stats",
+    "streams",
 ]
 

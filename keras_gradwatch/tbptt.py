@@ -314,7 +314,8 @@ class TruncatedBPTT(keras.Model):
 
     def _resolve_batch_size(self, x, batch_size):
         return _batch_plan.resolve_batch_size(
-            self.model, x, batch_size, self.distribute_strategy.num_replicas_in_sync
+            self.model, x, batch_size, self.distribute_strategy.num_replicas_in_sync,
+            streams=self.reset == "epoch",
         )
 
     # Steps ----------------------------------------------------------------

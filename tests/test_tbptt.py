@@ -750,3 +750,17 @@ def test_fit_and_summary_take_keras_arguments_positionally_and_by_name():
     model.summary(print_fn=lines.append)
     assert "Truncated BPTT: window=4" in lines[-1]
     assert any(inner.layers[0].name in line for line in lines)  # expanded
+
+
+def test_epoch_mode_refuses_a_layout_that_breaks_the_streams():
+    from keras_gradwatch.streams import make_streams
+
+    inner = make_inner()
+    model = compiled(TruncatedBPTT(inner, window=4, reset="epoch"))
+    x, y = make_streams(np.random.default_rng(0).uniform(size=(4 * 8 * 3 + 1, F)).astype("float32"), B, 8)
+    with pytest.raises(InvalidInputError, match=f"batch_size=2 with reset='epoch'.*batch_size={B}"):
+        model.fit(x, y[..., :1], batch_size=2, epochs=1, verbose=0)
+    with pytest.raises(InvalidInputError, match="the last batch would hold 2 rows"):
+        model.fit(x[:-2], y[:-2, ..., :1], epochs=1, verbose=0)
+    history = model.fit(x, y[..., :1], epochs=1, verbose=0)  # the laid-out streams
+    assert len(history.history["loss"]) == 1

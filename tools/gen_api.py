@@ -22,6 +22,7 @@ SECTIONS = [
     ("keras_gradwatch", ["TruncatedBPTT", "GradWatch", "measure", "Measurement",
                          "LayerProfile", "Alert"]),
     ("keras_gradwatch.layers", ["SimpleRNN", "GRU", "LSTM", "RNN", "Probe"]),
+    ("keras_gradwatch.streams", ["make_streams"]),
     ("keras_gradwatch.stats", ["decay_rate", "tail_decay_rate", "horizon",
                                "truncation_bias", "suggested_window"]),
     ("keras_gradwatch.records", ["load_run", "Run", "summarize", "RunWriter",
@@ -31,7 +32,8 @@ SECTIONS = [
     ("keras_gradwatch.report", ["write_report"]),
     ("keras_gradwatch.cli", ["main"]),
     ("keras_gradwatch.errors", ["KerasGradwatchError", "InvalidInputError",
-                                "RunDirectoryError", "GradientAlertError",
+                                "RunDirectoryError", "RunFormatError",
+                                "GradientAlertError",
                                 "GradientWarning"]),
 ]
 
