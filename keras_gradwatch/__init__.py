@@ -19,6 +19,8 @@ Public API:
   report drawn from them, and the `gradwatch` command.
 - `streams`: `make_streams`, one long sequence laid out as parallel
   streams for `TruncatedBPTT(..., reset="epoch")`.
+- `inference`: `with_batch_size`, a trained stateful model rebuilt for
+  another batch size (e.g. 1, to generate step by step).
 - `errors`: the package's exceptions.
 
 Importing the package is light: `records`, `plots`, `report`, `cli`,
@@ -36,6 +38,7 @@ from keras_gradwatch import _registration
 from keras_gradwatch import alerts
 from keras_gradwatch import cli
 from keras_gradwatch import errors
+from keras_gradwatch import inference
 from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch import report
@@ -100,6 +103,7 @@ __all__ = [
     "alerts",
     "cli",
     "errors",
+    "inference",
     "layers",
     "measure",
     "plots",

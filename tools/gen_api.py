@@ -23,6 +23,7 @@ SECTIONS = [
                          "LayerProfile", "Alert"]),
     ("keras_gradwatch.layers", ["SimpleRNN", "GRU", "LSTM", "RNN", "Probe"]),
     ("keras_gradwatch.streams", ["make_streams"]),
+    ("keras_gradwatch.inference", ["with_batch_size"]),
     ("keras_gradwatch.stats", ["decay_rate", "tail_decay_rate", "horizon",
                                "truncation_bias", "suggested_window"]),
     ("keras_gradwatch.records", ["load_run", "Run", "summarize", "RunWriter",
