@@ -111,7 +111,7 @@ def resolve_batch_size(model, x, batch_size, replicas, streams=False):
                 f"row i of each batch must continue row i of the previous one. "
                 f"Pass batch_size={expected} (or leave it unset)."
             )
-        rows = keras.tree.flatten(x)[0].shape[0] if x is not None else None
+        rows = _sequence.first_leaf(x).shape[0] if x is not None else None
         if rows is not None and rows % expected:
             raise InvalidInputError(
                 f"Received {rows} rows with reset='epoch' and batches of "

@@ -11,10 +11,11 @@ drawing is older than `INTERACTIVE_SECONDS`.
 """
 
 import atexit
-import os
 import sys
 import time
 import warnings
+
+from keras_gradwatch import records
 
 INTERACTIVE_SECONDS = 60.0
 
@@ -30,7 +31,7 @@ def draw(log_dir):
     """
     from keras_gradwatch import report
 
-    _deferred.pop(os.path.realpath(os.fspath(log_dir)), None)
+    _deferred.pop(records.folder_key(log_dir), None)
     start = time.perf_counter()
     try:
         report.write_report(log_dir)
@@ -53,7 +54,7 @@ def defer(log_dir, then=None):
         then: A function called after that drawing (e.g. to write the plots
             to TensorBoard), or None.
     """
-    _deferred[os.path.realpath(os.fspath(log_dir))] = (log_dir, then)
+    _deferred[records.folder_key(log_dir)] = (log_dir, then)
 
 
 def deferred():

@@ -7,12 +7,13 @@ continuing a run folder in the same process (a script calling `fit` in a
 loop with a new callback each time) finds that folder's batch here.
 """
 
-import os
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_gradwatch import records
 
 # Sequences of the first training batch that make the probe batch: enough
 # for a mean profile, and a measurement's cost does not grow with the batch.
@@ -22,19 +23,14 @@ PROBE_ROWS = 16
 _by_folder = {}
 
 
-def folder(log_dir):
-    """The key of a run folder: its real path."""
-    return os.path.realpath(os.fspath(log_dir))
-
-
 def remember(log_dir, model, probe):
     """Keeps `probe` as the batch of `log_dir` while `model` lives."""
-    _by_folder[folder(log_dir)] = (weakref.ref(model), probe)
+    _by_folder[records.folder_key(log_dir)] = (weakref.ref(model), probe)
 
 
 def known(log_dir, model):
     """The batch remembered for `log_dir` and this same `model`, or None."""
-    owner, probe = _by_folder.get(folder(log_dir), (None, None))
+    owner, probe = _by_folder.get(records.folder_key(log_dir), (None, None))
     return probe if owner is not None and owner() is model else None
 
 

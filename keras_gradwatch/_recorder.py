@@ -123,15 +123,12 @@ class RunRecorder:
 
     def images_later(self, step):
         """A function that adds the plots to TensorBoard once drawn, or None."""
-        board = self._board
-        if board is None:
+        if self._board is None:
             return None
 
         def then():
-            from keras_gradwatch import plots
-
-            board.images(step, (plots.DECAY, plots.HEATMAP, plots.NORMS))
-            board.flush()
+            self.images(step)
+            self._board.flush()
 
         return then
 

@@ -17,8 +17,9 @@ Both are plain Python, driven by the callback with the step counts Keras
 gives it; `Budget` takes its clock as an argument so that tests can drive it.
 """
 
-import os
 import time
+
+from keras_gradwatch import records
 
 # Until a drawing has been timed in this process: matplotlib's import and a
 # first drawing of three small figures take about this long on a laptop.
@@ -31,7 +32,7 @@ _budgets = {}
 
 def budget_for(log_dir, overhead):
     """The `Budget` of a run folder in this process (created on first use)."""
-    key = os.path.realpath(os.fspath(log_dir))
+    key = records.folder_key(log_dir)
     budget = _budgets.get(key)
     if budget is None:
         budget = _budgets[key] = Budget(overhead)

@@ -343,8 +343,7 @@ class GradWatch(keras.callbacks.Callback):
             logs["horizon"] = shortest.horizon
         if last is not None and "grad_norm" not in logs and last.global_norm is not None:
             logs["grad_norm"] = last.global_norm
-        self._recorder.flush()
-        self._recorder.write_summary(self.summary())
+        self._recorder.write_summary(self.summary())  # summary() flushes the steps
         if self.plots == "epoch" and self._budget.can_draw():
             self._draw()
 
@@ -612,8 +611,7 @@ class GradWatch(keras.callbacks.Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        self._recorder.flush()
-        self._recorder.write_summary(self.summary())
+        self._recorder.write_summary(self.summary())  # summary() flushes the steps
         self._recorder.close()
         if self.plots is not None:
             try:

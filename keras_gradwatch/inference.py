@@ -47,7 +47,10 @@ def with_batch_size(model, batch_size):
         raise InvalidInputError(
             f"Received: batch_size={batch_size!r}. Pass a positive integer (1 to generate)."
         )
-    inner = getattr(model, "model", None) if hasattr(model, "backprop") else model
+    # Here Keras is loaded already (there is a model): no cost to import it.
+    from keras_gradwatch import _model_facts
+
+    inner = _model_facts.inner(model)
     try:
         config = inner.get_config()
         rebuilt = inner.__class__.from_config(_rebatched(config, batch_size))

@@ -43,6 +43,12 @@ FORMAT_VERSION = 1
 TREND_MEASUREMENTS = 3
 
 
+def folder_key(log_dir):
+    """The key of a run folder in this process: its real path, so that
+    `runs/a`, `./runs/a` and a symlink to it are one folder."""
+    return os.path.realpath(os.fspath(log_dir))
+
+
 def encode(value):
     """Makes a value JSON-safe: numpy scalars, arrays, non-finite floats."""
     if isinstance(value, dict):
