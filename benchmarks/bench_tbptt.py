@@ -12,6 +12,17 @@ little):
   hand; `TruncatedBPTT` unrolls its windows itself) and the floor (the
   rolled-up model's forward and backward pass alone). All run interleaved,
   round after round, and each ratio is the median of the per-round ratios.
+- speed-char: the character-level language model of a user's report
+  (Embedding(96, 64), stateful LSTM(128), Dense(96) logits, sparse
+  categorical crossentropy, Adam, batch 32) on a 96-symbol text laid out
+  by `make_streams` (32 streams, 500 characters per batch row), windows of
+  100 and of 20 steps, `reset="epoch"`: (a) the manual loop (`reset_state`
+  at the epoch start, then `train_on_batch` per window), (b)
+  `TruncatedBPTT.fit` and (b') the same with `unroll=False`, and the floor:
+  the model's forward pass, backward pass and Adam update per window, the
+  whole epoch in one `tf.function` (no per-window dispatch, nothing else),
+  LSTM rolled and unrolled, the faster of the two per round. Epoch times,
+  interleaved ABBA; wall and CPU (process) time ratios. Target: b/a <= 0.8.
 - memory: peak resident memory added by one epoch of TBPTT at T=16000 and at
   T=1000, each size in its own process. Target: within 1.25x.
 - compile: first epoch minus a later epoch (trace and compile overhead) with
@@ -21,7 +32,8 @@ little):
 Usage:
 
     python benchmarks/bench_tbptt.py            # everything
-    python benchmarks/bench_tbptt.py speed      # one part
+    python benchmarks/bench_tbptt.py speed      # one part (speed, speed-char,
+                                                # memory, compile)
     python benchmarks/bench_tbptt.py --quick    # small sizes, for a smoke test
 """
 
@@ -165,6 +177,180 @@ def speed(length, batches, rounds):
     }
 
 
+# Character-level language model (the case of the issue that found the
+# wrapper no faster than the manual loop): 96 symbols, window 100 and 20.
+CHAR_SYMBOLS = [chr(c) for c in range(32, 127)] + ["\n"]  # 96 symbols
+CHAR_EMBED, CHAR_UNITS, CHAR_CHUNK = 64, 128, 500
+CHAR_WINDOWS = (100, 20)
+
+
+def _char_streams(chars):
+    """`make_streams` over a 96-symbol text (the stdlib's Python files)."""
+    import numpy as np
+    from bench_real_usage import stdlib_text
+
+    from keras_gradwatch.streams import make_streams
+
+    index = {c: i for i, c in enumerate(CHAR_SYMBOLS)}
+    unknown = index["?"]
+    ids = np.array([index.get(c, unknown) for c in stdlib_text(chars)], "int32")
+    return make_streams(ids, batch_size=BATCH, chunk=CHAR_CHUNK)
+
+
+def _char_inner(keras, unroll=False):
+    keras.utils.set_random_seed(0)  # the same initial weights for every variant
+    return keras.Sequential(
+        [
+            keras.Input(batch_shape=(BATCH, None), dtype="int32"),
+            keras.layers.Embedding(len(CHAR_SYMBOLS), CHAR_EMBED),
+            keras.layers.LSTM(
+                CHAR_UNITS, stateful=True, return_sequences=True, unroll=unroll
+            ),
+            keras.layers.Dense(len(CHAR_SYMBOLS)),
+        ]
+    )
+
+
+def speed_char(window, chars, rounds):
+    """Epoch times of a char-level LSTM language model, variants interleaved.
+
+    (a) the manual loop, (b) `TruncatedBPTT(reset="epoch")` (`unroll="auto"`)
+    and (b') the same with `unroll=False`, and the floor: the model's
+    forward pass, backward pass and Adam update per window, the whole epoch
+    in one `tf.function` (a symbolic loop over the windows, state carried,
+    nothing else), with the LSTM rolled and unrolled; the floor of a round
+    is the faster of the two. Wall and CPU (process) time are both kept:
+    other jobs on a shared machine blur the second less.
+    """
+    keras = _setup()
+    import tensorflow as tf
+
+    from keras_gradwatch import TruncatedBPTT
+
+    x, y = _char_streams(chars)
+    batches, per_chunk = len(x) // BATCH, CHAR_CHUNK // window
+    count = batches * per_chunk
+
+    def loss():
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def manual_loop():
+        model = _char_inner(keras)
+        model.compile(optimizer="adam", loss=loss())
+
+        def run(batches=batches):
+            model.layers[1].reset_state()
+            for b in range(batches):
+                rows = slice(b * BATCH, (b + 1) * BATCH)
+                for w in range(per_chunk):
+                    steps = slice(w * window, (w + 1) * window)
+                    model.train_on_batch(x[rows, steps], y[rows, steps])
+
+        return run
+
+    class EpochTimer(keras.callbacks.Callback):
+        """The epoch's time inside `fit` (as the issue compared epochs)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.wall = time.perf_counter() - self.wall
+            self.cpu = time.process_time() - self.cpu
+
+    def wrapper(unroll):
+        model = TruncatedBPTT(_char_inner(keras), window, reset="epoch", unroll=unroll)
+        model.compile(optimizer="adam", loss=loss())
+        timer = EpochTimer()
+
+        def run(batches=batches):
+            rows = slice(0, batches * BATCH)
+            model.fit(x[rows], y[rows], batch_size=BATCH, epochs=1, verbose=0, callbacks=[timer])
+            return timer.wall, timer.cpu
+
+        return run
+
+    # Windows in training order, (count, batch, window): batch b's window w
+    # is window b * per_chunk + w.
+    def by_window(a):
+        a = a.reshape(batches, BATCH, per_chunk, window).transpose(0, 2, 1, 3)
+        return tf.constant(a.reshape(count, BATCH, window))
+
+    windows_x, windows_y = by_window(x), by_window(y)
+
+    def floor(unroll):
+        model = _char_inner(keras, unroll=unroll)
+        optimizer = keras.optimizers.Adam()
+        optimizer.build(model.trainable_variables)
+        loss_fn = loss()
+        spec = tf.TensorSpec((None, BATCH, window), "int32")
+
+        @tf.function(input_signature=[spec, spec])
+        def epoch(xs, ys):
+            def body(i):
+                with tf.GradientTape() as tape:
+                    step_loss = loss_fn(ys[i], model(xs[i], training=True))
+                grads = tape.gradient(step_loss, model.trainable_variables)
+                optimizer.apply(grads, model.trainable_variables)
+                return (i + 1,)
+
+            tf.while_loop(lambda i: i < tf.shape(xs)[0], body, [tf.constant(0)], parallel_iterations=1)
+
+        def run(batches=batches):
+            model.layers[1].reset_state()
+            epoch(windows_x[: batches * per_chunk], windows_y[: batches * per_chunk])
+
+        return run
+
+    runs = {
+        "a_manual": manual_loop(),
+        "b_tbptt": wrapper("auto"),
+        "b_rolled": wrapper(False),
+        "floor_rolled": floor(False),
+        "floor_unrolled": floor(True),
+    }
+    for run in runs.values():  # trace and warm up on two batches
+        run(batches=min(2, batches))
+    wall = {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
+    for r in range(rounds):
+        # ABBA: the order turns round every other round, against drift.
+        for name in list(runs)[:: 1 if r % 2 == 0 else -1]:
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            inside = runs[name]()
+            took = (time.perf_counter() - start_wall, time.process_time() - start_cpu)
+            took = inside or took  # fit: the epoch alone, as timed inside it
+            wall[name].append(took[0])
+            cpu[name].append(took[1])
+
+    def ratios(times):
+        floor_t = [min(r, u) for r, u in zip(times["floor_rolled"], times["floor_unrolled"])]
+
+        def median(p, q):
+            return statistics.median(u / v for u, v in zip(p, q))
+
+        return {
+            "b/a": median(times["b_tbptt"], times["a_manual"]),
+            "b/floor": median(times["b_tbptt"], floor_t),
+            "a/floor": median(times["a_manual"], floor_t),
+            "b_rolled/b": median(times["b_rolled"], times["b_tbptt"]),
+            "floor_unrolled/floor_rolled": median(
+                times["floor_unrolled"], times["floor_rolled"]
+            ),
+        }
+
+    return {
+        "window": window,
+        "windows": count,
+        "chars": len(x) * CHAR_CHUNK,
+        "per_window_ms": {
+            name: 1000 * statistics.median(t) / count for name, t in wall.items()
+        },
+        "wall": ratios(wall),
+        "cpu": ratios(cpu),
+    }
+
+
 def memory(length):
     """Peak resident memory added by one epoch of TBPTT (own process)."""
     keras = _setup()
@@ -212,7 +398,10 @@ def _child(part, value):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", nargs="?", default="all", choices=["all", "speed", "memory", "compile", "_child"])
+    parser.add_argument(
+        "part", nargs="?", default="all",
+        choices=["all", "speed", "speed-char", "memory", "compile", "_child"],
+    )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--quick", action="store_true", help="small sizes")
     args = parser.parse_args(argv)
@@ -247,6 +436,28 @@ def main(argv=None):
         )
         print("speed ratio b/a = {:.3f} (target <= 0.5)".format(s["b/a"]))
         print("speed ratio b/c = {:.3f} (target <= 0.8)".format(s["b/c"]))
+    if args.part in ("all", "speed-char"):
+        for window in CHAR_WINDOWS:
+            c = speed_char(
+                window,
+                chars=BATCH * CHAR_CHUNK * 2 + 1 if args.quick else 256_000,
+                rounds=2 if args.quick else 5,
+            )
+            ms, wall, cpu = c["per_window_ms"], c["wall"], c["cpu"]
+            print(
+                f"char-level LM, window {window} ({c['windows']} windows, "
+                f"{c['chars']} characters per epoch), ms per window: "
+                f"(a) manual {ms['a_manual']:.2f}, (b) TruncatedBPTT {ms['b_tbptt']:.2f}, "
+                f"(b') unroll=False {ms['b_rolled']:.2f}, floor rolled "
+                f"{ms['floor_rolled']:.2f}, unrolled {ms['floor_unrolled']:.2f}"
+            )
+            for label, r in (("wall", wall), ("cpu", cpu)):
+                print(
+                    f"char-level LM, window {window}, {label} time: b/a = {r['b/a']:.3f} "
+                    f"(target <= 0.8), b/floor = {r['b/floor']:.3f}, a/floor = "
+                    f"{r['a/floor']:.3f}, b'/b = {r['b_rolled/b']:.3f}, floor "
+                    f"unrolled/rolled = {r['floor_unrolled/floor_rolled']:.3f}"
+                )
     if args.part in ("all", "memory"):
         big, small = _child("memory", long_t), _child("memory", short_t)
         peak_ratio = (big["baseline_mb"] + big["added_mb"]) / (

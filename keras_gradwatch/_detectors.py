@@ -19,6 +19,7 @@ passes in the facts they need (the layer's type, a clipping suggestion).
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 
@@ -31,6 +32,11 @@ MIN_GROWTH_LAGS = 8
 # Growth in time is exploding when the far end is this many times the
 # profile's lowest value (an order of magnitude), at a rate above the limit.
 MIN_GROWTH = 10.0
+# ... and the far quarter's median this many times the lowest median of an
+# equally long run of lags before it: a rise that holds over many lags, not
+# one step that stands out (at a layer's input, the step whose value the
+# answer needs, e.g. a marker).
+MIN_STEADY_GROWTH = 3.0
 # The loss must fall by this share between reports of a vanishing gradient
 # for the model to count as still learning.
 LOSS_PROGRESS = 0.01
@@ -198,10 +204,13 @@ class GrowthInTime:
 
     The verdict needs evidence that holds over the profile, not one step:
     at least `MIN_GROWTH_LAGS` lags after lag 0; the far end at least
-    `MIN_GROWTH` times the lowest value from lag 1 on (`stats.growth`); and
-    a per-step rate above `max_decay_rate`, fitted from lag 1 over the whole
-    profile or over its far quarter. Lag 0 is left out throughout: it holds
-    the direct path from the layer's output to the loss as well.
+    `MIN_GROWTH` times the lowest value from lag 1 on (`stats.growth`); the
+    median of the far quarter at least `MIN_STEADY_GROWTH` times the lowest
+    median of a run of as many lags before it, so that one lag standing out
+    is not growth; and a per-step rate above `max_decay_rate`, fitted from lag 1
+    over the whole profile or over its far quarter. Lag 0 is left out
+    throughout: it holds the direct path from the layer's output to the
+    loss as well.
 
     Args:
         max_decay_rate: The per-step rate above which a profile grows.
@@ -226,7 +235,15 @@ class GrowthInTime:
         if lags.size < MIN_GROWTH_LAGS:
             return None
         rate = stats.decay_rate(lags)
-        tail = stats.decay_rate(lags[-max(4, math.ceil(lags.size / 4)) :])
+        quarter = max(4, math.ceil(lags.size / 4))
+        tail = stats.decay_rate(lags[-quarter:])
+        before = np.lib.stride_tricks.sliding_window_view(lags[:-quarter], quarter)
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN runs
+            lowest = np.nanmin(np.nanmedian(before, axis=1)) if before.size else np.nan
+            steady = float(np.nanmedian(lags[-quarter:]) / lowest)
+        if not (math.isfinite(steady) and steady >= MIN_STEADY_GROWTH):
+            return None
         fastest = max((r for r in (rate, tail) if math.isfinite(r)), default=float("nan"))
         growth = stats.growth(profile)
         if not (math.isfinite(fastest) and fastest > self.max_decay_rate):
@@ -252,9 +269,13 @@ class VanishingTail:
 
     Reported when it holds at `patience` measurements in a row (not counting
     step 0 or the early log-spaced steps: an untrained network often starts
-    so and learns its way out). Once reported, it is reported again only while the
-    training loss has not fallen by `LOSS_PROGRESS` since the last report: a
-    model that keeps learning is not told again and again.
+    so and learns its way out) and the training loss has not fallen by
+    `LOSS_PROGRESS` over them: a short memory is only a problem for a model
+    that has stopped learning (a language model's gradient rightly fades
+    within tens of characters while its loss falls). Once reported, it is
+    reported again only while the training loss has not fallen by
+    `LOSS_PROGRESS` since the last report: a model that keeps learning is
+    not told again and again.
 
     Args:
         fraction: The far end's share of the gradient at lag 0 below which
@@ -266,6 +287,7 @@ class VanishingTail:
         self.fraction = fraction
         self.patience = patience
         self._streak = {}
+        self._streak_losses = {}  # per layer, the loss levels of the streak
         self._reported_loss = {}  # per layer, the loss level at its last report
 
     def check(self, layer, record, step, far, loss_level, facts, backprop=None,
@@ -292,18 +314,23 @@ class VanishingTail:
         share = float(profile[far] / profile[0])
         if not share < self.fraction:
             self._streak[layer] = 0
+            self._streak_losses[layer] = []
             self._reported_loss.pop(layer, None)  # a new episode if it returns
             return None
         streak = self._streak.get(layer, 0) + 1
         self._streak[layer] = streak
+        losses = self._streak_losses.setdefault(layer, [])
+        losses.append(loss_level)
+        del losses[: -self.patience]
         if streak < self.patience:
             return None
         previous = self._reported_loss.get(layer, _NEVER)
+        # Before a first report: the loss `patience` measurements ago.
+        reference = losses[0] if previous is _NEVER else previous
         learning = (
-            previous is not _NEVER
-            and previous is not None
+            reference is not None
             and loss_level is not None
-            and loss_level < previous * (1 - LOSS_PROGRESS)
+            and loss_level < reference * (1 - LOSS_PROGRESS)
         )
         if learning:
             return None

@@ -35,10 +35,18 @@ def iterations(model):
 
 
 def tbptt_settings(model):
-    """`{"window", "backprop", "reset"}` of a `TruncatedBPTT`, else None."""
+    """`{"window", "backprop", "reset"}` of a `TruncatedBPTT` (the window in
+    use, and with `window="auto"` its settings as `auto_window`), else None."""
     if not isinstance(model, TruncatedBPTT):
         return None
-    return {"window": model.window, "backprop": model.backprop, "reset": model.reset}
+    settings = {"window": model.window, "backprop": model.backprop, "reset": model.reset}
+    if model.auto_window:
+        settings["auto_window"] = {
+            "tolerance": model.tolerance,
+            "min_window": model.min_window,
+            "max_window": model.max_window,
+        }
+    return settings
 
 
 def optimizer_name(model):

@@ -24,6 +24,7 @@ the returned logs with a mean over replicas.
 """
 
 import contextlib
+import itertools
 import math
 import threading
 import weakref
@@ -156,6 +157,25 @@ def _measuring(optimizer):
                 del optimizer.apply
 
 
+def next_batches(model, iterator):
+    """The batches one call of the train function takes from `iterator`.
+
+    Returns:
+        A list of batches, to hand the train function as `iter(batches)`
+        in the iterator's place; an empty list at the iterator's end.
+    """
+    if not isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+        # A Python iterator of batches (`train_on_batch`, or another hook's).
+        return list(itertools.islice(iterator, model.steps_per_execution))
+    batches = []
+    for _ in range(model.steps_per_execution):
+        optional = iterator.get_next_as_optional()
+        if not bool(optional.has_value()):
+            break
+        batches.append(optional.get_value())
+    return batches
+
+
 class TrainFunctionHook:
     """Wraps `model.train_function` for the duration of one `fit` call.
 
@@ -188,15 +208,8 @@ class TrainFunctionHook:
 
         def train_function(iterator):
             try:
-                if wants_probe() and isinstance(
-                    iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)
-                ):
-                    batches = []
-                    for _ in range(model.steps_per_execution):
-                        optional = iterator.get_next_as_optional()
-                        if not bool(optional.has_value()):
-                            break
-                        batches.append(optional.get_value())
+                if wants_probe():
+                    batches = next_batches(model, iterator)
                     if batches:
                         take_probe(batches[0])
                         return original(iter(batches))

@@ -3,7 +3,8 @@
 This module holds the Keras hooks and the wiring; the work is done by:
 `_schedule` (when to measure, the time budget), `_train_step` (what is read
 from or added to the train step), `_probe` (the batch measured on),
-`measurement` (the measurement), `_detectors` (what counts as exploding or
+`measurement` (the measurement), `_checks` (what each step's logs and each
+measurement are checked for) with `_detectors` (what counts as exploding or
 vanishing), `_alerting` and `alerts` (making and acting on an alert),
 `_recorder` (the run records), `_drawing` (when plots are drawn) and
 `_model_facts`.
@@ -16,11 +17,10 @@ import time
 import warnings
 
 import keras
-import numpy as np
 
 from keras_gradwatch import _alerting
+from keras_gradwatch import _checks
 from keras_gradwatch import _compat
-from keras_gradwatch import _detectors
 from keras_gradwatch import _drawing
 from keras_gradwatch import _model_facts
 from keras_gradwatch import _probe
@@ -35,10 +35,6 @@ from keras_gradwatch.errors import GradientAlertError
 
 PLOT_MODES = _settings.PLOT_MODES
 PROBE_ROWS = _probe.PROBE_ROWS
-
-
-def _finite(value):
-    return value is not None and math.isfinite(value)
 
 
 class GradWatch(keras.callbacks.Callback):
@@ -227,20 +223,18 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements = 0
         self._measured_step = None
         self._measure_error = None
-        self._loss_sum = 0.0  # per-step losses since the last measurement
-        self._loss_count = 0
         # Per-step signals and their detectors (new for each fit).
-        self._step_loss = None
-        self._step_jumps = None
-        self._logs_norm = False  # a step's logs held grad_norm
-        self._skipped = None
-        self._skipped_before = 0
-        # Measured signals and their detectors.
-        self._probe_jumps = _detectors.StepJumps(
-            self.spike_factor, warmup, max_grad_norm, unit="measurements"
+        # What each step's logs are checked for.
+        self._steps = _checks.StepChecks(
+            self._desk, spike_factor=self.spike_factor, warmup=warmup,
+            max_grad_norm=max_grad_norm,
         )
-        self._growth = _detectors.GrowthInTime(self.max_decay_rate)
-        self._vanishing = _detectors.VanishingTail(self.vanishing_fraction, vanishing_patience)
+        # What the measurements are checked for.
+        self._measured_checks = _checks.MeasurementChecks(
+            self._desk, spike_factor=self.spike_factor, warmup=warmup,
+            max_grad_norm=max_grad_norm, max_decay_rate=self.max_decay_rate,
+            vanishing_fraction=self.vanishing_fraction, vanishing_patience=vanishing_patience,
+        )
         self._facts = {}
 
     # Lifecycle --------------------------------------------------------------
@@ -257,10 +251,7 @@ class GradWatch(keras.callbacks.Callback):
             self._resume()
             self._started = True
         self._status = "running"
-        self._skipped_before = self._skipped or 0
-        self._skipped = None
-        self._step_at_begin = self._step
-        self._iterations_at_begin = _model_facts.iterations(self.model)
+        self._steps.begin_fit(self.model, self._step)
         inner = _model_facts.inner(self.model)
         self._facts = _model_facts.layer_facts(inner)
         self._desk.optimizer = _model_facts.optimizer_name(self.model)
@@ -271,12 +262,6 @@ class GradWatch(keras.callbacks.Callback):
                 else _probe.known(self.log_dir, inner)
             )
         self._fits.append({"started": time.time(), "first_step": self._step})
-        # A new fit may train on other data (a curriculum's next stage): its
-        # steps are compared with each other, after a warm-up of their own.
-        self._step_jumps = _detectors.StepJumps(
-            self.spike_factor, self.warmup, self.max_grad_norm
-        )
-        self._step_loss = _train_step.StepLoss(self.model)
         self._recorder.write_settings(
             _settings.record(
                 self, self.model.name, _model_facts.tbptt_settings(self.model),
@@ -297,8 +282,7 @@ class GradWatch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch += 1
         self._batch = -1
-        if self._step_loss is not None:
-            self._step_loss.new_epoch()
+        self._steps.new_epoch()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -369,54 +353,10 @@ class GradWatch(keras.callbacks.Callback):
     # Per-step checks ----------------------------------------------------------
 
     def _check_step(self, logs):
-        loss = _number(logs.get("loss"))
-        instant = self._step_loss(loss, self._batch)
-        grad_norm = _number(logs.get("grad_norm"))
-        self._logs_norm = self._logs_norm or grad_norm is not None
-        skipped = logs.get("skipped_updates")
-        skipped = None if skipped is None else int(skipped)
-        scaled = _model_facts.loss_scaled(self.model)
-        if skipped is None and scaled:
-            # A LossScaleOptimizer skips non-finite steps without counting
-            # them: they are the steps its iterations did not advance.
-            applied = _model_facts.iterations(self.model) - self._iterations_at_begin
-            skipped = self._skipped_before + (self._step - self._step_at_begin) - applied
-        self._recorder.add_step(
-            {
-                "step": self._step,
-                "epoch": self._epoch,
-                "loss": instant,
-                "grad_norm": grad_norm,
-                "skipped_updates": skipped,
-            }
+        self._steps.check(
+            logs, self._step, self._epoch, self._batch,
+            add_step=self._recorder.add_step, nonfinite=self._nonfinite,
         )
-        new_skips = 0
-        if skipped is not None:
-            new_skips = 0 if self._skipped is None else skipped - self._skipped
-            self._skipped = skipped
-        if _finite(grad_norm):
-            self._desk.step_norms.add(grad_norm)
-        # Jumps first: a blow-up is reported at the step where the loss or the
-        # norm leaps, before the step where it turns NaN.
-        found = self._step_jumps.check(self._step, instant, grad_norm)
-        if found:
-            self._desk.report(
-                found,
-                " A sign of an exploding gradient (or of a bad batch). " + self._desk.clip_advice(),
-            )
-        if loss is not None and not math.isfinite(loss):
-            self._nonfinite("loss", loss, "The loss is not finite")
-        elif grad_norm is not None and not math.isfinite(grad_norm) and not scaled:
-            self._nonfinite("grad_norm", grad_norm, "The gradient norm is not finite")
-        elif new_skips > 0 and not scaled:
-            self._nonfinite(
-                "skipped_updates",
-                float(new_skips),
-                f"{new_skips} update(s) had non-finite gradients and were skipped",
-            )
-        if _finite(instant):
-            self._loss_sum += instant
-            self._loss_count += 1
 
     # Measurements -------------------------------------------------------------
 
@@ -456,72 +396,23 @@ class GradWatch(keras.callbacks.Callback):
         )
         self._measurements += 1
         self._measured_step = self._step
-        loss_level = self._loss_sum / self._loss_count if self._loss_count else None
-        self._loss_sum, self._loss_count = 0.0, 0
+        loss_level = self._steps.loss_level()
         if check:
             self._check_measurement(result, loss_level, reason)
         return result
 
     def _check_measurement(self, result, loss_level, reason):
-        layer_norms = result.layer_norms or {}
-        broken = [name for name, v in layer_norms.items() if not math.isfinite(v)]
-        if broken:
-            if _probe.is_finite(self._probe) and _model_facts.weights_finite(
+        self._measured_checks.check(
+            result, self._step, loss_level,
+            counts=reason not in ("start", "early"),
+            backprop=getattr(self.model, "backprop", None),
+            facts=self._facts,
+            step_norms_logged=self._steps.norm_logged,
+            overflowed=lambda: _probe.is_finite(self._probe) and _model_facts.weights_finite(
                 _model_facts.inner(self.model)
-            ):
-                # Finite weights and data, non-finite gradient: it
-                # overflowed. The cause is an exploding gradient: say so
-                # before the NaN.
-                self._desk.alert(
-                    "exploding", broken[0], float("inf"), None, "layer_norm",
-                    f"The gradient of layer '{broken[0]}' on the probe batch "
-                    f"overflowed (not finite) at step {self._step} while every "
-                    "weight is finite: the gradient explodes. "
-                    + self._desk.clip_advice() + " Lower the learning rate.",
-                )
-            self._nonfinite(
-                "layer_norm", layer_norms[broken[0]],
-                "The gradient on the probe batch is not finite", layer=broken[0],
-            )
-            return
-        if _finite(result.global_norm):
-            self._desk.measured_norms.add(result.global_norm)
-            # Without every step's norm, the probe batch's is the signal. (A
-            # layer's share of the gradient shifts a lot early in training:
-            # per-layer norms are recorded and drawn, not alerted on.)
-            if not self._logs_norm:
-                found = self._probe_jumps.check(
-                    self._step, None, result.global_norm,
-                    what="gradient norm on the probe batch",
-                )
-                if found:
-                    self._desk.report(found, " " + self._desk.clip_advice())
-        backprop = getattr(self.model, "backprop", None)
-        for name, record in result.layers.items():
-            self._check_profile(name, record, backprop, loss_level, reason)
-
-    def _check_profile(self, name, record, backprop, loss_level, reason):
-        profile = record.profile
-        if not np.isfinite(profile).all():
-            self._nonfinite(
-                "profile", float("nan"), "The measured gradient is not finite", layer=name
-            )
-            return
-        facts = self._facts.get(name.split("#")[0], _detectors.LayerFacts())
-        if self._desk.active("exploding"):
-            found = self._growth.check(
-                name, profile, self._step, facts, self._desk.clip_advice(), record.site
-            )
-            if found:
-                self._desk.report(found)
-        if self._desk.active("vanishing"):
-            far = len(profile) - 1 if backprop is None else backprop - 1
-            found = self._vanishing.check(
-                name, record, self._step, far, loss_level, facts, backprop,
-                counts=reason not in ("start", "early"),
-            )
-            if found:
-                self._desk.report(found)
+            ),
+            nonfinite=self._nonfinite,
+        )
 
     # Alerts -----------------------------------------------------------------
 
@@ -641,7 +532,3 @@ class GradWatch(keras.callbacks.Callback):
             self._budget.drew(seconds)
         self._recorder.images(self._step)
         return seconds
-
-
-def _number(value):
-    return None if value is None else float(value)

@@ -33,7 +33,7 @@ def summary_text(run):
     lines = [
         f"Run {run.path} (model {run.settings.get('model', '?')}"
         + (
-            f", TBPTT window={tbptt.get('window')} backprop={tbptt.get('backprop')}"
+            f", TBPTT {records.describe_tbptt(tbptt, summary.get('window'))}"
             if tbptt
             else ""
         )

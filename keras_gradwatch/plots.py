@@ -111,8 +111,21 @@ def _sites(run):
 
 
 def _tbptt_steps(run):
+    """`(backprop, window)` of a TBPTT run: the latest ones, which move
+    under `window="auto"`."""
     tbptt = run.settings.get("tbptt") or {}
-    return tbptt.get("backprop"), tbptt.get("window")
+    backprop, window = tbptt.get("backprop"), tbptt.get("window")
+    if tbptt.get("auto_window"):
+        windows = _window_series(run)
+        window = windows[-1][1] if windows else window
+        measured = [m.get("backprop") for m in run.measurements if m.get("backprop")]
+        backprop = measured[-1] if measured else backprop
+    return backprop, window
+
+
+def _window_series(run):
+    """`[(step, window)]` logged by `TruncatedBPTT(window="auto")`."""
+    return [(s["step"], s["window"]) for s in run.steps if s.get("window") is not None]
 
 
 def _grid(count):
@@ -236,10 +249,15 @@ def plot_decay(run, path=None, series=None):
                          fontsize=8.5, loc="right", color="0.3", y=1.0)
             if backprop:
                 ax.axvline(backprop, color="tab:red", ls="--", lw=1.2)
+                auto = "auto, latest " if (run.settings.get("tbptt") or {}).get("auto_window") else ""
+                low, high = ax.get_xlim()
+                # Beside the line, on the side with room for the text.
+                right_side = (backprop - low) < 0.4 * (high - low)
                 ax.annotate(
-                    f"TBPTT reach: backprop={backprop}\n(window={window})",
+                    f"TBPTT reach: backprop={backprop}\n(window={auto}{window})",
                     xy=(backprop, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(-4, -4), textcoords="offset points", ha="right",
+                    xytext=(4 if right_side else -4, -4), textcoords="offset points",
+                    ha="left" if right_side else "right",
                     va="top", fontsize=8, color="tab:red",
                 )
             ax.grid(True, which="major", alpha=0.3)
@@ -302,12 +320,24 @@ def plot_heatmap(run, path=None, series=None):
                                  cmap="magma", shading="flat")
             bar = figure.colorbar(mesh, ax=ax, fraction=0.06, pad=0.02)
             bar.set_label(f"log10 {gradient_label(sites.get(name, ''), short=True)}")
+            windows = _window_series(run)
+            if windows:
+                # The automatic window moves: draw it over training.
+                steps_w, values_w = zip(*windows)
+                ax.step(steps_w, np.array(values_w) - 0.5, where="post", color="cyan",
+                        ls="--", lw=1.2)
+                ax.set_ylim(edges_y[0], edges_y[-1])  # a window past the profile: off the map
+                backprop = values_w[-1]
             if backprop:
-                ax.axhline(backprop - 0.5, color="cyan", ls="--", lw=1.2)
-                ax.annotate(f"TBPTT backprop={backprop}", xy=(1.0, backprop - 0.5),
+                if not windows:
+                    ax.axhline(backprop - 0.5, color="cyan", ls="--", lw=1.2)
+                ax.annotate(f"TBPTT backprop={backprop}" + (" (auto)" if windows else ""),
+                            xy=(1.0, backprop - 0.5),
                             xycoords=("axes fraction", "data"), xytext=(-4, 3),
                             textcoords="offset points", ha="right", fontsize=8,
-                            color="cyan")
+                            color="cyan",
+                            # Readable on the light end of the colour map too.
+                            bbox={"facecolor": "black", "alpha": 0.55, "lw": 0, "pad": 1.5})
             ax.yaxis.get_major_locator().set_params(integer=True)
             _integer_steps(ax)
             if len(set(steps)) == 1:
@@ -335,7 +365,7 @@ def _steps_label(run, measured):
     if lengths:
         updates = math.ceil(lengths[-1] / window)
         return (f"training step (one batch of {lengths[-1]} time steps = "
-                f"{updates} TBPTT updates, window={window})")
+                f"{updates} TBPTT update{'s' if updates != 1 else ''}, window={window})")
     return f"training step (one batch; TBPTT makes one update per window of {window})"
 
 
@@ -445,6 +475,7 @@ def plot_norms(run, path=None, summary=None):
                 low.set_yscale("log")
             low.set_ylabel("loss\n(per step)")
             low.grid(True, alpha=0.3)
+            _draw_windows(low, run)
             low.set_xlabel(_steps_label(run, measured))
         else:
             ax.set_xlabel(_steps_label(run, measured))
@@ -454,6 +485,19 @@ def plot_norms(run, path=None, summary=None):
             ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                       fontsize=8, borderaxespad=0.0)
         return _save(figure, path or run.path / NORMS)
+
+
+def _draw_windows(ax, run):
+    """The automatic window over training, on a right-hand axis of `ax`."""
+    windows = _window_series(run)
+    if not windows:
+        return
+    steps, values = zip(*windows)
+    right = ax.twinx()
+    right.step(steps, values, where="post", color="tab:purple", lw=1.2)
+    right.set_ylabel("TBPTT window\n(auto)", color="tab:purple")
+    right.tick_params(axis="y", colors="tab:purple")
+    right.set_ylim(0, max(values) * 1.15)
 
 
 def plot_all(run, summary=None):

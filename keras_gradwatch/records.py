@@ -285,6 +285,7 @@ class Totals:
         self.step = 0
         self.epoch = -1
         self.skipped = None
+        self.window = None  # TruncatedBPTT(window="auto"): the latest window
         self.measurements = 0
         self.measured_steps = 0  # distinct steps with a measurement
         self.last_measurement = {}
@@ -298,6 +299,8 @@ class Totals:
         self.epoch = max(self.epoch, int(record.get("epoch", 0)))
         if record.get("skipped_updates") is not None:
             self.skipped = record["skipped_updates"]
+        if record.get("window") is not None:
+            self.window = int(record["window"])
         norm = number(record.get("grad_norm"))
         if norm is not None and math.isfinite(norm):
             self._step_norms.append(norm)
@@ -339,6 +342,7 @@ class Totals:
             "median_grad_norm": median,
             "suggested_clipnorm": None if median is None else float(f"{median:.2g}"),
             "skipped_updates": self.skipped,
+            "window": self.window,
             "alerts": dict(self.alert_counts),
             "alerts_reported": self.alerts,
         }
@@ -354,6 +358,25 @@ def totals(run):
     for record in run.alerts:
         result.add_alert(record)
     return result
+
+
+def describe_tbptt(tbptt, window=None):
+    """How reviews name a run's truncated BPTT setting, e.g. "window=20
+    backprop=20 reset='batch'" or "window=auto (tolerance 0.1, 2..100
+    steps; latest 32) ...".
+
+    Args:
+        tbptt: The `tbptt` entry of the run's settings.
+        window: The latest window logged (`summary["window"]`), if any.
+    """
+    auto = tbptt.get("auto_window")
+    if auto:
+        text = (f"window=auto (tolerance {auto.get('tolerance')}, "
+                f"{auto.get('min_window')}..{auto.get('max_window')} steps; "
+                f"latest {window if window is not None else tbptt.get('window')})")
+    else:
+        text = f"window={tbptt.get('window')} backprop={tbptt.get('backprop')}"
+    return f"{text} reset={tbptt.get('reset')!r}"
 
 
 def summarize(run):
@@ -375,7 +398,8 @@ def summarize(run):
         `truncation_bias`, `backprop`, `suggested_window`, from the latest
         measurement),
         `median_grad_norm`, `suggested_clipnorm`, `skipped_updates`,
-        `alerts` (counts per kind), `alerts_reported`.
+        `window` (the latest window of a `TruncatedBPTT(window="auto")`,
+        else None), `alerts` (counts per kind), `alerts_reported`.
     """
     written = run.summary or {}
     status = written.get("status", "unknown")

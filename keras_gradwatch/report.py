@@ -74,8 +74,7 @@ def render(run, images, summary=None):
         f"<h1>GradWatch report: {e(run.path.name)}</h1>",
         f"<p class='muted'>Model <b>{e(str(settings.get('model', '?')))}</b>"
         + (
-            f", truncated BPTT window={tbptt.get('window')}, backprop="
-            f"{tbptt.get('backprop')}, reset={e(str(tbptt.get('reset')))}"
+            f", truncated BPTT {e(records.describe_tbptt(tbptt, summary.get('window')))}"
             if tbptt
             else ""
         )

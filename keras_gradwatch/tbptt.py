@@ -1,17 +1,17 @@
 """Windowed truncated backpropagation through time (TBPTT) inside `fit`."""
 
-import contextlib
-import functools
 import inspect
 
 import keras
 import tensorflow as tf
 
+from keras_gradwatch import _auto_window
 from keras_gradwatch import _batch_plan
 from keras_gradwatch import _compat
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import _train_step
+from keras_gradwatch import _window_steps
 from keras_gradwatch import _windows
 from keras_gradwatch.errors import InvalidInputError
 
@@ -26,6 +26,76 @@ def _check_steps(value, name):
             "time steps."
         )
 
+
+def _check_windows(window, backprop, tolerance, min_window, max_window):
+    """Checks the window arguments; returns the automatic window's settings
+    (defaults filled in with `window="auto"`, else all None)."""
+    if window == "auto":
+        if backprop is not None:
+            raise InvalidInputError(
+                f"Received: backprop={backprop!r} with window='auto'. The "
+                "automatic window sets how far each update reaches: leave "
+                "backprop=None, or pass an integer window."
+            )
+        tolerance, min_window, max_window = _auto_window.check_settings(
+            tolerance, min_window, max_window
+        )
+    else:
+        if isinstance(window, str):
+            raise InvalidInputError(
+                f"Received: window={window!r}. Pass a positive integer "
+                "number of time steps, or window='auto'."
+            )
+        _check_steps(window, "window")
+        given = {"tolerance": tolerance, "min_window": min_window, "max_window": max_window}
+        given = {name: value for name, value in given.items() if value is not None}
+        if given:
+            raise InvalidInputError(
+                f"Received: {', '.join(f'{k}={v!r}' for k, v in given.items())} "
+                f"with window={window!r}. These set the automatic window: "
+                "pass window='auto', or leave them out."
+            )
+    if backprop is not None:
+        _check_steps(backprop, "backprop")
+        if backprop < window:
+            raise InvalidInputError(
+                f"Received: backprop={backprop}, window={window}. Each "
+                "update back-propagates through at least its own window: "
+                "pass backprop >= window, or leave backprop=None."
+            )
+    return tolerance, min_window, max_window
+
+
+def _check_model(model, reset, unroll):
+    """Checks `reset`, `unroll` and the wrapped model."""
+    if reset not in RESET_MODES:
+        raise InvalidInputError(
+            f"Received: reset={reset!r}. Pass reset='batch' (independent "
+            "sequences in every batch) or reset='epoch' (batches continue "
+            "the same streams)."
+        )
+    if not (isinstance(unroll, bool) or unroll == "auto"):
+        raise InvalidInputError(
+            f"Received: unroll={unroll!r}. Pass unroll='auto' (unroll "
+            "short training spans), True or False."
+        )
+    if not isinstance(model, keras.Model):
+        raise InvalidInputError(
+            f"Received: model of type {type(model).__name__}. Pass a "
+            "keras.Model (Sequential, functional or subclassed) holding a "
+            "stateful recurrent layer."
+        )
+    _state.stateful_layers(model)
+    _state.warn_non_stateful(model)
+    fixed = _sequence.fixed_time_length(model)
+    if fixed is not None:
+        shapes = [tuple(t.shape) for t in keras.tree.flatten(model.inputs)]
+        raise InvalidInputError(
+            f"Received: a model built for a fixed time length of {fixed} "
+            f"steps (input shapes {shapes}). TruncatedBPTT feeds it "
+            "windows of `window` steps, so its time axis must be free: "
+            "build it on keras.Input(batch_shape=(batch, None, ...))."
+        )
 
 
 class _ResetAtEpochStart(keras.callbacks.Callback):
@@ -81,13 +151,33 @@ class TruncatedBPTT(keras.Model):
     updates skipped so far because their gradients were not finite: such an
     update does not touch the weights.
 
+    With `window="auto"` the wrapper sets the window itself, after Aicher,
+    Foti & Fox (2019): during `fit` it measures how the gradient of the loss
+    at one step decays with the number of steps back (as `measure` does,
+    on the first sequences of the first batch, beyond the window) and uses
+    the smallest window whose truncation bias, the share of that gradient
+    the window cuts off, is at most `tolerance`. The window starts at
+    `max_window`, grows at once when a measurement asks for more, and
+    shrinks one size at a time once the first epoch is over, only to sizes
+    that cut off at most a tenth of `tolerance` (a dependency the model has
+    not learned yet cannot be measured, so moving down is cautious); sizes are
+    `min_window`, the powers of two between, and `max_window`, so the
+    training step is traced at most once per size. The window in use is
+    logged as `window`. The estimate comes from the current weights: it
+    cannot see a dependency the model has not begun to learn.
+
+    `window` can also be set between steps or `fit` calls
+    (`model.window = 20`); each window's training step is traced once.
+
     Args:
         model: A Keras model (Sequential, functional or subclassed) with at
             least one recurrent layer with `stateful=True`, built for a fixed
             batch size.
-        window: Positive int, the number of time steps per update (k1).
+        window: Positive int, the number of time steps per update (k1), or
+            `"auto"` (see above).
         backprop: Positive int >= `window`, the number of time steps each
-            update back-propagates through (k2). Defaults to `window`.
+            update back-propagates through (k2). Defaults to `window` (and
+            follows it with `window="auto"`).
         reset: `"batch"` (default) resets the recurrent state at the start of
             every batch: each batch holds independent sequences. `"epoch"`
             carries the state from batch to batch (row `i` of a batch
@@ -99,11 +189,17 @@ class TruncatedBPTT(keras.Model):
             most 100 steps; `True` unrolls whenever the length is static
             (more trace time and graph memory for long spans); `False`
             never unrolls. Outputs and gradients are the same either way.
+        tolerance: With `window="auto"`: the largest share of the gradient
+            the window may cut off, in (0, 1). Defaults to 0.1.
+        min_window: With `window="auto"`: the smallest window. Defaults to 2.
+        max_window: With `window="auto"`: the largest window, the one
+            training starts with. Defaults to 100.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
-        InvalidInputError: For a bad `window`, `backprop`, `reset` or
-            `unroll`, or a model with no stateful recurrent layer.
+        InvalidInputError: For a bad `window`, `backprop`, `reset`,
+            `unroll`, `tolerance`, `min_window` or `max_window`, or a model
+            with no stateful recurrent layer.
 
     Example:
 
@@ -123,55 +219,39 @@ class TruncatedBPTT(keras.Model):
     """
 
     def __init__(
-        self, model, window, backprop=None, reset="batch", unroll="auto", **kwargs
+        self,
+        model,
+        window,
+        backprop=None,
+        reset="batch",
+        unroll="auto",
+        tolerance=None,
+        min_window=None,
+        max_window=None,
+        **kwargs,
     ):
         _compat.require_tensorflow_backend("TruncatedBPTT")
-        _check_steps(window, "window")
-        if backprop is not None:
-            _check_steps(backprop, "backprop")
-            if backprop < window:
-                raise InvalidInputError(
-                    f"Received: backprop={backprop}, window={window}. Each "
-                    "update back-propagates through at least its own window: "
-                    "pass backprop >= window, or leave backprop=None."
-                )
-        if reset not in RESET_MODES:
-            raise InvalidInputError(
-                f"Received: reset={reset!r}. Pass reset='batch' (independent "
-                "sequences in every batch) or reset='epoch' (batches continue "
-                "the same streams)."
-            )
-        if not (isinstance(unroll, bool) or unroll == "auto"):
-            raise InvalidInputError(
-                f"Received: unroll={unroll!r}. Pass unroll='auto' (unroll "
-                "short training spans), True or False."
-            )
-        if not isinstance(model, keras.Model):
-            raise InvalidInputError(
-                f"Received: model of type {type(model).__name__}. Pass a "
-                "keras.Model (Sequential, functional or subclassed) holding a "
-                "stateful recurrent layer."
-            )
-        _state.stateful_layers(model)
-        _state.warn_non_stateful(model)
-        fixed = _sequence.fixed_time_length(model)
-        if fixed is not None:
-            shapes = [tuple(t.shape) for t in keras.tree.flatten(model.inputs)]
-            raise InvalidInputError(
-                f"Received: a model built for a fixed time length of {fixed} "
-                f"steps (input shapes {shapes}). TruncatedBPTT feeds it "
-                "windows of `window` steps, so its time axis must be free: "
-                "build it on keras.Input(batch_shape=(batch, None, ...))."
-            )
+        auto = window == "auto"
+        tolerance, min_window, max_window = _check_windows(
+            window, backprop, tolerance, min_window, max_window
+        )
+        _check_model(model, reset, unroll)
         super().__init__(**kwargs)
         self.model = model
-        self.window = window
-        self.backprop = window if backprop is None else backprop
         self.reset = reset
         self.unroll = unroll
-        self._windows = _windows.WindowSchedule(self.window, self.backprop, unroll)
-        self._unroll_depth = 0  # nesting of `_unrolled`, across replicas
-        self._unroll_saved = ()
+        self.auto_window = auto
+        self.tolerance = tolerance
+        self.min_window = min_window
+        self.max_window = max_window
+        self._backprop_argument = backprop
+        self._windows = None
+        self.window = max_window if auto else window
+        # The compiled training step of each window used so far.
+        self._train_functions = {}
+        self._auto = (
+            _auto_window.AutoWindow(self, tolerance, min_window, max_window) if auto else None
+        )
         self._skipped_updates = self.add_weight(
             shape=(),
             initializer="zeros",
@@ -179,9 +259,43 @@ class TruncatedBPTT(keras.Model):
             trainable=False,
             name="skipped_updates",
         )
+        self._steps = _window_steps.WindowedSteps(self, self._skipped_updates)
         # The wrapper owns no layer of its own: it is built when the wrapped
         # model is (a stateful model usually is, from its batch_shape).
         self.built = model.built
+
+    @property
+    def window(self):
+        """Time steps per update: the window in use (it moves under
+        `window="auto"`). Settable between steps and `fit` calls."""
+        return self._windows.window
+
+    @window.setter
+    def window(self, value):
+        _check_steps(value, "window")
+        backprop = self._backprop_argument
+        if backprop is not None and backprop < value:
+            raise InvalidInputError(
+                f"Received: window={value} with backprop={backprop}. Each "
+                "update back-propagates through at least its own window: "
+                f"pass a window of at most {backprop}."
+            )
+        self._windows = _windows.WindowSchedule(
+            value, value if backprop is None else backprop, self.unroll
+        )
+
+    @property
+    def backprop(self):
+        """Time steps each update back-propagates through (>= `window`)."""
+        return self._windows.backprop
+
+    @property
+    def window_decisions(self):
+        """With `window="auto"`: what each measurement decided, as dicts of
+        `step` (training steps so far), `wanted` (the smallest window within
+        tolerance), `window` (the window chosen) and `bias` (the measured
+        truncation bias of the window in use before); else an empty list."""
+        return list(self._auto.decisions) if self._auto is not None else []
 
     # Keras plumbing -------------------------------------------------------
 
@@ -217,8 +331,14 @@ class TruncatedBPTT(keras.Model):
         arguments = _arguments(keras.Model.summary, self, args, kwargs)
         arguments.setdefault("expand_nested", True)
         super().summary(**arguments)
+        window = (
+            _auto_window.describe(self.tolerance, self.min_window, self.max_window)
+            + f", now {self.window}"
+            if self.auto_window
+            else self.window
+        )
         (arguments.get("print_fn") or print)(
-            f" Truncated BPTT: window={self.window}, "
+            f" Truncated BPTT: window={window}, "
             f"backprop={self.backprop}, reset={self.reset!r}, "
             f"unroll={self.unroll!r} "
             "(non-trainable: the skipped-updates counter)"
@@ -228,11 +348,15 @@ class TruncatedBPTT(keras.Model):
         base_config = super().get_config()
         config = {
             "model": keras.saving.serialize_keras_object(self.model),
-            "window": self.window,
-            "backprop": self.backprop,
+            "window": "auto" if self.auto_window else self.window,
+            "backprop": None if self.auto_window else self.backprop,
             "reset": self.reset,
             "unroll": self.unroll,
         }
+        if self.auto_window:
+            config.update(
+                tolerance=self.tolerance, min_window=self.min_window, max_window=self.max_window
+            )
         return {**base_config, **config}
 
     @classmethod
@@ -280,10 +404,14 @@ class TruncatedBPTT(keras.Model):
                     "reset='batch' for independent sequences."
                 )
             arguments["shuffle"] = False
-            arguments["callbacks"] = self._with_epoch_reset(arguments.get("callbacks"))
+            arguments["callbacks"] = self._with_callbacks(
+                arguments.get("callbacks"), _ResetAtEpochStart(self)
+            )
         elif shuffle is None:
             # Keras's default, except where Keras would only warn about it.
             arguments["shuffle"] = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+        if self._auto is not None:
+            arguments["callbacks"] = self._with_callbacks(arguments.get("callbacks"), self._auto)
         arguments["batch_size"] = self._resolve_batch_size(x, arguments.get("batch_size"))
         validation_data = arguments.get("validation_data")
         if arguments.get("validation_batch_size") is None and validation_data is not None:
@@ -304,13 +432,13 @@ class TruncatedBPTT(keras.Model):
         batch_size = self._resolve_batch_size(x, batch_size)
         return super().predict(x, batch_size=batch_size, **kwargs)
 
-    def _with_epoch_reset(self, callbacks):
-        reset = _ResetAtEpochStart(self)
+    def _with_callbacks(self, callbacks, ours):
+        """`callbacks` with `ours` first (the user's see its effect)."""
         if isinstance(callbacks, keras.callbacks.CallbackList):
-            reset.set_model(self)
-            callbacks.callbacks.insert(0, reset)
+            ours.set_model(self)
+            callbacks.callbacks.insert(0, ours)
             return callbacks
-        return [reset] + list(callbacks or [])
+        return [ours] + list(callbacks or [])
 
     def _resolve_batch_size(self, x, batch_size):
         return _batch_plan.resolve_batch_size(
@@ -320,351 +448,45 @@ class TruncatedBPTT(keras.Model):
 
     # Steps ----------------------------------------------------------------
 
-    def train_step(self, data):
-        with self._unrolled(False):
-            return self._train_step(data)
+    def make_train_function(self, force=False):
+        """Keras's train function, one compiled step per window used.
 
-    def _begin_step(self, data, targets=True):
-        """What every step does first: check and plan the batch, reset the
-        state (`reset="batch"`), pad the batch to the stateful batch size.
-
-        Returns:
-            `(x, y, sample_weight, rows, plan)`, `rows` the real batch rows.
+        Returns a Python function that runs the compiled step of the window
+        in use, so that a new window (set between steps) takes effect at the
+        next step without retracing the windows seen before.
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not targets:  # predict: a dataset's targets, if any, are not used
-            y = sample_weight = None
-        plan = self._plan(x, y, sample_weight)
-        if self.reset == "batch":
-            self.reset_state()
-        rows = _sequence.batch_rows(x)
-        x = _sequence.pad_rows(x, plan.batch_size)
-        return x, y, sample_weight, rows, plan
+        if self.train_function is not None and not force:
+            return self.train_function
+        self._train_functions = {}  # compile() or force: trace anew
+        self.train_function = self._run_train_function
+        return self.train_function
 
-    def _train_step(self, data):
-        if not self.optimizer.built:
-            # Before the loop: its variables (and a loss scale) are read there.
-            self.optimizer.build(self.trainable_variables)
-        x, y, sample_weight, rows, plan = self._begin_step(data)
-        grad_norm = tf.distribute.get_replica_context().merge_call(
-            functools.partial(self._fit_windows, plan=plan),
-            args=(x, y, sample_weight, rows),
-        )
-        logs = self.get_metrics_result()
-        logs["grad_norm"] = grad_norm
-        logs["skipped_updates"] = tf.identity(self._skipped_updates.value)
-        return logs
+    def _run_train_function(self, iterator):
+        if self._auto is not None and self._auto.wants_probe():
+            batches = _train_step.next_batches(self, iterator)
+            if batches:
+                self._auto.take_probe(batches[0], self.distribute_strategy)
+                iterator = iter(batches)
+        window = self.window
+        function = self._train_functions.get(window)
+        if function is None:
+            outer = self.train_function
+            super().make_train_function(force=True)
+            function = self._train_functions[window] = self.train_function
+            self.train_function = outer
+        return function(iterator)
+
+    def train_step(self, data):
+        return self._steps.train_step(data)
 
     def test_step(self, data):
-        with self._unrolled(False):
-            return self._test_step(data)
-
-    def _test_step(self, data):
-        x, y, sample_weight, rows, plan = self._begin_step(data)
-
-        def evaluate_window(begin, end):
-            y_pred = self.model(_sequence.slice_time(x, begin, end), training=False)
-            self._record_window(
-                *self._window_loss(
-                    plan, x, y, sample_weight, y_pred, rows, begin, end, training=False
-                )
-            )
-
-        self._for_each_window(x, plan, evaluate_window, training=False)
-        return self.get_metrics_result()
+        return self._steps.test_step(data)
 
     def predict_step(self, data):
-        with self._unrolled(False):
-            return self._predict_step(data)
-
-    def _predict_step(self, data):
-        x, _, _, rows, plan = self._begin_step(data, targets=False)
-        specs = keras.tree.flatten(plan.output_spec)
-
-        if not plan.has_time:
-            outputs = []
-
-            def final_window(begin, end):
-                y_pred = self.model(
-                    _sequence.slice_time(x, begin, end), training=False
-                )
-                outputs.append(_sequence.take_rows(y_pred, rows))
-
-            self._for_each_window(x, plan, final_window, training=False)
-            return outputs[0]
-
-        # Time-major TensorArrays, so windows of any length concatenate.
-        arrays = [
-            tf.TensorArray(
-                spec.dtype,
-                size=0,
-                dynamic_size=True,
-                infer_shape=False,
-                element_shape=tf.TensorShape(
-                    [None, plan.batch_size] + list(spec.shape[2:])
-                ),
-            )
-            for spec in specs
-        ]
-        length = _sequence.time_length(x)
-        count = self._windows.count(length)
-
-        def body(i, *arrays):
-            begin, end = self._windows.bounds(i, length)
-            y_pred = self.model(
-                _sequence.slice_time(x, begin, end), training=False
-            )
-            return (i + 1,) + tuple(
-                array.write(i, _time_major(t))
-                for array, t in zip(arrays, keras.tree.flatten(y_pred))
-            )
-
-        _, *arrays = tf.while_loop(
-            lambda i, *_: i < count,
-            body,
-            [tf.constant(0)] + arrays,
-            parallel_iterations=1,
-        )
-        outputs = [_time_major(array.concat())[:rows] for array in arrays]
-        return keras.tree.pack_sequence_as(plan.output_spec, outputs)
-
-    # Windows --------------------------------------------------------------
-
-    def _fit_windows(self, strategy, x, y, sample_weight, rows, plan):
-        """Runs every update of a batch (cross-replica context).
-
-        The loop runs in cross-replica context and each window in replica
-        context, so that the optimizer's gradient all-reduce and the cond
-        that skips non-finite updates work under `tf.distribute`.
-        """
-        on_replicas = strategy.extended.call_for_each_replica
-        # Every replica's batch has the same time length.
-        length = _sequence.time_length(_first_replica(strategy, x))
-        count = self._windows.count(length)
-        # Many-to-one: only the final window has a loss and an update.
-        first = 0 if plan.has_time else count - 1
-        saved = on_replicas(self._states_before, args=(x, first))
-        is_scaled = isinstance(
-            self.optimizer, keras.optimizers.LossScaleOptimizer
-        )
-
-        def body(i, saved, largest, worst, skipped, shape):
-            norm, grads, saved = on_replicas(
-                self._window_gradients,
-                args=(x, y, sample_weight, rows, i, saved),
-                kwargs={"plan": plan, "shape": shape},
-            )
-            # The norm is of all-reduced gradients: equal on every replica.
-            norm = strategy.experimental_local_results(norm)[0]
-            finite = tf.math.is_finite(norm)
-            self._apply(strategy, grads, finite, always=is_scaled)
-            largest = tf.where(finite, tf.maximum(largest, norm), largest)
-            worst = tf.where(finite, worst, norm)
-            skipped += tf.cast(tf.logical_not(finite), skipped.dtype)
-            return i + 1, saved, largest, worst, skipped
-
-        carried = [saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")]
-        # One symbolic loop per group of windows whose spans share a shape.
-        for begin, stop, shape in self._windows.groups(length, first, count):
-            _, *carried = tf.while_loop(
-                lambda i, *_, stop=stop: i < stop,
-                functools.partial(body, shape=shape),
-                [tf.convert_to_tensor(begin, "int32")] + carried,
-                parallel_iterations=1,
-            )
-        _, largest, worst, skipped = carried
-        self._skipped_updates.assign_add(skipped)
-        if is_scaled:
-            # Non-finite steps are the loss scale's business, not the model's.
-            applied = tf.cast(count - first, skipped.dtype) - skipped
-            return tf.where(applied > 0, largest, float("nan"))
-        return tf.where(skipped > 0, worst, largest)
-
-    def _states_before(self, x, first):
-        """Advances to the first update's span start; returns saved state."""
-        span_start = self._windows.span_start(first * self.window)
-        self._advance(x, 0, span_start, training=True)
-        if self.backprop == self.window:
-            return []
-        return _state.read(self._state_variables())
-
-    @contextlib.contextmanager
-    def _unrolled(self, unroll):
-        """Sets `unroll` on the stateful layers for the calls made inside.
-
-        The layers' own values come back when the outermost use ends. Under
-        `MirroredStrategy` each replica's step runs in its own thread and
-        they interleave at `merge_call`: a replica that enters second sees
-        the first one's setting, not the layers' own, so it must not restore
-        what it saw.
-        """
-        layers = [
-            layer for layer in self._stateful_layers() if hasattr(layer, "unroll")
-        ]
-        if self._unroll_depth == 0:
-            self._unroll_saved = tuple(layer.unroll for layer in layers)
-        self._unroll_depth += 1
-        previous = [layer.unroll for layer in layers]
-        for layer in layers:
-            layer.unroll = unroll
-        try:
-            yield
-        finally:
-            self._unroll_depth -= 1
-            restore = previous if self._unroll_depth else self._unroll_saved
-            for layer, value in zip(layers, restore):
-                layer.unroll = value
-
-    def _window_gradients(
-        self, x, y, sample_weight, rows, i, saved, plan, shape=None
-    ):
-        """Gradients of window `i` (replica context).
-
-        With a static `shape` (see `_windows.WindowSchedule.groups`), the span has that many
-        steps and its recurrence is unrolled.
-
-        Returns the unscaled global norm of the (all-reduced) gradients, the
-        local gradients, and the saved state the next window starts from.
-        """
-        length = _sequence.time_length(x)
-        begin, end = self._windows.bounds(i, length)
-        start = self._windows.span_start(begin)
-        variables = self._state_variables()
-        if saved:
-            # TBPTT(k1, k2): save the state where the next span starts, then
-            # re-run this span from the state saved where it starts.
-            _state.assign(variables, saved)
-            next_start = self._windows.span_start(end)
-            count = self._windows.count(length)
-
-            def advance():
-                self.model(
-                    _sequence.slice_time(x, start, next_start), training=True
-                )
-                return _state.read(variables)
-
-            next_saved = tf.cond(
-                tf.logical_and(next_start > start, i + 1 < count),
-                advance,
-                lambda: list(saved),
-            )
-            _state.assign(variables, saved)
-        else:
-            next_saved = []
-        trainable = self.trainable_variables
-        span, offset = shape or (None, begin - start)
-        with tf.GradientTape() as tape:
-            with self._unrolled(shape is not None):
-                y_pred = self.model(
-                    _sequence.slice_time(x, start, end, length=span),
-                    training=True,
-                )
-            if plan.has_time and saved:
-                stop = end - start if shape is None else span
-                y_pred = _sequence.slice_time(y_pred, offset, stop)
-            loss, window = self._window_loss(
-                plan, x, y, sample_weight, y_pred, rows, begin, end, training=True
-            )
-            scaled_loss = self.optimizer.scale_loss(loss)
-        self._record_window(loss, window)
-        grads = tape.gradient(scaled_loss, trainable)
-        return _train_step.global_norm(self.optimizer, grads), grads, next_saved
-
-    def _apply(self, strategy, grads, finite, always):
-        trainable = self.trainable_variables
-
-        def apply():
-            strategy.extended.call_for_each_replica(
-                lambda grads: self.optimizer.apply(grads, trainable),
-                args=(grads,),
-            )
-            return tf.constant(True)
-
-        if always:
-            # A LossScaleOptimizer skips non-finite steps itself and lowers
-            # its scale, so it must see them.
-            apply()
-        else:
-            tf.cond(finite, apply, lambda: tf.constant(False))
-
-    def _for_each_window(self, x, plan, fn, training):
-        """Calls `fn(begin, end)` per window (replica context, no update)."""
-        length = _sequence.time_length(x)
-        count = self._windows.count(length)
-        if not plan.has_time:
-            last_begin = (count - 1) * self.window
-            self._advance(x, 0, last_begin, training=training)
-            fn(last_begin, length)
-            return
-
-        def body(i):
-            fn(*self._windows.bounds(i, length))
-            return (i + 1,)
-
-        tf.while_loop(
-            lambda i: i < count, body, [tf.constant(0)], parallel_iterations=1
-        )
-
-    def _advance(self, x, start, stop, training):
-        """Runs the model over `[start, stop)` window by window, for state."""
-
-        def body(begin):
-            end = tf.minimum(begin + self.window, stop)
-            self.model(_sequence.slice_time(x, begin, end), training=training)
-            return (begin + self.window,)
-
-        tf.while_loop(
-            lambda begin: begin < stop,
-            body,
-            [tf.convert_to_tensor(start, "int32")],
-            parallel_iterations=1,
-        )
-
-    def _window_loss(self, plan, x, y, sample_weight, y_pred, rows, begin, end, training):
-        """The loss of one window's predictions, batch padding cut off.
-
-        Returns:
-            The loss, and what `_record_window` needs to log the window.
-        """
-        y_pred = _sequence.take_rows(y_pred, rows)
-        y_true, weight, steps = self._targets(plan, x, y, sample_weight, begin, end)
-        loss = self.compute_loss(
-            x=None, y=y_true, y_pred=y_pred, sample_weight=weight, training=training
-        )
-        return loss, (y_true, y_pred, weight, rows * steps)
-
-    def _record_window(self, loss, window):
-        """Updates the loss tracker (weighted by steps) and the metrics."""
-        y_true, y_pred, weight, count = window
-        self._track_loss(loss, count)
-        self.compute_metrics(None, y_true, y_pred, weight)
-
-    def _targets(self, plan, x, y, sample_weight, begin, end):
-        """Targets, sample weights and step count of one window's loss."""
-        if not plan.has_time:
-            return y, sample_weight, 1
-        y = _sequence.slice_time(y, begin, end)
-        if _batch_plan.weights_have_time(sample_weight):
-            sample_weight = _sequence.slice_time(sample_weight, begin, end)
-        return y, sample_weight, end - begin
-
-    def _track_loss(self, loss, weight):
-        metric = _compat.loss_tracker(self)
-        if metric is not None:
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            # Keras divides each replica's loss by the replica count.
-            metric.update_state(loss * replicas, sample_weight=tf.cast(weight, "float32"))
-
-    def _plan(self, x, y, sample_weight):
-        plan = _batch_plan.plan(self.model, x, y, self.window)
-        self.built = True
-        return plan
-
-    def _stateful_layers(self):
-        return _state.stateful_layers(self.model)
+        return self._steps.predict_step(data)
 
     def _state_variables(self):
-        return _state.state_variables(self._stateful_layers())
+        return _state.state_variables(_state.stateful_layers(self.model))
 
 
 def _arguments(method, model, args, kwargs):
@@ -680,22 +502,3 @@ def _arguments(method, model, args, kwargs):
     arguments = dict(bound.arguments)
     del arguments["self"]
     return arguments
-
-
-
-
-
-def _first_replica(strategy, structure):
-    """The first replica's part of per-replica values (others pass as is)."""
-
-    def local(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    return keras.tree.map_structure(local, structure)
-
-
-def _time_major(t):
-    perm = [1, 0] + list(range(2, t.shape.rank))
-    return tf.transpose(t, perm)

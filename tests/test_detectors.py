@@ -124,6 +124,18 @@ def test_vanishing_needs_patience_and_ignores_step_zero():
     assert "use an LSTM or GRU" in found.message
 
 
+def test_vanishing_is_not_reported_while_the_loss_falls():
+    # A short memory is only worth an alert once the model stops learning.
+    detector = VanishingTail(fraction=1e-3, patience=3)
+    vanishing = record(0.5 ** np.arange(40))
+    for step, loss in ((1, 2.0), (2, 1.5), (3, 1.2), (4, 1.0)):
+        assert detector.check("rnn", vanishing, step, 39, loss, RNN) is None
+    # Three measurements in a row with the loss within 1 %: reported.
+    assert detector.check("rnn", vanishing, 5, 39, 0.995, RNN) is None
+    found = detector.check("rnn", vanishing, 6, 39, 0.992, RNN)
+    assert found is not None and found.kind == "vanishing"
+
+
 def test_vanishing_is_not_repeated_while_the_loss_falls():
     detector = VanishingTail(fraction=1e-3, patience=1)
     vanishing = record(0.5 ** np.arange(40), name="lstm")
@@ -155,3 +167,17 @@ def test_lstm_without_forget_bias_is_told_to_set_it():
         "lstm", record(0.5 ** np.arange(40)), 3, 39, None, LayerFacts("LSTM", False)
     )
     assert "unit_forget_bias=False" in found.message
+
+
+def test_one_lag_standing_out_is_not_growth():
+    # At a layer's input, the step whose value the answer needs stands out
+    # (the lag-adding task's first marker, 50 steps back): not a recurrence
+    # that amplifies.
+    profile = 0.91 ** np.arange(51)
+    profile[50] = 14 * profile[1:].min()
+    assert stats.growth(profile) >= 10
+    assert GrowthInTime(1.05).check("lstm", profile, 448, LSTM, "Clip.", site="input") is None
+    # The same rise held over the far quarter is growth.
+    held = profile.copy()
+    held[38:] = held[37] * 1.3 ** np.arange(1, 14)
+    assert GrowthInTime(1.05).check("lstm", held, 448, LSTM, "Clip.", site="input") is not None

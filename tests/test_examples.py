@@ -1,6 +1,8 @@
 """Every example runs in quick mode and writes what it promises."""
 
+import argparse
 import json
+import math
 import pathlib
 import runpy
 
@@ -58,6 +60,34 @@ def test_sine_stream_with_truncated_bptt_in_epoch_mode(tmp_path):
     assert summary["layers"]["lstm"]["backprop"] == 50
     assert 0.0 <= record.truncation_bias <= 1.0
     assert (tmp_path / "decay_profile.png").exists()
+
+
+def test_char_rnn_language_model_on_stdlib_text(tmp_path, capsys):
+    result = run_example("char_rnn", "--out", str(tmp_path), "--sample", "40")
+    for name in ("report.html", "summary.json", "decay_profile.png", "gradient_norms.png"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "decay_profile.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["layers"]["lstm"]["backprop"] == 20
+    # Bits per character: loss / ln 2, finite, below a uniform guess, falling.
+    history = result["history"].history
+    train, val = result["train_bits"], result["val_bits"]
+    assert val == pytest.approx([v / math.log(2) for v in history["val_loss"]])
+    assert len(train) == len(val) == 2 and all(map(math.isfinite, train + val))
+    assert max(train + val) < math.log2(result["vocab_size"])
+    assert train[1] < train[0] and val[1] < val[0]
+    sample = result["sample"]
+    assert len(sample) == 40 and "\N{REPLACEMENT CHARACTER}" not in sample
+    out = capsys.readouterr().out
+    assert sample in out and str(tmp_path) in out
+
+
+def test_char_rnn_window_option_passes_auto_through():
+    module = runpy.run_path(str(EXAMPLES / "char_rnn.py"), run_name="example")
+    assert module["window_arg"]("20") == 20
+    assert module["window_arg"]("auto") == "auto"
+    with pytest.raises(argparse.ArgumentTypeError):
+        module["window_arg"]("0")
 
 
 def test_one_line_example(tmp_path):

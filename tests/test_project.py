@@ -144,8 +144,10 @@ def test_import_is_light_and_leaves_the_environment_alone():
 @pytest.mark.parametrize(
     "script, labels",
     [
-        ("bench_tbptt.py", ("b/a =", "b/c =", "memory ratio", "compile ratio")),
+        ("bench_tbptt.py", ("b/a =", "b/c =", "char-level LM, window 100, wall time",
+                            "char-level LM, window 20, cpu time", "memory ratio", "compile ratio")),
         ("bench_measure.py", ("vs train_on_batch", "vs one fit step")),
+        ("bench_auto_window.py", ("lag-adding, L = 10", "lag-adding, L = 50", "auto/best val loss")),
         ("bench_gradwatch.py", ("step overhead ratio", "overhead ratio", "time inside GradWatch")),
         ("bench_real_usage.py", ("(a) keras-io", "(b) one fit", "(c) TruncatedBPTT",
                                  "wall-time ratio", "exploding over all runs: 0")),

@@ -48,3 +48,108 @@ def test_feature_rows_and_token_ids_keep_their_trailing_axes():
 def test_bad_arguments_say_what_to_pass(kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
         make_streams(np.arange(20), **kwargs)
+
+
+# A tf.data.Dataset of steps: the same batches, as a dataset of batches.
+
+
+def dataset_batches(dataset):
+    """Every batch of a dataset, each element stacked: (batches, ...)."""
+    return [np.stack(parts) for parts in zip(*dataset.as_numpy_iterator())]
+
+
+def numpy_batches(rows, batch_size):
+    """`fit(rows, batch_size=B, shuffle=False)`'s batches: (batches, B, ...)."""
+    return rows.reshape((-1, batch_size) + rows.shape[1:])
+
+
+@pytest.mark.parametrize("features", [None, 3])
+@pytest.mark.parametrize(
+    "batch_size, chunk, targets",
+    [(1, 5, "next"), (3, 4, "next"), (4, None, "next"), (5, 1, "next"), (3, 4, None), (2, None, None)],
+)
+def test_a_dataset_gives_the_arrays_batches(batch_size, chunk, targets, features):
+    import tensorflow as tf
+
+    if features is None:
+        sequence = np.arange(103)  # token ids
+    else:
+        sequence = np.random.default_rng(0).normal(size=(103, features)).astype("float32")
+    arrays = make_streams(sequence, batch_size, chunk, targets)
+    arrays = arrays if targets == "next" else (arrays,)
+    dataset = make_streams(tf.data.Dataset.from_tensor_slices(sequence), batch_size, chunk, targets)
+    expected = [numpy_batches(rows, batch_size) for rows in arrays]
+    assert int(dataset.cardinality()) == len(expected[0])
+    specs = dataset.element_spec if targets == "next" else (dataset.element_spec,)
+    if targets is None:
+        dataset = dataset.map(lambda x: (x,))
+    got = dataset_batches(dataset)
+    assert len(got) == len(expected)
+    for spec, batches, want in zip(specs, got, expected):
+        assert tuple(spec.shape) == want.shape[1:]  # static: (batch_size, chunk, features...)
+        assert spec.dtype.as_numpy_dtype == want.dtype
+        np.testing.assert_array_equal(batches, want)
+
+
+def test_a_dataset_of_unknown_length_is_counted():
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.range(300).filter(lambda step: step % 3 > 0)
+    assert int(dataset.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    streams = make_streams(dataset, batch_size=4, chunk=6)
+    x, y = make_streams(np.array([s for s in range(300) if s % 3]), batch_size=4, chunk=6)
+    assert int(streams.cardinality()) == len(x) // 4
+    got_x, got_y = dataset_batches(streams)
+    np.testing.assert_array_equal(got_x, numpy_batches(x, 4))
+    np.testing.assert_array_equal(got_y, numpy_batches(y, 4))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda tf: tf.data.Dataset.range(50).repeat(), r"infinite tf\.data\.Dataset.*take\(n\)"),
+        (lambda tf: tf.data.Dataset.from_tensor_slices(np.zeros((50, 3))).batch(5),
+         r"shaped \(None, 3\).*\.unbatch\(\)"),
+        (lambda tf: tf.data.Dataset.range(50).batch(5), r"shaped \(None,\).*\.unbatch\(\)"),
+        (lambda tf: tf.data.Dataset.range(50).map(lambda s: (s, s + 1)), r"elements \(TensorSpec"),
+        (lambda tf: tf.data.Dataset.range(16), "16 steps, too short"),
+        (lambda tf: tf.data.Dataset.range(40).filter(lambda s: s < 16), "16 steps, too short"),
+    ],
+)
+def test_a_bad_dataset_says_what_to_pass(make, match):
+    import tensorflow as tf
+
+    with pytest.raises(InvalidInputError, match=match):
+        make_streams(make(tf), batch_size=4, chunk=4)
+
+
+def test_fit_on_the_dataset_trains_as_on_the_arrays():
+    import keras
+    import tensorflow as tf
+
+    from keras_gradwatch import TruncatedBPTT
+
+    tokens = np.random.default_rng(0).integers(0, 7, size=65)
+
+    def fit(*data, **kwargs):
+        keras.utils.set_random_seed(0)
+        inner = keras.Sequential([
+            keras.Input(batch_shape=(2, None), dtype="int64"),
+            keras.layers.Embedding(7, 4),
+            keras.layers.SimpleRNN(5, stateful=True, return_sequences=True),
+            keras.layers.Dense(7),
+        ])
+        model = TruncatedBPTT(inner, window=4, reset="epoch")
+        model.compile(optimizer=keras.optimizers.SGD(0.5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(*data, epochs=2, verbose=0, **kwargs)
+        return history.history["loss"], inner.get_weights()
+
+    x, y = make_streams(tokens, batch_size=2, chunk=8)  # 4 batches of 2 streams
+    losses, weights = fit(x, y, batch_size=2)
+    dataset_losses, dataset_weights = fit(
+        make_streams(tf.data.Dataset.from_tensor_slices(tokens), batch_size=2, chunk=8)
+    )
+    np.testing.assert_allclose(dataset_losses, losses, rtol=1e-6)
+    for got, want in zip(dataset_weights, weights):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
