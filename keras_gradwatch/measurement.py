@@ -222,17 +222,14 @@ def _measure(
     With `profiles=None`, a model with nothing to probe (e.g. feed-forward)
     gets gradient norms only.
     """
-    from keras_gradwatch.tbptt import TruncatedBPTT
-
     if loss_steps not in LOSS_STEPS:
         raise InvalidInputError(
             f"Received: loss_steps={loss_steps!r}. Pass 'last' (the loss at "
             "the final step) or 'all' (the mean loss over all steps)."
         )
-    inner = model
-    if isinstance(model, TruncatedBPTT):
-        inner = model.model
-        window = model.backprop if window is None else window
+    inner, backprop = _unwrap(model)
+    if window is None:
+        window = backprop
     if loss is None and y is not None:
         loss = getattr(model, "loss", None)
         if loss is None:
@@ -430,13 +427,26 @@ def _measurer(model, loss_fn, loss, loss_steps, gradient_norms, profiles):
 
 def _traces(model):
     """How many times the measurements of `model` were traced so far."""
-    from keras_gradwatch.tbptt import TruncatedBPTT
-
-    inner = model.model if isinstance(model, TruncatedBPTT) else model
+    inner, _ = _unwrap(model)
     return sum(
         measurer.function.experimental_get_tracing_count()
         for measurer in _compiled.get(inner, {}).values()
     )
+
+
+def _unwrap(model):
+    """`(model trained, backprop)`: a `TruncatedBPTT` gives the model it
+    wraps and its backprop span, any other model itself and None.
+
+    Read from the wrapper's public attributes (`model`, a Keras model, and
+    `backprop`), so that this module, which `TruncatedBPTT(window="auto")`
+    uses, does not import it back.
+    """
+    inner = getattr(model, "model", None)
+    backprop = getattr(model, "backprop", None)
+    if isinstance(inner, keras.Model) and isinstance(backprop, int):
+        return inner, backprop
+    return model, None
 
 
 def _loss_key(loss):
