@@ -11,6 +11,7 @@ vanishing), `_alerting` and `alerts` (making and acting on an alert),
 """
 
 import contextlib
+import html
 import math
 import pathlib
 import time
@@ -30,6 +31,7 @@ from keras_gradwatch import _settings
 from keras_gradwatch import _train_step
 from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
+from keras_gradwatch import records
 from keras_gradwatch import stats
 from keras_gradwatch.errors import GradientAlertError
 
@@ -446,6 +448,16 @@ class GradWatch(keras.callbacks.Callback):
         self.model.stop_training = True
 
     # Records and drawing --------------------------------------------------------
+
+    def _repr_html_(self):
+        """The run as a notebook shows it when a cell ends with the callback:
+        its records so far, with the plots redrawn (see `records.Run`)."""
+        if not self._started:
+            return (f"<p>GradWatch({html.escape(str(self.log_dir))}): no training "
+                    "yet; add it to <code>fit(callbacks=[...])</code>.</p>")
+        self._recorder.write_summary(self.summary())
+        self.draw()
+        return records.load_run(self.log_dir)._repr_html_()
 
     def summary(self):
         """The run's figures, as written to `summary.json`.

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_gradwatch import records
 
-DECAY = "decay_profile.png"
+DECAY = records.DECAY_PLOT
 HEATMAP = "decay_heatmap.png"
 NORMS = "gradient_norms.png"
 MAX_CURVES = 40

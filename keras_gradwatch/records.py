@@ -29,6 +29,7 @@ import pathlib
 
 import numpy as np
 
+from keras_gradwatch import _html
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
 
@@ -38,6 +39,7 @@ MEASUREMENTS = "measurements.jsonl"
 ALERTS = "alerts.jsonl"
 SUMMARY = "summary.json"
 PROFILES = "profiles"
+DECAY_PLOT = "decay_profile.png"  # drawn by `plots`, shown by `Run._repr_html_`
 FORMAT_VERSION = 1
 # Measurements at fewer distinct steps than this show no trend over training.
 TREND_MEASUREMENTS = 3
@@ -178,6 +180,36 @@ class Run:
             raise RunDirectoryError(
                 f"Damaged profile file '{self.path / relative}': {error}."
             ) from error
+
+    def _repr_html_(self):
+        """The run as a notebook shows it when a cell ends with it: status,
+        the layer table, the latest alerts and the decay plot (if drawn).
+
+        Example:
+
+        >>> import tempfile
+        >>> writer = RunWriter(tempfile.mkdtemp())
+        >>> writer.open()
+        >>> writer.append("steps.jsonl", {"step": 1, "loss": 0.5})
+        >>> "Status:" in load_run(writer.path)._repr_html_()
+        True
+        """
+        summary = summarize(self)
+        tbptt = self.settings.get("tbptt")
+        model_line = f"model {self.settings.get('model', '?')}" + (
+            f", truncated BPTT {describe_tbptt(tbptt, summary.get('window'))}" if tbptt else ""
+        )
+        decay = self.path / DECAY_PLOT
+        notes = [trend_note(summary)]
+        if not decay.exists():
+            decay = None
+        elif self.measurements and decay.stat().st_mtime < (self.path / MEASUREMENTS).stat().st_mtime:
+            notes.append("The plot was drawn before the latest measurement: "
+                         "GradWatch.draw() or `gradwatch report` redraws it.")
+        return _html.run_card(
+            self.path.name, model_line, summary, self.settings.get("settings") or {},
+            self.alerts, decay_png=decay, note=" ".join(n for n in notes if n) or None,
+        )
 
 
 def load_run(log_dir):

@@ -7,12 +7,12 @@ alerts with their suggestions and the run's settings. It needs nothing but
 the records, so a crashed run gets a report too.
 """
 
-import base64
 import datetime
 import html
 import json
 import os
 
+from keras_gradwatch import _html
 from keras_gradwatch import plots
 from keras_gradwatch import records
 
@@ -32,26 +32,6 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .muted { color: #666; }
 .note { background: #fff6d6; border: 1px solid #e8d48a; padding: 6px 10px; }
 """
-
-
-def _fmt(value, digits=4):
-    number = records.number(value) if isinstance(value, (str, float, int)) else value
-    if number is None:
-        return "—"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if number != number:  # NaN
-        return "NaN"
-    return f"{number:.{digits}g}"
-
-
-def _percent(fraction):
-    return f"{100 * float(fraction):g} %"
-
-
-def _image(path):
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
 def render(run, images, summary=None):
@@ -80,77 +60,25 @@ def render(run, images, summary=None):
         )
         + f". Written {datetime.datetime.now().isoformat(timespec='seconds')} "
         f"from the records in <code>{e(str(run.path))}</code>.</p>",
-        f"<p>Status: <span class='status'>{e(str(summary['status']))}</span> "
-        f"after {summary['steps']} steps, {summary['epochs']} epoch(s), "
-        f"{summary['measurements']} measurement(s).</p>",
+        _html.status_line(summary),
     ]
     note = records.trend_note(summary)
     if note:
         parts.append(f"<p class='note'>{e(note)}</p>")
     parts.append("<h2>Layers</h2>")
-    layers = summary["layers"]
-    if layers:
-        parts.append(
-            "<table><tr><th>layer</th><th>site</th><th>decay rate (per step)"
-            "</th><th>horizon (steps)</th><th>truncation bias at backprop"
-            "</th><th>backprop (steps)</th><th>suggested window</th></tr>"
-        )
-        for name, values in layers.items():
-            parts.append(
-                f"<tr><td>{e(name)}</td><td>{e(str(values.get('site', '')))}</td>"
-                f"<td class='num'>{_fmt(values.get('decay_rate'))}</td>"
-                f"<td class='num'>{_fmt(values.get('horizon'))}</td>"
-                f"<td class='num'>{_fmt(values.get('truncation_bias'))}</td>"
-                f"<td class='num'>{_fmt(values.get('backprop'))}</td>"
-                f"<td class='num'>{_fmt(values.get('suggested_window'))}</td></tr>"
-            )
-        parts.append(
-            "</table><p class='muted'>From the latest measurement, at step "
-            f"{summary.get('measured_at_step')}. Decay rate: "
-            "per-step factor of the gradient going back in time (below 1: it "
-            "vanishes; above 1: it explodes). Horizon: first lag where the "
-            f"gradient falls below {_percent(options.get('threshold', 0.01))} of "
-            "the gradient entering the recurrence (one step back from the "
-            "loss). Truncation bias: share of the gradient beyond backprop, "
-            "the steps each truncated BPTT update reaches, which it drops. "
-            "Suggested window: the smallest with a bias of at most "
-            f"{_percent(options.get('tolerance', 0.05))}.</p>"
-        )
-    else:
-        parts.append("<p class='muted'>No time profile was measured.</p>")
+    parts.append(_html.layer_table(summary, options))
     parts += [
         "<h2>Gradient norms</h2><table>",
-        f"<tr><th>median gradient norm</th><td class='num'>{_fmt(summary['median_grad_norm'])}</td></tr>",
-        f"<tr><th>suggested global_clipnorm</th><td class='num'>{_fmt(summary['suggested_clipnorm'])}</td></tr>",
-        f"<tr><th>skipped updates</th><td class='num'>{_fmt(summary['skipped_updates'])}</td></tr>",
+        f"<tr><th>median gradient norm</th><td class='num'>{_html.fmt(summary['median_grad_norm'])}</td></tr>",
+        f"<tr><th>suggested global_clipnorm</th><td class='num'>{_html.fmt(summary['suggested_clipnorm'])}</td></tr>",
+        f"<tr><th>skipped updates</th><td class='num'>{_html.fmt(summary['skipped_updates'])}</td></tr>",
         "</table>",
         "<h2>Plots</h2>",
     ]
-    parts += [_image(path) for path in images] or ["<p class='muted'>No plot.</p>"]
+    parts += [_html.image(path) for path in images] or ["<p class='muted'>No plot.</p>"]
     counts = ", ".join(f"{kind} {count}" for kind, count in summary["alerts"].items())
     parts.append(f"<h2>Alerts</h2><p>Occurrences: {e(counts)}.</p>")
-    if run.alerts:
-        parts.append(
-            "<table><tr><th>step</th><th>epoch</th><th>kind</th><th>layer</th>"
-            "<th>value</th><th>threshold</th><th>message</th></tr>"
-        )
-        for alert in run.alerts:
-            kind = e(str(alert.get("kind")))
-            more = alert.get("suppressed") or 0
-            parts.append(
-                f"<tr><td class='num'>{alert.get('step')}</td>"
-                f"<td class='num'>{alert.get('epoch')}</td>"
-                f"<td class='{kind}'>{kind}</td>"
-                f"<td>{e(str(alert.get('layer') or '—'))}</td>"
-                f"<td class='num'>{_fmt(alert.get('value'))}</td>"
-                f"<td class='num'>{_fmt(alert.get('threshold'))}</td>"
-                f"<td>{e(str(alert.get('message')))}"
-                + (f" <span class='muted'>({more} similar not shown)</span>" if more else "")
-                + "</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p class='muted'>No alert.</p>")
+    parts.append(_html.alert_table(run.alerts))
     parts += [
         "<h2>Settings</h2>",
         f"<pre>{e(json.dumps(settings, indent=2))}</pre>",

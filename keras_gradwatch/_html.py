@@ -1,0 +1,164 @@
+"""Private: the HTML pieces of a run's review, from plain values.
+
+`report.html` (the full page) and the notebook display of a run
+(`records.Run._repr_html_`, `GradWatch._repr_html_`) are built from these
+pieces, so the two always show the same tables. They take dicts, lists and
+paths as the records hold them and import nothing of the package: the
+records can display themselves without importing the report.
+"""
+
+import base64
+import html
+
+STYLE = """
+.gw-run table { border-collapse: collapse; margin: 0.6em 0; }
+.gw-run th, .gw-run td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
+.gw-run th { background: #f3f3f3; }
+.gw-run td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.gw-run .status { display: inline-block; padding: 2px 8px; border-radius: 4px; background: #eee; }
+.gw-run .nonfinite { color: #b00020; } .gw-run .exploding { color: #c55a00; }
+.gw-run .vanishing { color: #1f5fa8; }
+.gw-run img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+.gw-run .muted { color: #666; }
+.gw-run .note { background: #fff6d6; border: 1px solid #e8d48a; padding: 6px 10px; }
+"""
+
+escape = html.escape
+
+
+def fmt(value, digits=4):
+    """A number as the tables show it: "—" for none, "NaN", 4 digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    try:
+        number = float(value)  # also "NaN" / "Infinity" as the records write them
+    except (TypeError, ValueError):
+        return escape(str(value))
+    if number != number:
+        return "NaN"
+    return f"{number:.{digits}g}"
+
+
+def percent(fraction):
+    return f"{100 * float(fraction):g} %"
+
+
+def image(path):
+    """An `<img>` holding the PNG at `path` (embedded: the page stands alone)."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def status_line(summary):
+    return (
+        f"<p>Status: <span class='status'>{escape(str(summary['status']))}</span> "
+        f"after {summary['steps']} steps, {summary['epochs']} epoch(s), "
+        f"{summary['measurements']} measurement(s).</p>"
+    )
+
+
+def layer_table(summary, options, explain=True):
+    """The per-layer table of the latest measurement (and what it means)."""
+    layers = summary["layers"]
+    if not layers:
+        return "<p class='muted'>No time profile was measured.</p>"
+    parts = [
+        "<table><tr><th>layer</th><th>site</th><th>decay rate (per step)"
+        "</th><th>horizon (steps)</th><th>truncation bias at backprop"
+        "</th><th>backprop (steps)</th><th>suggested window</th></tr>"
+    ]
+    for name, values in layers.items():
+        parts.append(
+            f"<tr><td>{escape(name)}</td><td>{escape(str(values.get('site', '')))}</td>"
+            f"<td class='num'>{fmt(values.get('decay_rate'))}</td>"
+            f"<td class='num'>{fmt(values.get('horizon'))}</td>"
+            f"<td class='num'>{fmt(values.get('truncation_bias'))}</td>"
+            f"<td class='num'>{fmt(values.get('backprop'))}</td>"
+            f"<td class='num'>{fmt(values.get('suggested_window'))}</td></tr>"
+        )
+    parts.append("</table>")
+    where = f"From the latest measurement, at step {summary.get('measured_at_step')}."
+    if not explain:
+        return "".join(parts) + f"<p class='muted'>{where}</p>"
+    parts.append(
+        f"<p class='muted'>{where} Decay rate: "
+        "per-step factor of the gradient going back in time (below 1: it "
+        "vanishes; above 1: it explodes). Horizon: first lag where the "
+        f"gradient falls below {percent(options.get('threshold', 0.01))} of "
+        "the gradient entering the recurrence (one step back from the "
+        "loss). Truncation bias: share of the gradient beyond backprop, "
+        "the steps each truncated BPTT update reaches, which it drops. "
+        "Suggested window: the smallest with a bias of at most "
+        f"{percent(options.get('tolerance', 0.05))}.</p>"
+    )
+    return "".join(parts)
+
+
+def alert_table(alerts, limit=None):
+    """The alerts, oldest first (with `limit`: the latest `limit` of them)."""
+    if not alerts:
+        return "<p class='muted'>No alert.</p>"
+    shown = alerts if limit is None else alerts[-limit:]
+    parts = []
+    if len(shown) < len(alerts):
+        parts.append(f"<p class='muted'>The latest {len(shown)} of {len(alerts)} alerts.</p>")
+    parts.append(
+        "<table><tr><th>step</th><th>epoch</th><th>kind</th><th>layer</th>"
+        "<th>value</th><th>threshold</th><th>message</th></tr>"
+    )
+    for alert in shown:
+        kind = escape(str(alert.get("kind")))
+        more = alert.get("suppressed") or 0
+        parts.append(
+            f"<tr><td class='num'>{alert.get('step')}</td>"
+            f"<td class='num'>{alert.get('epoch')}</td>"
+            f"<td class='{kind}'>{kind}</td>"
+            f"<td>{escape(str(alert.get('layer') or '—'))}</td>"
+            f"<td class='num'>{fmt(alert.get('value'))}</td>"
+            f"<td class='num'>{fmt(alert.get('threshold'))}</td>"
+            f"<td>{escape(str(alert.get('message')))}"
+            + (f" <span class='muted'>({more} similar not shown)</span>" if more else "")
+            + "</td></tr>"
+        )
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def run_card(title, model_line, summary, options, alerts, decay_png=None, note=None):
+    """The compact view of a run a notebook shows: status, layers, the latest
+    alerts and the decay plot, in one `<div>` with its own scoped style.
+
+    Args:
+        title: The run's name.
+        model_line: What was trained (model, TBPTT setting), plain text.
+        summary: The run's summary dict (`records.summarize`).
+        options: The GradWatch settings recorded in `run.json`.
+        alerts: The alert records.
+        decay_png: Path of the decay plot, if drawn.
+        note: A sentence to show first (e.g. too few measurements), or None.
+    """
+    counts = ", ".join(f"{kind} {count}" for kind, count in summary["alerts"].items())
+    parts = [
+        f"<div class='gw-run'><style>{STYLE}</style>",
+        f"<b>GradWatch run {escape(title)}</b> <span class='muted'>({escape(model_line)})</span>",
+        status_line(summary),
+    ]
+    if note:
+        parts.append(f"<p class='note'>{escape(note)}</p>")
+    parts.append(layer_table(summary, options, explain=False))
+    parts.append(
+        f"<p>Median gradient norm {fmt(summary['median_grad_norm'])}; "
+        f"skipped updates {fmt(summary['skipped_updates'])}; alerts: {escape(counts)}.</p>"
+    )
+    parts.append(alert_table(alerts, limit=5))
+    if decay_png is not None:
+        parts.append(image(decay_png))
+    else:
+        parts.append(
+            "<p class='muted'>No plot drawn yet: <code>gradwatch report RUN</code> "
+            "(or <code>GradWatch.draw()</code>) draws them.</p>"
+        )
+    parts.append("</div>")
+    return "\n".join(parts)
