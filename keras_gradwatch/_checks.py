@@ -21,6 +21,7 @@ import numpy as np
 from keras_gradwatch import _detectors
 from keras_gradwatch import _model_facts
 from keras_gradwatch import _train_step
+from keras_gradwatch import _update_ratio
 
 
 class StepChecks:
@@ -48,6 +49,7 @@ class StepChecks:
         self._iterations_at_begin = 0
         self._loss_sum = 0.0  # per-step losses since `loss_level` was read
         self._loss_count = 0
+        self._high_ratios = {}  # per layer, measured steps in a row above HIGH
 
     def begin_fit(self, model, step):
         """A `fit` begins at `step`: its steps are compared with each other
@@ -65,7 +67,7 @@ class StepChecks:
         if self._step_loss is not None:
             self._step_loss.new_epoch()
 
-    def check(self, logs, step, epoch, batch, add_step, nonfinite):
+    def check(self, logs, step, epoch, batch, add_step, nonfinite, update_ratios=None):
         """Records a step and reports what its logs show.
 
         Args:
@@ -76,6 +78,8 @@ class StepChecks:
             add_step: Function that records the step's record (a dict).
             nonfinite: Function `(signal, value, what)` that reports a
                 non-finite signal.
+            update_ratios: This step's update-to-weight ratio by layer
+                (`_update_ratio`), when taken.
         """
         loss = _number(logs.get("loss"))
         instant = self._step_loss(loss, batch)
@@ -97,6 +101,7 @@ class StepChecks:
                 "grad_norm": grad_norm,
                 "skipped_updates": skipped,
                 **({"window": int(logs["window"])} if "window" in logs else {}),
+                **({"update_ratios": update_ratios} if update_ratios else {}),
             }
         )
         new_skips = 0
@@ -113,6 +118,8 @@ class StepChecks:
                 found,
                 " A sign of an exploding gradient (or of a bad batch). " + self.desk.clip_advice(),
             )
+        if update_ratios:
+            self._check_ratios(update_ratios, step)
         if loss is not None and not math.isfinite(loss):
             nonfinite("loss", loss, "The loss is not finite")
         elif grad_norm is not None and not math.isfinite(grad_norm) and not scaled:
@@ -126,6 +133,33 @@ class StepChecks:
         if _finite(instant):
             self._loss_sum += instant
             self._loss_count += 1
+
+    def _check_ratios(self, ratios, step):
+        """An `exploding` alert when steps rewrite a layer: one update as
+        large as the layer's weights (`_update_ratio.WRECK`), or above
+        `_update_ratio.HIGH` (100x the healthy 1e-3) at `_update_ratio.
+        PATIENCE` measured steps in a row. (A small layer can move by more
+        than a tenth in one healthy early step, a head of a few weights
+        above all.)"""
+        for name, ratio in ratios.items():
+            if not math.isfinite(ratio):
+                continue  # the non-finite checks report it
+            streak = self._high_ratios.get(name, 0) + 1 if ratio > _update_ratio.HIGH else 0
+            self._high_ratios[name] = streak
+            if ratio < _update_ratio.WRECK and streak < _update_ratio.PATIENCE:
+                continue
+            why = (
+                "the update is as large as the layer" if ratio >= _update_ratio.WRECK
+                else f"above {_update_ratio.HIGH:g} at {streak} measured steps in a row"
+            )
+            self.desk.alert(
+                "exploding", name, ratio, _update_ratio.HIGH, "update_ratio",
+                f"The update of step {step} changed layer '{name}' by {ratio:.3g} of "
+                f"its weights (‖Δw‖/‖w‖; about {_update_ratio.HEALTHY:g} is healthy, "
+                f"CS231n): {why}, so the steps rewrite the layer, the earliest sign "
+                "of a blow-up. Lower the learning rate, or "
+                + self.desk.clip_advice(lead="clip"),
+            )
 
     def loss_level(self):
         """The mean step loss since the previous call (None if none)."""

@@ -96,6 +96,24 @@ def layer_table(summary, options, explain=True):
     return "".join(parts)
 
 
+def ratio_table(summary):
+    """The latest update-to-weight ratio of each layer, or "" if none."""
+    ratios = summary.get("update_ratios")
+    if not ratios:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td class='num'>{fmt(value, 3)}</td></tr>"
+        for name, value in ratios.items()
+    )
+    return (
+        "<table><tr><th>layer</th><th>update / weights (‖Δw‖/‖w‖)</th></tr>"
+        f"{rows}</table><p class='muted'>One training step, at step "
+        f"{summary.get('update_ratio_step')}. About 1e-3 is healthy (CS231n); "
+        "far below, the learning rate is likely too low; above 0.1 steps "
+        "rewrite the layer (an exploding alert when it lasts).</p>"
+    )
+
+
 def alert_table(alerts, limit=None):
     """The alerts, oldest first (with `limit`: the latest `limit` of them)."""
     if not alerts:
@@ -152,6 +170,7 @@ def run_card(title, model_line, summary, options, alerts, decay_png=None, note=N
         f"<p>Median gradient norm {fmt(summary['median_grad_norm'])}; "
         f"skipped updates {fmt(summary['skipped_updates'])}; alerts: {escape(counts)}.</p>"
     )
+    parts.append(ratio_table(summary))
     parts.append(alert_table(alerts, limit=5))
     if decay_png is not None:
         parts.append(image(decay_png))

@@ -29,6 +29,7 @@ from keras_gradwatch import _recorder
 from keras_gradwatch import _schedule
 from keras_gradwatch import _settings
 from keras_gradwatch import _train_step
+from keras_gradwatch import _update_ratio
 from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
 from keras_gradwatch import records
@@ -238,6 +239,8 @@ class GradWatch(keras.callbacks.Callback):
             vanishing_fraction=self.vanishing_fraction, vanishing_patience=vanishing_patience,
         )
         self._facts = {}
+        self._ratios = None  # update-to-weight ratios, from the first fit on
+        self._epoch_started = None  # (time, step) when the epoch began
 
     # Lifecycle --------------------------------------------------------------
 
@@ -254,6 +257,11 @@ class GradWatch(keras.callbacks.Callback):
             self._started = True
         self._status = "running"
         self._steps.begin_fit(self.model, self._step)
+        if self._ratios is None or self._ratios.model is not _model_facts.inner(self.model):
+            self._ratios = _update_ratio.UpdateRatios(_model_facts.inner(self.model))
+        # The first update is compared too: a first step too large for the
+        # layer shows there before the loss moves.
+        self._ratios.snapshot()
         inner = _model_facts.inner(self.model)
         self._facts = _model_facts.layer_facts(inner)
         self._desk.optimizer = _model_facts.optimizer_name(self.model)
@@ -285,6 +293,7 @@ class GradWatch(keras.callbacks.Callback):
         self._epoch += 1
         self._batch = -1
         self._steps.new_epoch()
+        self._epoch_started = (time.perf_counter(), self._step)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -294,6 +303,7 @@ class GradWatch(keras.callbacks.Callback):
             self._batch = batch
             try:
                 self._check_step(logs)
+                reason = None
                 if self._probe is not None and self._measure_error is None:
                     reason = self._schedule.due(
                         self._step,
@@ -305,6 +315,8 @@ class GradWatch(keras.callbacks.Callback):
                     )
                     if reason:
                         self._measure(reason)
+                if reason or self._ratios.every_step:
+                    self._ratios.snapshot()  # the next step's update is compared with it
             except GradientAlertError:
                 self._finish("raised")
                 raise
@@ -314,6 +326,9 @@ class GradWatch(keras.callbacks.Callback):
             self._epoch_end(logs if logs is not None else {})
 
     def _epoch_end(self, logs):
+        started, first_step = self._epoch_started or (None, None)
+        if started is not None and self._step > first_step:
+            self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
         if self._probe is not None and self._measure_error is None:
             reason = self._schedule.epoch_end(self._step, self._measured_step)
             if reason:
@@ -358,6 +373,7 @@ class GradWatch(keras.callbacks.Callback):
         self._steps.check(
             logs, self._step, self._epoch, self._batch,
             add_step=self._recorder.add_step, nonfinite=self._nonfinite,
+            update_ratios=self._ratios.ratios() if self._ratios.pending else None,
         )
 
     # Measurements -------------------------------------------------------------
@@ -457,7 +473,7 @@ class GradWatch(keras.callbacks.Callback):
                     "yet; add it to <code>fit(callbacks=[...])</code>.</p>")
         self._recorder.write_summary(self.summary())
         self.draw()
-        return records.load_run(self.log_dir)._repr_html_()
+        return records.load_run(self.log_dir).summary_html()
 
     def summary(self):
         """The run's figures, as written to `summary.json`.

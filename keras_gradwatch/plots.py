@@ -25,11 +25,13 @@ import pathlib
 
 import numpy as np
 
+from keras_gradwatch import _update_ratio
 from keras_gradwatch import records
 
 DECAY = records.DECAY_PLOT
 HEATMAP = "decay_heatmap.png"
 NORMS = "gradient_norms.png"
+UPDATES = "update_ratios.png"
 MAX_CURVES = 40
 ALERT_STYLE = {
     "nonfinite": ("tab:red", "X"),
@@ -500,6 +502,47 @@ def _draw_windows(ax, run):
     right.set_ylim(0, max(values) * 1.15)
 
 
+def plot_update_ratios(run, path=None):
+    """Draws each layer's update-to-weight ratio over training; returns the
+    PNG path, or None when the records hold none.
+
+    Args:
+        run: A `records.Run`.
+        path: Where to write the PNG (default `update_ratios.png`).
+    """
+    taken = [s for s in run.steps if s.get("update_ratios")]
+    if not taken:
+        return None
+    names = list(dict.fromkeys(name for s in taken for name in s["update_ratios"]))
+    width, legend_room = 11.5, 3.3
+    height = 4.4
+    with _figure(width, height) as figure:
+        figure.subplots_adjust(left=1.0 / width, right=1 - legend_room / width,
+                               top=1 - 0.5 / height, bottom=0.75 / height)
+        ax = figure.subplots()
+        ax.axhspan(_update_ratio.HEALTHY / 10, _update_ratio.HEALTHY * 10, color="tab:green",
+                   alpha=0.08, lw=0, label="1e-4 .. 1e-2 (about 1e-3 is healthy, CS231n)")
+        ax.axhline(_update_ratio.HIGH, color="tab:orange", ls="--", lw=1.2,
+                   label=f"{_update_ratio.HIGH:g}: steps rewrite the layer (alert if it lasts)")
+        for i, name in enumerate(names):
+            points = [(s["step"], records.number(s["update_ratios"].get(name))) for s in taken
+                      if s["update_ratios"].get(name) is not None]
+            points = [(x, v) for x, v in points if math.isfinite(v) and v > 0]
+            if points:
+                x, v = zip(*points)
+                ax.plot(x, v, ".-" if len(x) < 200 else "-", ms=3, lw=0.9,
+                        color=_LAYER_COLOURS[i % len(_LAYER_COLOURS)], label=f"layer {name}")
+        ax.set_yscale("log")
+        _readable_log_ticks(ax)
+        ax.set_ylabel("‖Δw‖ / ‖w‖ of one step")
+        ax.set_xlabel("training step")
+        ax.set_title("Update-to-weight ratio per layer", y=1.0)
+        ax.grid(True, alpha=0.3)
+        _integer_steps(ax)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0.0)
+        return _save(figure, path or run.path / UPDATES)
+
+
 def plot_all(run, summary=None):
     """Draws every plot the records allow; returns the written paths.
 
@@ -526,6 +569,7 @@ def plot_all(run, summary=None):
         plot_decay(run, series=series),
         plot_heatmap(run, series=series),
         plot_norms(run, summary=summary),
+        plot_update_ratios(run),
     ]
     return [p for p in paths if p is not None]
 

@@ -182,6 +182,10 @@ class Run:
             ) from error
 
     def _repr_html_(self):
+        """What Jupyter shows when a cell ends with the run: `summary_html`."""
+        return self.summary_html()
+
+    def summary_html(self):
         """The run as a notebook shows it when a cell ends with it: status,
         the layer table, the latest alerts and the decay plot (if drawn).
 
@@ -191,7 +195,7 @@ class Run:
         >>> writer = RunWriter(tempfile.mkdtemp())
         >>> writer.open()
         >>> writer.append("steps.jsonl", {"step": 1, "loss": 0.5})
-        >>> "Status:" in load_run(writer.path)._repr_html_()
+        >>> "Status:" in load_run(writer.path).summary_html()
         True
         """
         summary = summarize(self)
@@ -318,6 +322,8 @@ class Totals:
         self.epoch = -1
         self.skipped = None
         self.window = None  # TruncatedBPTT(window="auto"): the latest window
+        self.update_ratios = None  # the latest update-to-weight ratios
+        self.update_ratio_step = None
         self.measurements = 0
         self.measured_steps = 0  # distinct steps with a measurement
         self.last_measurement = {}
@@ -333,6 +339,9 @@ class Totals:
             self.skipped = record["skipped_updates"]
         if record.get("window") is not None:
             self.window = int(record["window"])
+        if record.get("update_ratios"):
+            self.update_ratios = record["update_ratios"]
+            self.update_ratio_step = record.get("step")
         norm = number(record.get("grad_norm"))
         if norm is not None and math.isfinite(norm):
             self._step_norms.append(norm)
@@ -375,6 +384,8 @@ class Totals:
             "suggested_clipnorm": None if median is None else float(f"{median:.2g}"),
             "skipped_updates": self.skipped,
             "window": self.window,
+            "update_ratios": self.update_ratios,
+            "update_ratio_step": self.update_ratio_step,
             "alerts": dict(self.alert_counts),
             "alerts_reported": self.alerts,
         }
@@ -431,7 +442,9 @@ def summarize(run):
         measurement),
         `median_grad_norm`, `suggested_clipnorm`, `skipped_updates`,
         `window` (the latest window of a `TruncatedBPTT(window="auto")`,
-        else None), `alerts` (counts per kind), `alerts_reported`.
+        else None), `update_ratios` (the latest update-to-weight ratio of
+        each layer, ‖Δw‖/‖w‖ of one step, or None) and
+        `update_ratio_step`, `alerts` (counts per kind), `alerts_reported`.
     """
     written = run.summary or {}
     status = written.get("status", "unknown")

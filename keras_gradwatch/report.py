@@ -73,6 +73,7 @@ def render(run, images, summary=None):
         f"<tr><th>suggested global_clipnorm</th><td class='num'>{_html.fmt(summary['suggested_clipnorm'])}</td></tr>",
         f"<tr><th>skipped updates</th><td class='num'>{_html.fmt(summary['skipped_updates'])}</td></tr>",
         "</table>",
+        _html.ratio_table(summary),
         "<h2>Plots</h2>",
     ]
     parts += [_html.image(path) for path in images] or ["<p class='muted'>No plot.</p>"]
