@@ -8,14 +8,19 @@ here); the every-step gradient norm then leaps (more `"exploding"` alerts,
 the last one 1e8, at step 18), and at step 19 the loss is NaN: the
 `"nonfinite"` alert stops training (its default action), and the plots and
 report are saved. The same run with the `global_clipnorm` the report
-suggests trains.
+suggests trains; so do two runs with adaptive clipping (AutoClip: every
+update clipped at the 10th percentile of the gradient norms seen so far),
+one with `GradWatch(clip="auto")` from the start, one with
+`GradWatch(exploding="clip")`, which starts clipping at the first
+`exploding` alert. The script ends with a table of the four runs.
 
 Run (about ten seconds):
 
     python examples/exploding_gradients.py
     python examples/exploding_gradients.py --quick
 
-Writes `runs/exploding/unclipped/` and `runs/exploding/clipped/`.
+Writes `runs/exploding/unclipped/`, `clipped/`, `autoclip/` and
+`clip_on_alert/`.
 """
 
 import argparse
@@ -80,19 +85,36 @@ def main(argv=None):
     print(f"   Training {summary['status']} after {summary['steps']} steps; "
           f"loss {losses}. Report: {runs / 'unclipped' / 'report.html'}")
 
+    table = [("none", summary["status"], losses, summary["steps"])]
     clipnorm = summary["suggested_clipnorm"]
-    print(f"2. Same model with the suggested global_clipnorm={clipnorm:g}:")
-    model = build_model(clipnorm=clipnorm)
-    watch = GradWatch(runs / "clipped", nonfinite="warn")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GradientWarning)
-        history = model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0,
-                            callbacks=[watch])
-    losses = [float(v) for v in history.history["loss"]]
-    finite = all(math.isfinite(v) for v in losses)
-    print(f"   loss by epoch {[round(v, 3) for v in losses]}: "
-          + ("finite throughout." if finite else "still not finite.")
-          + f" Report: {runs / 'clipped' / 'report.html'}")
+    runs_to_make = [
+        (f"2. Same model with the suggested global_clipnorm={clipnorm:g}:", "clipped",
+         f"global_clipnorm={clipnorm:g}", {"clipnorm": clipnorm}, {}),
+        ("3. Same model with adaptive clipping from the start, GradWatch(clip='auto'):",
+         "autoclip", "AutoClip from the start", {}, {"clip": "auto"}),
+        ("4. Same model, GradWatch(exploding='clip'): clipping starts at the first alert:",
+         "clip_on_alert", "AutoClip from the first alert", {}, {"exploding": "clip"}),
+    ]
+    for title, folder, name, model_args, watch_args in runs_to_make:
+        print(title)
+        model = build_model(**model_args)
+        watch = GradWatch(runs / folder, nonfinite="warn", **watch_args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GradientWarning)
+            history = model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0,
+                                callbacks=[watch])
+        run_losses = [float(v) for v in history.history["loss"]]
+        finite = all(math.isfinite(v) for v in run_losses)
+        done = json.loads((runs / folder / "summary.json").read_text())
+        print(f"   loss by epoch {[round(v, 3) for v in run_losses]}: "
+              + ("finite throughout." if finite else "still not finite.")
+              + f" Report: {runs / folder / 'report.html'}")
+        table.append((name, done["status"], run_losses, done["steps"]))
+        if folder == "clipped":
+            losses = run_losses
+    print("\nclipping                        status     steps  final loss")
+    for name, status, run_losses, count in table:
+        print(f"{name:<31} {status:<10} {count:>5}  {run_losses[-1]:.4g}")
     return losses
 
 

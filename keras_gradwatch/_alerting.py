@@ -19,10 +19,12 @@ class AlertDesk:
         record: Function called with each reported `Alert`.
         stop: Function that stops training.
         where: Function returning the current `(step, epoch)`.
+        clip: Function starting adaptive clipping (the `"clip"` action),
+            returning a sentence that says so; or None.
     """
 
-    def __init__(self, actions, record, stop, where):
-        self.dispatcher = alerts.AlertDispatcher(actions, record=record, stop=stop)
+    def __init__(self, actions, record, stop, where, clip=None):
+        self.dispatcher = alerts.AlertDispatcher(actions, record=record, stop=stop, clip=clip)
         self.where = where
         self.step_norms = alerts.RollingWindow()  # every step's grad_norm
         self.measured_norms = alerts.RollingWindow()  # the probe batch's

@@ -67,7 +67,8 @@ class StepChecks:
         if self._step_loss is not None:
             self._step_loss.new_epoch()
 
-    def check(self, logs, step, epoch, batch, add_step, nonfinite, update_ratios=None):
+    def check(self, logs, step, epoch, batch, add_step, nonfinite, update_ratios=None,
+              clip=None):
         """Records a step and reports what its logs show.
 
         Args:
@@ -80,6 +81,8 @@ class StepChecks:
                 non-finite signal.
             update_ratios: This step's update-to-weight ratio by layer
                 (`_update_ratio`), when taken.
+            clip: With adaptive clipping, `(threshold, clipped updates so
+                far)` after this step (threshold None while it is off).
         """
         loss = _number(logs.get("loss"))
         instant = self._step_loss(loss, batch)
@@ -102,6 +105,7 @@ class StepChecks:
                 "skipped_updates": skipped,
                 **({"window": int(logs["window"])} if "window" in logs else {}),
                 **({"update_ratios": update_ratios} if update_ratios else {}),
+                **({"clip": clip[0], "clipped_updates": clip[1]} if clip else {}),
             }
         )
         new_skips = 0

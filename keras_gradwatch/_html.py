@@ -168,7 +168,11 @@ def run_card(title, model_line, summary, options, alerts, decay_png=None, note=N
     parts.append(layer_table(summary, options, explain=False))
     parts.append(
         f"<p>Median gradient norm {fmt(summary['median_grad_norm'])}; "
-        f"skipped updates {fmt(summary['skipped_updates'])}; alerts: {escape(counts)}.</p>"
+        f"skipped updates {fmt(summary['skipped_updates'])}; alerts: {escape(counts)}"
+        + (f"; adaptive clipping: {fmt(summary.get('clipped_updates'))} updates clipped, "
+           f"latest threshold {fmt(summary.get('clip'))}"
+           if summary.get("clipped_updates") is not None else "")
+        + ".</p>"
     )
     parts.append(ratio_table(summary))
     parts.append(alert_table(alerts, limit=5))

@@ -11,7 +11,7 @@ PLOT_MODES = ("end", "epoch", None)
 def check(
     *, log_dir, every, overhead, loss_steps, nonfinite, exploding, vanishing,
     spike_factor, warmup, max_grad_norm, max_decay_rate, vanishing_fraction,
-    vanishing_patience, plots, tensorboard,
+    vanishing_patience, plots, tensorboard, clip=None, clip_percentile=10.0,
 ):
     """Checks `GradWatch`'s arguments; returns the alert actions by kind.
 
@@ -52,6 +52,17 @@ def check(
                 "`pip install keras-gradwatch[tensorboard]`), or leave "
                 "tensorboard=False."
             ) from error
+    if clip not in (None, "auto"):
+        raise InvalidInputError(
+            f"Received: clip={clip!r}. Pass clip='auto' (clip every update at a "
+            "percentile of the gradient norms seen so far, AutoClip) or None."
+        )
+    if isinstance(clip_percentile, bool) or not isinstance(clip_percentile, (int, float)) \
+            or not 0 < clip_percentile <= 100:
+        raise InvalidInputError(
+            f"Received: clip_percentile={clip_percentile!r}. Pass a percentile in "
+            "(0, 100], e.g. 10 (AutoClip's default)."
+        )
     return alerts.resolve_actions(nonfinite, exploding, vanishing)
 
 
@@ -87,6 +98,8 @@ def record(watch, model_name, tbptt, actions, fits):
             "vanishing_patience": watch.vanishing_patience,
             "threshold": watch.threshold,
             "tolerance": watch.tolerance,
+            "clip": watch.clip,
+            "clip_percentile": watch.clip_percentile,
         },
         "fits": fits,
     }

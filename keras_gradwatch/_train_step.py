@@ -129,7 +129,9 @@ def _measuring(optimizer):
     with _lock:
         entry = _shadows.get(key)
         if entry is None:
-            entry = _shadows[key] = [0, optimizer.apply]
+            # The optimizer's own `apply` may be shadowed already (AutoClip):
+            # that one comes back afterwards.
+            entry = _shadows[key] = [0, optimizer.apply, vars(optimizer).get("apply")]
             original = entry[1]
 
             def apply_and_measure(grads, trainable_variables=None):
@@ -154,7 +156,10 @@ def _measuring(optimizer):
             entry[0] -= 1
             if not entry[0]:
                 del _shadows[key]
-                del optimizer.apply
+                if entry[2] is None:
+                    del optimizer.apply
+                else:
+                    optimizer.apply = entry[2]
 
 
 def next_batches(model, iterator):

@@ -74,10 +74,13 @@ def resolve_actions(nonfinite, exploding, vanishing):
     """Validates the action of each kind (None switches a kind off)."""
     actions = {"nonfinite": nonfinite, "exploding": exploding, "vanishing": vanishing}
     for kind, action in actions.items():
+        if action == "clip" and kind == "exploding":
+            continue
         if action is not None and action not in ACTIONS and not callable(action):
             raise InvalidInputError(
                 f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise', "
-                "a callable taking the Alert, or None to switch it off."
+                "a callable taking the Alert, or None to switch it off"
+                + (" (or 'clip': warn and start adaptive clipping)." if kind == "exploding" else ".")
             )
     return actions
 
@@ -89,12 +92,15 @@ class AlertDispatcher:
         actions: Dict mapping each kind to its action.
         record: Function called with each reported `Alert` (to write it).
         stop: Function called for the `"stop"` action.
+        clip: Function called for the `"clip"` action (exploding alerts:
+            warn, and start clipping), or None.
     """
 
-    def __init__(self, actions, record, stop):
+    def __init__(self, actions, record, stop, clip=None):
         self.actions = actions
         self._record = record
         self._stop = stop
+        self._clip = clip
         self.counts = collections.Counter()  # every occurrence, per kind
         self._seen = collections.Counter()  # occurrences per (kind, layer)
         self._unreported = collections.Counter()
@@ -141,8 +147,10 @@ class AlertDispatcher:
         action = self.actions[alert.kind]
         if callable(action):
             action(alert)
-        elif action == "warn":
+        elif action in ("warn", "clip"):
             text = alert.message
+            if action == "clip" and self._clip is not None:
+                text += " " + self._clip()
             if alert.suppressed:
                 text += (
                     f" ({alert.suppressed} similar alerts not shown since the "

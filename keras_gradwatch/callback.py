@@ -20,6 +20,7 @@ import warnings
 import keras
 
 from keras_gradwatch import _alerting
+from keras_gradwatch import _autoclip
 from keras_gradwatch import _checks
 from keras_gradwatch import _compat
 from keras_gradwatch import _drawing
@@ -35,6 +36,7 @@ from keras_gradwatch import measurement
 from keras_gradwatch import records
 from keras_gradwatch import stats
 from keras_gradwatch.errors import GradientAlertError
+from keras_gradwatch.errors import InvalidInputError
 
 PLOT_MODES = _settings.PLOT_MODES
 PROBE_ROWS = _probe.PROBE_ROWS
@@ -94,7 +96,8 @@ class GradWatch(keras.callbacks.Callback):
         loss_steps: `"last"` (default) or `"all"`, see `measure`.
         nonfinite: Action on NaN/Inf: `"stop"` (default), `"warn"`,
             `"raise"`, a callable taking the `Alert`, or None (off).
-        exploding: Action on exploding gradients (default `"warn"`).
+        exploding: Action on exploding gradients (default `"warn"`), or
+            `"clip"`: warn, and start adaptive clipping (see `clip`).
         vanishing: Action on vanishing gradients (default `"warn"`).
         spike_factor: A gradient norm above `spike_factor` times the 90th
             percentile of its last 100 values, or a loss above
@@ -132,6 +135,13 @@ class GradWatch(keras.callbacks.Callback):
         tensorboard: Also write TensorBoard event files into `log_dir`:
             the loss and gradient norms as scalars, each measured layer's
             decay rate and horizon, and the plots as images.
+        clip: `"auto"`: clip every update's gradients at `clip_percentile`
+            of the global norms of the updates before it (AutoClip,
+            Seetharaman et al. 2020), inside the compiled step, for plain
+            models and each `TruncatedBPTT` window update. None (default):
+            no clipping, unless `exploding="clip"` (warn, and clip from the
+            first exploding alert on). Not under multi-replica strategies.
+        clip_percentile: The percentile, in (0, 100]; default 10.
 
     Example:
 
@@ -173,6 +183,8 @@ class GradWatch(keras.callbacks.Callback):
         tolerance=stats.DEFAULT_BIAS_TOLERANCE,
         plots="end",
         tensorboard=False,
+        clip=None,
+        clip_percentile=_autoclip.DEFAULT_PERCENTILE,
     ):
         _compat.require_tensorflow_backend("GradWatch")
         actions = _settings.check(
@@ -181,6 +193,7 @@ class GradWatch(keras.callbacks.Callback):
             spike_factor=spike_factor, warmup=warmup, max_grad_norm=max_grad_norm,
             max_decay_rate=max_decay_rate, vanishing_fraction=vanishing_fraction,
             vanishing_patience=vanishing_patience, plots=plots, tensorboard=tensorboard,
+            clip=clip, clip_percentile=clip_percentile,
         )
         super().__init__()
         self.log_dir = log_dir
@@ -202,14 +215,17 @@ class GradWatch(keras.callbacks.Callback):
         self.tolerance = tolerance
         self.plots = plots
         self.tensorboard = tensorboard
+        self.clip = clip
+        self.clip_percentile = float(clip_percentile)
 
         self.alerts = []  # every reported Alert
         self.last_measurement = None
         self._recorder = _recorder.RunRecorder(log_dir, tensorboard)
         self._desk = _alerting.AlertDesk(
             actions, record=self._record_alert, stop=self._stop_training,
-            where=lambda: (self._step, max(self._epoch, 0)),
+            where=lambda: (self._step, max(self._epoch, 0)), clip=self._start_clipping,
         )
+        self._clipper = None  # AutoClip, with clip="auto" or exploding="clip"
         self._schedule = _schedule.MeasurementSchedule(every)
         self._budget = None  # the folder's Budget, from the first fit on
         self._started = False  # a first fit has begun (records resumed)
@@ -278,6 +294,8 @@ class GradWatch(keras.callbacks.Callback):
                 self._desk.dispatcher.actions, self._fits,
             )
         )
+        if self.clip == "auto" or self.exploding == "clip":
+            self._install_clipping()
         if not _model_facts.is_tbptt(self.model):  # it logs grad_norm itself
             _train_step.log_grad_norm(self.model)
         self._hook = _train_step.TrainFunctionHook(
@@ -374,7 +392,35 @@ class GradWatch(keras.callbacks.Callback):
             logs, self._step, self._epoch, self._batch,
             add_step=self._recorder.add_step, nonfinite=self._nonfinite,
             update_ratios=self._ratios.ratios() if self._ratios.pending else None,
+            clip=self._clipper.state() if self._clipper is not None else None,
         )
+
+    # Adaptive clipping ----------------------------------------------------------
+
+    def _install_clipping(self):
+        if self.model.distribute_strategy.num_replicas_in_sync > 1:
+            raise InvalidInputError(
+                f"Received: clip={self.clip!r}, exploding={self.exploding!r} under a "
+                "tf.distribute strategy with "
+                f"{self.model.distribute_strategy.num_replicas_in_sync} replicas. "
+                "Adaptive clipping runs on one device for now: pass "
+                "global_clipnorm=... to the optimizer instead."
+            )
+        if self._clipper is None or self._clipper.model is not self.model:
+            self._clipper = _autoclip.AutoClip(
+                self.model, self.clip_percentile, active=self.clip == "auto"
+            )
+        self._clipper.install()
+
+    def _start_clipping(self):
+        """The "clip" action: switches AutoClip on (no new trace)."""
+        if self._clipper is None:
+            return ""
+        if bool(self._clipper.active.numpy()):
+            return "Adaptive clipping is on already."
+        self._clipper.active.assign(True)
+        return (f"Adaptive clipping is now on: each update is clipped at the "
+                f"{self.clip_percentile:g}th percentile of the gradient norms seen so far.")
 
     # Measurements -------------------------------------------------------------
 
@@ -530,6 +576,8 @@ class GradWatch(keras.callbacks.Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if self._clipper is not None:
+            self._clipper.remove()
         self._recorder.write_summary(self.summary())  # summary() flushes the steps
         self._recorder.close()
         if self.plots is not None:

@@ -323,6 +323,8 @@ class Totals:
         self.skipped = None
         self.window = None  # TruncatedBPTT(window="auto"): the latest window
         self.update_ratios = None  # the latest update-to-weight ratios
+        self.clipped_updates = None  # with adaptive clipping: updates clipped so far
+        self.clip = None  # ... and its latest threshold
         self.update_ratio_step = None
         self.measurements = 0
         self.measured_steps = 0  # distinct steps with a measurement
@@ -339,6 +341,9 @@ class Totals:
             self.skipped = record["skipped_updates"]
         if record.get("window") is not None:
             self.window = int(record["window"])
+        if record.get("clipped_updates") is not None:
+            self.clipped_updates = int(record["clipped_updates"])
+            self.clip = record.get("clip")
         if record.get("update_ratios"):
             self.update_ratios = record["update_ratios"]
             self.update_ratio_step = record.get("step")
@@ -386,6 +391,8 @@ class Totals:
             "window": self.window,
             "update_ratios": self.update_ratios,
             "update_ratio_step": self.update_ratio_step,
+            "clip": self.clip,
+            "clipped_updates": self.clipped_updates,
             "alerts": dict(self.alert_counts),
             "alerts_reported": self.alerts,
         }
@@ -444,7 +451,9 @@ def summarize(run):
         `window` (the latest window of a `TruncatedBPTT(window="auto")`,
         else None), `update_ratios` (the latest update-to-weight ratio of
         each layer, ‖Δw‖/‖w‖ of one step, or None) and
-        `update_ratio_step`, `alerts` (counts per kind), `alerts_reported`.
+        `update_ratio_step`, `clip` and `clipped_updates` (adaptive
+        clipping's latest threshold and the updates it clipped, or None),
+        `alerts` (counts per kind), `alerts_reported`.
     """
     written = run.summary or {}
     status = written.get("status", "unknown")

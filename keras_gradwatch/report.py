@@ -72,6 +72,11 @@ def render(run, images, summary=None):
         f"<tr><th>median gradient norm</th><td class='num'>{_html.fmt(summary['median_grad_norm'])}</td></tr>",
         f"<tr><th>suggested global_clipnorm</th><td class='num'>{_html.fmt(summary['suggested_clipnorm'])}</td></tr>",
         f"<tr><th>skipped updates</th><td class='num'>{_html.fmt(summary['skipped_updates'])}</td></tr>",
+        *(
+            [f"<tr><th>updates clipped by AutoClip</th><td class='num'>{_html.fmt(summary['clipped_updates'])}</td></tr>",
+             f"<tr><th>AutoClip threshold (latest)</th><td class='num'>{_html.fmt(summary['clip'])}</td></tr>"]
+            if summary.get("clipped_updates") is not None else []
+        ),
         "</table>",
         _html.ratio_table(summary),
         "<h2>Plots</h2>",

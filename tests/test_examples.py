@@ -52,6 +52,10 @@ def test_exploding_gradients_alert_then_clipping_trains(tmp_path):
     assert (tmp_path / "unclipped" / "report.html").exists()
     assert all(loss == loss for loss in losses)  # finite with clipping
     assert (tmp_path / "clipped" / "report.html").exists()
+    # Adaptive clipping, from the start or from the first alert, trains too.
+    for folder in ("autoclip", "clip_on_alert"):
+        summary = json.loads((tmp_path / folder / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["clipped_updates"] > 0
 
 
 def test_sine_stream_with_truncated_bptt_in_epoch_mode(tmp_path):

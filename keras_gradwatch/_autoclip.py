@@ -1,0 +1,128 @@
+"""Private: AutoClip, adaptive gradient clipping inside the compiled step.
+
+Seetharaman, Wichern, Pardo & Le Roux (2020), "AutoClip: Adaptive Gradient
+Clipping for Source Separation Networks": clip each update's gradients at
+the `percentile`-th percentile of the global gradient norms seen so far.
+The norms are kept in a ring buffer of the last `HISTORY` updates (the
+paper keeps all of them: with thousands of updates the percentile hardly
+moves). The clipping runs inside the compiled training step: it shadows
+`optimizer.apply`, so a plain Keras model's update and each window update
+of a `TruncatedBPTT` are clipped alike, with the norm of the gradients the
+update uses (unscaled under a `LossScaleOptimizer`).
+
+The shadow is traced into the training step: `install` forces the step to
+be traced again, `remove` does so at the end of `fit` (the next `fit`
+traces a step without clipping). `active` is a variable, so that an alert
+can switch clipping on without a new trace.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_gradwatch import _train_step
+
+HISTORY = 4096
+DEFAULT_PERCENTILE = 10.0
+
+
+def percentile(values, q):
+    """The `q`-th percentile of a 1-D tensor, as `numpy.percentile` (linear).
+
+    Example:
+
+    >>> float(percentile(tf.constant([1.0, 2.0, 3.0, 4.0]), 10.0))
+    1.3
+    """
+    ordered = tf.sort(values)
+    count = tf.shape(ordered)[0]
+    position = (q / 100.0) * tf.cast(count - 1, "float32")
+    low = tf.cast(tf.floor(position), "int32")
+    high = tf.minimum(low + 1, count - 1)
+    weight = position - tf.cast(low, "float32")
+    return ordered[low] + (ordered[high] - ordered[low]) * weight
+
+
+class AutoClip:
+    """Clips every update of one model at a percentile of its norm history.
+
+    Args:
+        model: The model whose `optimizer.apply` is shadowed (a
+            `TruncatedBPTT` or any Keras model).
+        percentile: The percentile of the norms seen so far to clip at
+            (0 < percentile <= 100).
+        active: Whether clipping starts on (else an alert switches it on;
+            the norms are recorded from the start either way).
+    """
+
+    def __init__(self, model, percentile=DEFAULT_PERCENTILE, active=True):
+        self.model = model
+        self.optimizer = model.optimizer
+        self.percentile = float(percentile)
+        self.norms = tf.Variable(tf.zeros([HISTORY]), trainable=False, name="autoclip_norms")
+        self.count = tf.Variable(0, dtype="int64", trainable=False, name="autoclip_count")
+        self.active = tf.Variable(bool(active), trainable=False, name="autoclip_active")
+        self.threshold = tf.Variable(math.inf, trainable=False, name="autoclip_threshold")
+        self.clipped = tf.Variable(0, dtype="int64", trainable=False, name="autoclip_clipped")
+        self._installed = False
+
+    def install(self):
+        """Shadows `optimizer.apply` and has the training step traced again."""
+        if self._installed:
+            return
+        original = self.optimizer.apply
+
+        def apply_clipped(grads, trainable_variables=None):
+            grads = list(grads)
+            if not self.optimizer.built and trainable_variables is not None:
+                self.optimizer.build(trainable_variables)
+            return original(self.clip(grads), trainable_variables)
+
+        self._own = vars(self.optimizer).get("apply")  # another shadow, if any
+        self.optimizer.apply = apply_clipped
+        self._installed = True
+        self.model.make_train_function(force=True)
+
+    def remove(self):
+        """Puts `optimizer.apply` back; the next `fit` traces a plain step."""
+        if not self._installed:
+            return
+        if self._own is None:
+            del self.optimizer.apply
+        else:
+            self.optimizer.apply = self._own
+        self._installed = False
+        self.model.train_function = None
+
+    def clip(self, grads):
+        """Graph code: the gradients of one update, clipped (or not)."""
+        norm = _train_step.global_norm(self.optimizer, grads)
+        seen = tf.minimum(self.count, HISTORY)
+        history = self.norms[: tf.cast(seen, "int32")]
+        limit = tf.cond(
+            seen > 0,
+            lambda: percentile(history, self.percentile),
+            lambda: tf.constant(math.inf),
+        )
+        finite = tf.math.is_finite(norm)
+        clip = tf.logical_and(self.active, tf.logical_and(finite, norm > limit))
+        scale = tf.where(clip, limit / tf.maximum(norm, 1e-30), 1.0)
+        self.threshold.assign(tf.where(self.active, limit, math.inf))
+        self.clipped.assign_add(tf.cast(clip, "int64"))
+
+        def record():
+            # The unclipped norm: the percentile is of what the model produces.
+            index = tf.cast(self.count % HISTORY, "int32")
+            self.norms.scatter_nd_update([[index]], [norm])
+            self.count.assign_add(1)
+            return tf.constant(True)
+
+        tf.cond(finite, record, lambda: tf.constant(False))
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
+    def state(self):
+        """`(threshold, clipped updates so far)`, for the records; the
+        threshold is None while clipping is off or no norm is known."""
+        limit = float(self.threshold.numpy())
+        return (limit if np.isfinite(limit) else None), int(self.clipped.numpy())
