@@ -17,6 +17,7 @@ can switch clipping on without a new trace.
 """
 
 import math
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +26,26 @@ from keras_gradwatch import _train_step
 
 HISTORY = 4096
 DEFAULT_PERCENTILE = 10.0
+
+# One AutoClip per model, with its norm history: a script that calls
+# `fit(epochs=1)` in a loop with a new GradWatch each time clips as one long
+# `fit` would.
+_by_model = weakref.WeakKeyDictionary()
+
+
+def for_model(model, percentile=DEFAULT_PERCENTILE, active=True):
+    """The model's `AutoClip` (made on first use), at `percentile`.
+
+    An existing one keeps its norm history and, once switched on, stays on.
+    """
+    clipper = _by_model.get(model)
+    if clipper is None or clipper.optimizer is not model.optimizer:
+        clipper = _by_model[model] = AutoClip(model, percentile, active)
+    else:
+        clipper.percentile = float(percentile)  # traced anew by `install`
+        if active:
+            clipper.active.assign(True)
+    return clipper
 
 
 def percentile(values, q):

@@ -406,10 +406,9 @@ class GradWatch(keras.callbacks.Callback):
                 "Adaptive clipping runs on one device for now: pass "
                 "global_clipnorm=... to the optimizer instead."
             )
-        if self._clipper is None or self._clipper.model is not self.model:
-            self._clipper = _autoclip.AutoClip(
-                self.model, self.clip_percentile, active=self.clip == "auto"
-            )
+        self._clipper = _autoclip.for_model(
+            self.model, self.clip_percentile, active=self.clip == "auto"
+        )
         self._clipper.install()
 
     def _start_clipping(self):

@@ -109,3 +109,18 @@ def test_bad_clip_arguments_are_clear_errors(tmp_path):
         GradWatch(tmp_path, clip="auto", clip_percentile=0)
     with pytest.raises(InvalidInputError, match="'clip'"):
         GradWatch(tmp_path, vanishing="clip")
+
+
+def test_fit_in_a_loop_with_a_new_callback_keeps_the_norm_history(tmp_path):
+    x, y = data()
+    made = model()
+    for epoch in range(2):
+        made.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+                 callbacks=[GradWatch(tmp_path / "run", clip="auto", plots=None)])
+    records = steps(tmp_path / "run")
+    assert [r["step"] for r in records] == list(range(1, 17))
+    # The second fit's first update is clipped at the percentile of the
+    # first fit's 8 norms, as in one long fit.
+    assert records[8]["clip"] == pytest.approx(
+        np.percentile([r["grad_norm"] for r in records[:8]], 10), rel=1e-5
+    )
