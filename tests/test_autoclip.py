@@ -114,7 +114,7 @@ def test_bad_clip_arguments_are_clear_errors(tmp_path):
 def test_fit_in_a_loop_with_a_new_callback_keeps_the_norm_history(tmp_path):
     x, y = data()
     made = model()
-    for epoch in range(2):
+    for _ in range(2):
         made.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
                  callbacks=[GradWatch(tmp_path / "run", clip="auto", plots=None)])
     records = steps(tmp_path / "run")
