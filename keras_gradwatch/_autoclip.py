@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradwatch import _train_step
+from keras_gradwatch.errors import InvalidInputError
 
 HISTORY = 4096
 DEFAULT_PERCENTILE = 10.0
@@ -33,11 +34,22 @@ DEFAULT_PERCENTILE = 10.0
 _by_model = weakref.WeakKeyDictionary()
 
 
-def for_model(model, percentile=DEFAULT_PERCENTILE, active=True):
+def for_model(model, percentile=DEFAULT_PERCENTILE, active=True, asked="clip='auto'"):
     """The model's `AutoClip` (made on first use), at `percentile`.
 
     An existing one keeps its norm history and, once switched on, stays on.
+
+    Raises:
+        InvalidInputError: Under a strategy with several replicas (`asked`
+            names the arguments that asked for clipping).
     """
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if replicas > 1:
+        raise InvalidInputError(
+            f"Received: {asked} under a tf.distribute strategy with {replicas} "
+            "replicas. Adaptive clipping runs on one device for now: pass "
+            "global_clipnorm=... to the optimizer instead."
+        )
     clipper = _by_model.get(model)
     if clipper is None or clipper.optimizer is not model.optimizer:
         clipper = _by_model[model] = AutoClip(model, percentile, active)
@@ -115,6 +127,17 @@ class AutoClip:
             self.optimizer.apply = self._own
         self._installed = False
         self.model.train_function = None
+
+    def switch_on(self):
+        """Starts clipping (the `"clip"` alert action); returns a sentence
+        saying so, for the alert."""
+        if bool(self.active.numpy()):
+            return "Adaptive clipping is on already."
+        self.active.assign(True)
+        return (
+            f"Adaptive clipping is now on: each update is clipped at the {self.percentile:g}th "
+            "percentile of the gradient norms seen so far."
+        )
 
     def clip(self, grads):
         """Graph code: the gradients of one update, clipped (or not)."""

@@ -36,7 +36,6 @@ from keras_gradwatch import measurement
 from keras_gradwatch import records
 from keras_gradwatch import stats
 from keras_gradwatch.errors import GradientAlertError
-from keras_gradwatch.errors import InvalidInputError
 
 PLOT_MODES = _settings.PLOT_MODES
 PROBE_ROWS = _probe.PROBE_ROWS
@@ -398,28 +397,15 @@ class GradWatch(keras.callbacks.Callback):
     # Adaptive clipping ----------------------------------------------------------
 
     def _install_clipping(self):
-        if self.model.distribute_strategy.num_replicas_in_sync > 1:
-            raise InvalidInputError(
-                f"Received: clip={self.clip!r}, exploding={self.exploding!r} under a "
-                "tf.distribute strategy with "
-                f"{self.model.distribute_strategy.num_replicas_in_sync} replicas. "
-                "Adaptive clipping runs on one device for now: pass "
-                "global_clipnorm=... to the optimizer instead."
-            )
         self._clipper = _autoclip.for_model(
-            self.model, self.clip_percentile, active=self.clip == "auto"
+            self.model, self.clip_percentile, active=self.clip == "auto",
+            asked=f"clip={self.clip!r}, exploding={self.exploding!r}",
         )
         self._clipper.install()
 
     def _start_clipping(self):
         """The "clip" action: switches AutoClip on (no new trace)."""
-        if self._clipper is None:
-            return ""
-        if bool(self._clipper.active.numpy()):
-            return "Adaptive clipping is on already."
-        self._clipper.active.assign(True)
-        return (f"Adaptive clipping is now on: each update is clipped at the "
-                f"{self.clip_percentile:g}th percentile of the gradient norms seen so far.")
+        return self._clipper.switch_on() if self._clipper is not None else ""
 
     # Measurements -------------------------------------------------------------
 
