@@ -28,6 +28,7 @@ from keras_gradwatch import GradWatch  # noqa: E402
 from keras_gradwatch import TruncatedBPTT  # noqa: E402
 from keras_gradwatch import layers  # noqa: E402
 from keras_gradwatch import records  # noqa: E402
+from keras_gradwatch.errors import InvalidInputError  # noqa: E402
 
 GLOBAL_BATCH = 8
 
@@ -141,6 +142,18 @@ def main():
         "finite": all(math.isfinite(v) for v in multi["history"]["loss"]),
         "measurements": len(multi["run"].measurements),
     }
+
+    # Adaptive clipping runs on one device only: refused, before any step.
+    with mirrored_strategy.scope():
+        clipped = keras.Sequential([keras.Input((None, 2)), keras.layers.Dense(1)])
+        clipped.compile(optimizer="sgd", loss="mse")
+    x, y = data(None)
+    try:
+        clipped.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1,
+                    verbose=0, callbacks=[GradWatch(tempfile.mkdtemp(), clip="auto", plots=None)])
+        out["autoclip_refused"] = None
+    except InvalidInputError as error:
+        out["autoclip_refused"] = str(error)
     print(json.dumps(out))
 
 

@@ -172,3 +172,8 @@ def test_long_stream_memory_is_bounded():
     assert long["peak_mb"] <= 1.25 * short["peak_mb"]
     # Training went on over the whole stream, and learned.
     assert long["loss"] < short["loss"]
+
+
+def test_adaptive_clipping_is_refused_under_several_replicas(distributed):
+    refused = distributed["autoclip_refused"]
+    assert refused is not None and "2 replicas" in refused and "global_clipnorm" in refused
