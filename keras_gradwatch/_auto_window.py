@@ -95,7 +95,10 @@ def wanted_window(profiles, choices, tolerance: float) -> int:
     """
     wanted = choices[0]
     for profile in profiles:
-        fits = [k for k in choices if stats.truncation_bias(profile, k) <= tolerance + 1e-12]
+        # The bias falls as the window grows: the sizes from the suggested
+        # window up are within tolerance.
+        needed = stats.suggested_window(profile, tolerance)
+        fits = [k for k in choices if k >= needed]
         wanted = max(wanted, fits[0] if fits else choices[-1])
     return wanted
 

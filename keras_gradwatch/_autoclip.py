@@ -108,8 +108,7 @@ class AutoClip:
 
         def apply_clipped(grads, trainable_variables=None):
             grads = list(grads)
-            if not self.optimizer.built and trainable_variables is not None:
-                self.optimizer.build(trainable_variables)
+            _train_step.build(self.optimizer, trainable_variables)
             return original(self.clip(grads), trainable_variables)
 
         self._own = vars(self.optimizer).get("apply")  # another shadow, if any

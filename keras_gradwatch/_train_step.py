@@ -122,6 +122,13 @@ _shadows = {}  # id(optimizer) -> [count of threads in the step, original apply]
 _local = threading.local()
 
 
+def build(optimizer, trainable_variables):
+    """What `optimizer.apply` does first, for a shadow of it that reads the
+    optimizer (its loss scale) before calling it."""
+    if not optimizer.built and trainable_variables is not None:
+        optimizer.build(trainable_variables)
+
+
 @contextlib.contextmanager
 def _measuring(optimizer):
     """Shadows `optimizer.apply` while a step is traced; yields the norms."""
@@ -136,9 +143,7 @@ def _measuring(optimizer):
 
             def apply_and_measure(grads, trainable_variables=None):
                 grads = list(grads)
-                if not optimizer.built and trainable_variables is not None:
-                    # What `apply` does first; the loss scale is read below.
-                    optimizer.build(trainable_variables)
+                build(optimizer, trainable_variables)
                 collected = getattr(_local, "norms", None)
                 if collected is not None:
                     collected.append(global_norm(optimizer, grads))

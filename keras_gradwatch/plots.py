@@ -436,14 +436,13 @@ def plot_norms(run, path=None, summary=None):
                 ax.plot(x, _positive([np.nan if v is None else v for v in values]),
                         ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85,
                         label=f"layer {name} (probe batch)")
-        clipping = [(s["step"], records.number(s.get("clip"))) for s in run.steps
-                    if s.get("clipped_updates") is not None]
-        if any(v is not None for _, v in clipping):
+        clipping = [(s["step"], records.number(s.get("clip")), s["clipped_updates"])
+                    for s in run.steps if s.get("clipped_updates") is not None]
+        if any(v is not None for _, v, _ in clipping):
             # Adaptive clipping: its threshold over training, NaN while off.
-            clip_x = [x for x, _ in clipping]
-            clip_v = [np.nan if v is None else v for _, v in clipping]
-            clipped = [s["clipped_updates"] for s in run.steps
-                       if s.get("clipped_updates") is not None][-1]
+            clip_x = [x for x, _, _ in clipping]
+            clip_v = [np.nan if v is None else v for _, v, _ in clipping]
+            clipped = clipping[-1][2]
             ax.step(clip_x, clip_v, where="post", color="tab:blue", lw=1.4,
                     label=f"AutoClip threshold ({clipped} updates clipped)")
         clip = summary.get("suggested_clipnorm")
