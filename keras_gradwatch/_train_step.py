@@ -27,12 +27,14 @@ import contextlib
 import itertools
 import math
 import threading
+import warnings
 import weakref
 
 import keras
 import tensorflow as tf
 
 from keras_gradwatch import _compat
+from keras_gradwatch.alerts import _user_stacklevel
 
 # The train function built with the norm, per model: while it is the
 # model's train function, there is nothing to rebuild.
@@ -100,11 +102,40 @@ def log_grad_norm(model):
     return True
 
 
+def _in_this_graph(tensor):
+    """Whether `tensor` can be used where the caller is being traced."""
+    if tensor is None:
+        return False
+    if tf.executing_eagerly():
+        return not tf.is_symbolic_tensor(tensor)
+    return tf.is_symbolic_tensor(tensor) and tensor.graph is tf.compat.v1.get_default_graph()
+
+
 def _with_grad_norm(model, step):
+    said = []  # the warning below, once per rebuilt train function
+
     def train_step(data):
         with _measuring(model.optimizer) as norms:
             logs = step(data)
-        if not norms or not isinstance(logs, dict) or "grad_norm" in logs:
+        if not isinstance(logs, dict) or "grad_norm" in logs:
+            return logs
+        # A train step that is a `tf.function` of its own applies the
+        # gradients in its own graph: a norm taken there cannot leave it.
+        usable = [n for n in norms if _in_this_graph(n)]
+        if len(usable) < len(norms):
+            if not said:
+                said.append(True)
+                warnings.warn(
+                    f"GradWatch cannot add grad_norm to the logs of model "
+                    f"'{model.name}': its train_step applies the gradients inside "
+                    "a tf.function (or another graph) of its own. Training is "
+                    "unchanged; GradWatch still measures on its probe batch. To "
+                    "log the norm, return it from train_step as logs['grad_norm'].",
+                    stacklevel=_user_stacklevel(),
+                )
+            return logs
+        norms = usable
+        if not norms:
             return logs
         # A step that applies several times (e.g. one per sub-model) logs
         # the norm of all its gradients together.
@@ -146,7 +177,10 @@ def _measuring(optimizer):
                 build(optimizer, trainable_variables)
                 collected = getattr(_local, "norms", None)
                 if collected is not None:
-                    collected.append(global_norm(optimizer, grads))
+                    try:
+                        collected.append(global_norm(optimizer, grads))
+                    except Exception:  # noqa: BLE001 - never break the user's step
+                        collected.append(None)  # no norm for this step
                 return original(grads, trainable_variables)
 
             optimizer.apply = apply_and_measure
