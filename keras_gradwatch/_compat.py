@@ -26,6 +26,11 @@ here as a list, so that a review of a new Keras release has one checklist):
   is traced (`_state.stateless`, `tbptt.py`).
 - A stateful layer's state lives in `layer.states` variables, read at the
   start of a call and assigned at its end (`_state.py`).
+- A `keras.random.SeedGenerator` keeps its state in a variable named
+  `seed_generator_state`, listed in its layer's `variables`; a recurrent
+  layer with dropout draws its masks from it at every call, in inference
+  too (`RNN.call` prepares the masks before the loop), so a measurement
+  would advance it (`_random_state.py`).
 """
 
 import contextlib
@@ -105,3 +110,12 @@ def require_tensorflow_backend(owner):
             "environment variable KERAS_BACKEND=tensorflow before Keras is "
             "imported (or \"backend\": \"tensorflow\" in ~/.keras/keras.json)."
         )
+
+
+def seed_generator_states(model):
+    """The state variables of every `keras.random.SeedGenerator` of `model`.
+
+    Found by their variable name, `seed_generator_state` (checked on Keras
+    3.8.0 and 3.15.1): layers keep their seed generators in a private list.
+    """
+    return [v for v in model.variables if v.name == "seed_generator_state"]

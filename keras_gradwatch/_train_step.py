@@ -220,6 +220,27 @@ def next_batches(model, iterator):
     return batches
 
 
+def replay(iterator, batches):
+    """An iterator over `batches` that Keras's train function runs exactly
+    as it runs `iterator`.
+
+    A `tf.data.Iterator` is replaced by one with the same element spec, so
+    that the step reuses the compiled step function of the epoch's other
+    steps (a plain Python iterator runs another trace of the step, whose
+    graph may round differently: training would not be bit-identical).
+    Other iterators are replaced by a Python iterator of the batches.
+    """
+    if isinstance(iterator, tf.data.Iterator):
+        try:
+            dataset = tf.data.Dataset.from_generator(
+                lambda: iter(batches), output_signature=iterator.element_spec
+            )
+            return iter(dataset)
+        except (TypeError, ValueError):  # a spec from_generator cannot take
+            pass
+    return iter(batches)
+
+
 class TrainFunctionHook:
     """Wraps `model.train_function` for the duration of one `fit` call.
 
@@ -256,7 +277,7 @@ class TrainFunctionHook:
                     batches = next_batches(model, iterator)
                     if batches:
                         take_probe(batches[0])
-                        return original(iter(batches))
+                        return original(replay(iterator, batches))
                 return original(iterator)
             except (StopIteration, tf.errors.OutOfRangeError):
                 raise

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_gradwatch import _compat
 from keras_gradwatch import _probing
+from keras_gradwatch import _random_state
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import layers as probed_layers
@@ -245,12 +246,13 @@ def _measure(
     rows = int(_sequence.first_leaf(x).shape[0])
     measurer = _measurer(inner, loss_fn, loss, loss_steps, gradient_norms, profiles)
     scale = _loss_scale(model)
-    out = measurer(x, y, tf.constant(scale, "float32"))
-    while scale > 1 and not _all_finite(out):
-        # Mixed precision: the optimizer's scale overflowed float16 here (as
-        # it does in training, where the step is then skipped): lower it.
-        scale = max(1.0, scale / 2**4)
+    with _random_state.preserved(inner):  # training draws the same masks
         out = measurer(x, y, tf.constant(scale, "float32"))
+        while scale > 1 and not _all_finite(out):
+            # Mixed precision: the optimizer's scale overflowed float16 here (as
+            # it does in training, where the step is then skipped): lower it.
+            scale = max(1.0, scale / 2**4)
+            out = measurer(x, y, tf.constant(scale, "float32"))
     records = {}
     for name, per_step in out["profiles"].items():
         profile = per_step.numpy().mean(axis=0)[::-1]

@@ -93,3 +93,51 @@ def test_every_training_style_trains_unchanged(style, tmp_path):
         assert len(said) == 1 and "'own_step" in said[0]
     else:
         assert "grad_norm" in watched_history and not said
+
+
+class Noisy(keras.layers.Layer):
+    """Draws from its own seed generator at every call, in training only."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = keras.random.SeedGenerator(5)
+
+    def call(self, x, training=False):
+        if training:
+            return x + 0.01 * keras.random.normal(keras.ops.shape(x), seed=self.seed)
+        return x
+
+
+def train_random(callbacks, as_dataset):
+    keras.utils.set_random_seed(11)
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 12, 3)).astype("float32")
+    y = x.sum(axis=(1, 2))[:, None] / 18
+    model = keras.Sequential([
+        keras.Input((12, 3)),
+        Noisy(),
+        keras.layers.GaussianNoise(0.05),
+        # Recurrent dropout draws its masks at every call, inference too.
+        keras.layers.LSTM(8, dropout=0.2, recurrent_dropout=0.2),
+        keras.layers.Dropout(0.3),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer="adam", loss="mse")
+    data = (tf.data.Dataset.from_tensor_slices((x, y)).batch(32),) if as_dataset else (x, y)
+    kwargs = {} if as_dataset else {"batch_size": 32, "shuffle": False}
+    history = model.fit(*data, epochs=2, verbose=0, callbacks=callbacks, **kwargs)
+    return model, history.history
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_random_layers_draw_the_same_numbers_with_gradwatch(as_dataset, tmp_path):
+    """Measurements run the model (dropout included) but leave every seed
+    generator as they found it, and the first step, whose batch becomes the
+    probe batch, runs the epoch's own compiled step."""
+    plain, plain_history = train_random([], as_dataset)
+    watched, watched_history = train_random(
+        [GradWatch(tmp_path / "run", every=1, plots=None)], as_dataset
+    )
+    assert watched_history["loss"] == plain_history["loss"]
+    for a, b in zip(plain.get_weights(), watched.get_weights()):
+        np.testing.assert_array_equal(a, b)
