@@ -202,7 +202,8 @@ class DataChecks:
         x_spec, y_spec = (spec[0], spec[1] if len(spec) > 1 else None) if (
             isinstance(spec, tuple)
         ) else (spec, None)
-        rows = {leaf.shape[0] for leaf in keras.tree.flatten(x_spec) if leaf.shape.rank}
+        shapes = [getattr(leaf, "shape", None) for leaf in keras.tree.flatten(x_spec)]
+        rows = {shape[0] for shape in shapes if shape is not None and shape.rank}
         expected = self.streams
         if expected is None:
             return
