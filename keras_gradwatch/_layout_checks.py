@@ -125,6 +125,13 @@ class DataChecks:
     def _model_name(self):
         return self.wrapper.model.name
 
+    def _held(self):
+        """'32 streams', with the replicas' share under `tf.distribute`."""
+        replicas = self.wrapper.distribute_strategy.num_replicas_in_sync
+        if replicas == 1:
+            return f"{self.streams} streams"
+        return f"{self.streams} streams ({self.streams // replicas} per replica on {replicas} replicas)"
+
     # Batch sizes, rows and streams ----------------------------------------
 
     def _check_batch_size(self, name, value):
@@ -138,7 +145,7 @@ class DataChecks:
         if self.epoch_mode and value is not None and value != expected:
             raise InvalidInputError(
                 f"Received: {name}={value} with reset='epoch', but the stateful "
-                f"layers of '{self._model_name()}' hold {expected} streams: row i "
+                f"layers of '{self._model_name()}' hold {self._held()}: row i "
                 "of each batch must continue row i of the previous one. "
                 f"Pass {name}={expected} (or leave it unset)."
             )
@@ -163,7 +170,7 @@ class DataChecks:
                     raise InvalidInputError(
                         f"Received {label} laid out by make_streams for {laid_out} "
                         f"streams, but with reset='epoch' the stateful layers of "
-                        f"'{self._model_name()}' hold {expected} streams, one per "
+                        f"'{self._model_name()}' hold {self._held()}, one per "
                         "batch row: each batch would mix chunks of different "
                         "streams. Lay the sequence out for this model: "
                         f"make_streams(sequence, batch_size={expected}, chunk=...)."
@@ -178,7 +185,7 @@ class DataChecks:
         expected = self.streams
         if rows is None or rows % expected or not 0 < split < 1:
             return  # x's own check (or Keras's) says what is wrong
-        # Keras's own split (keras.src.trainers.data_adapters.array_slicing).
+        # Keras's own cut (see the checklist in _compat.py).
         split_at = int(math.floor(rows * (1.0 - split)))
         if split_at in (0, rows) or split_at % expected == 0:
             return
@@ -211,7 +218,7 @@ class DataChecks:
         if batch is not None and (batch > expected or (self.epoch_mode and batch != expected)):
             epoch = (
                 f"with reset='epoch' the stateful layers of '{self._model_name()}' "
-                f"hold {expected} streams, one per batch row"
+                f"hold {self._held()}, one per batch row"
                 if self.epoch_mode
                 else f"the stateful layers of '{self._model_name()}' were built for "
                 f"batches of at most {expected}"
