@@ -7,7 +7,6 @@ and the output structure; and clear errors for batches that do not fit.
 """
 
 import keras
-import tensorflow as tf
 
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
@@ -79,50 +78,6 @@ def plan(model, x, y, window):
     return Plan(batch_size, has_time, output_spec)
 
 
-def resolve_batch_size(model, x, batch_size, replicas, streams=False):
-    """The `batch_size` to pass to Keras for array data.
-
-    By default the stateful layers' (times the replicas under
-    `tf.distribute`, whose layers hold one replica's batch); a larger one is
-    an error. With `streams=True` (`reset="epoch"`: row i of each batch
-    continues row i of the previous one) the batch size must be exactly the
-    stateful one and the rows a multiple of it, since a smaller batch would
-    feed stream i's next chunk to another row's state.
-    """
-    if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
-        return batch_size
-    if x is not None and not _is_array_data(x):
-        return batch_size
-    expected = _state.state_batch_size(_state.stateful_layers(model))
-    if expected is None:
-        return batch_size
-    expected *= replicas
-    if batch_size is not None and batch_size > expected:
-        raise InvalidInputError(
-            f"Received: batch_size={batch_size}, but the stateful layers "
-            f"of '{model.name}' were built for batches of "
-            f"{expected}. Pass batch_size={expected} (or leave it unset)."
-        )
-    if streams:
-        if batch_size is not None and batch_size != expected:
-            raise InvalidInputError(
-                f"Received: batch_size={batch_size} with reset='epoch', but the "
-                f"stateful layers of '{model.name}' hold {expected} streams: "
-                f"row i of each batch must continue row i of the previous one. "
-                f"Pass batch_size={expected} (or leave it unset)."
-            )
-        rows = _sequence.first_leaf(x).shape[0] if x is not None else None
-        if rows is not None and rows % expected:
-            raise InvalidInputError(
-                f"Received {rows} rows with reset='epoch' and batches of "
-                f"{expected} streams: the last batch would hold {rows % expected} "
-                "rows and break the streams' continuity. Pass a multiple of "
-                f"{expected} rows, e.g. laid out by keras_gradwatch.streams."
-                "make_streams(sequence, batch_size)."
-            )
-    return expected if batch_size is None else batch_size
-
-
 def check_time_axis(x):
     """Raises `InvalidInputError` for an input without a time axis."""
     for leaf in keras.tree.flatten(x):
@@ -146,7 +101,3 @@ def weights_have_time(sample_weight):
         if t is not None
     )
 
-
-def _is_array_data(x):
-    leaves = keras.tree.flatten(x)
-    return bool(leaves) and all(hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves)

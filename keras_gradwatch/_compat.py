@@ -31,6 +31,10 @@ here as a list, so that a review of a new Keras release has one checklist):
   layer with dropout draws its masks from it at every call, in inference
   too (`RNN.call` prepares the masks before the loop), so a measurement
   would advance it (`_random_state.py`).
+- `fit` validates by calling `self.evaluate(..., _use_cached_eval_dataset=True)`
+  on the validation data it was given (`validates_for_fit`), and splits
+  `validation_split` at row `floor(rows * (1 - validation_split))`
+  (`_layout_checks.py`).
 """
 
 import contextlib
@@ -80,6 +84,13 @@ def shadow_call(layer, call):
 def unshadow_call(layer):
     """Removes what `shadow_call` set: the class's `call` applies again."""
     del layer.call
+
+
+def validates_for_fit(kwargs):
+    """Whether an `evaluate` call (its keyword arguments) is `fit`'s own
+    validation: Keras 3's `fit` passes `_use_cached_eval_dataset=True`
+    (checked on 3.8 and 3.15), and evaluates the data `fit` was given."""
+    return bool(kwargs.get("_use_cached_eval_dataset"))
 
 
 def loss_tracker(model):

@@ -14,6 +14,11 @@ chunk j (steps `j * K` to `(j + 1) * K` of the stream) is row `j * B + i`
 of `x`. So `fit(x, y, batch_size=B, shuffle=False)` gives batch j = chunk
 j of every stream, in stream order. A dataset comes back as a dataset of
 those batches.
+
+The arrays come back as `StreamArray`s, numpy arrays that remember the
+number of streams they were laid out for, so that `TruncatedBPTT` can
+refuse them for a model with another number of streams; a dataset's batches
+have that number as their static batch size.
 """
 
 import sys
@@ -23,10 +28,73 @@ import numpy as np
 from keras_gradwatch.errors import InvalidInputError
 
 TARGETS = ("next", None)
+ROLES = ("inputs", "targets")
 
 # Steps per block when a dataset is gathered into one tensor: batching all
 # of them at once would hold one small tensor per step on the way.
 GATHER_BLOCK = 65_536
+
+
+class StreamArray(np.ndarray):
+    """A numpy array laid out by `make_streams`: rows are stream chunks.
+
+    It is a `numpy.ndarray` subclass (every numpy and Keras function takes
+    it) that also remembers how many streams it was laid out for: row
+    `j * streams + i` is chunk j of stream i. `TruncatedBPTT(...,
+    reset="epoch")` reads that number to refuse streams laid out for
+    another batch size before any step. Slices and element-wise results
+    keep the attributes (`y[..., :1]` is still laid out for the same
+    streams); reductions to a single number give a plain numpy scalar, and
+    `numpy.asarray(a)` a plain array.
+
+    Args:
+        array: The laid-out rows, `(streams * chunks, chunk, features...)`.
+        streams: The number of streams (`make_streams`' `batch_size`).
+        role: `"inputs"` (the `x` of `make_streams`) or `"targets"` (its
+            `y`, the next step of every input feature).
+
+    Attributes:
+        streams: The number of streams, or None when unknown.
+        role: `"inputs"`, `"targets"`, or None when unknown.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_gradwatch.streams import make_streams
+    >>> x, y = make_streams(np.arange(13), batch_size=2, chunk=3)
+    >>> x.streams, y.role, y[:, :1].streams
+    (2, 'targets', 2)
+    >>> float(x.sum())
+    66.0
+    """
+
+    def __new__(cls, array, streams: int, role: str = "inputs"):
+        if role not in ROLES:
+            raise InvalidInputError(f"Received: role={role!r}. Pass 'inputs' or 'targets'.")
+        result = np.asarray(array).view(cls)
+        result.streams = streams
+        result.role = role
+        return result
+
+    def __array_finalize__(self, source):
+        # Views, slices and element-wise results inherit the layout.
+        self.streams = getattr(source, "streams", None)
+        self.role = getattr(source, "role", None)
+
+    def __array_wrap__(self, array, *args, **kwargs):
+        # A reduction to one number is no longer laid out in rows.
+        if array.ndim == 0:
+            return array.view(np.ndarray)[()]
+        return super().__array_wrap__(array, *args, **kwargs)
+
+    def __reduce__(self):
+        # Pickling (and copy.deepcopy) keeps the layout.
+        constructor, arguments, state = super().__reduce__()
+        return constructor, arguments, (state, self.streams, self.role)
+
+    def __setstate__(self, state):
+        array_state, self.streams, self.role = state
+        super().__setstate__(array_state)
 
 
 def make_streams(sequence, batch_size, chunk=None, targets="next"):
@@ -56,9 +124,10 @@ def make_streams(sequence, batch_size, chunk=None, targets="next"):
             own laid out the same way.
 
     Returns:
-        For an array-like: `(x, y)` with `targets="next"`, else `x`: arrays
-        of shape `(batch_size * chunks, chunk, features...)`, to fit with
-        `batch_size=batch_size, shuffle=False`. For a dataset: a
+        For an array-like: `(x, y)` with `targets="next"`, else `x`:
+        `StreamArray`s (numpy arrays that remember `batch_size` as their
+        `streams`) of shape `(batch_size * chunks, chunk, features...)`, to
+        fit with `batch_size=batch_size, shuffle=False`. For a dataset: a
         `tf.data.Dataset` of the same batches, one per chunk: `(x, y)`
         pairs (`x` alone with `targets=None`) of static shape
         `(batch_size, chunk, features...)`, with a known cardinality (the
@@ -76,13 +145,13 @@ def make_streams(sequence, batch_size, chunk=None, targets="next"):
     >>> import numpy as np
     >>> from keras_gradwatch.streams import make_streams
     >>> x, y = make_streams(np.arange(13), batch_size=2, chunk=3)
-    >>> x
+    >>> np.asarray(x)
     array([[ 0,  1,  2],
            [ 6,  7,  8],
            [ 3,  4,  5],
            [ 9, 10, 11]])
-    >>> y[0], y[3]
-    (array([1, 2, 3]), array([10, 11, 12]))
+    >>> y[0].tolist(), y[3].tolist(), x.streams
+    ([1, 2, 3], [10, 11, 12], 2)
 
     The same steps as a `tf.data.Dataset` give the same batches:
 
@@ -108,8 +177,8 @@ def make_streams(sequence, batch_size, chunk=None, targets="next"):
     length = _stream_length(len(sequence), batch_size, chunk, targets)
     layouts = [
         # (chunks, streams, step...) -> rows: batch j of `fit` is chunk j.
-        np.reshape(layout, (-1,) + layout.shape[2:])
-        for layout in _layouts(np, sequence, batch_size, length, chunk, targets)
+        StreamArray(np.reshape(layout, (-1,) + layout.shape[2:]), batch_size, role)
+        for layout, role in zip(_layouts(np, sequence, batch_size, length, chunk, targets), ROLES)
     ]
     return tuple(layouts) if targets == "next" else layouts[0]
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_gradwatch import _auto_window
 from keras_gradwatch import _batch_plan
 from keras_gradwatch import _compat
+from keras_gradwatch import _layout_checks
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import _train_step
@@ -260,6 +261,7 @@ class TruncatedBPTT(keras.Model):
             name="skipped_updates",
         )
         self._steps = _window_steps.WindowedSteps(self, self._skipped_updates)
+        self._data_checks = _layout_checks.DataChecks(self)
         # The wrapper owns no layer of its own: it is built when the wrapped
         # model is (a stateful model usually is, from its batch_shape).
         self.built = model.built
@@ -390,6 +392,21 @@ class TruncatedBPTT(keras.Model):
         `reset="batch"` and to False with `reset="epoch"`, where shuffling
         would mix the streams (an error). `batch_size` defaults to the
         stateful layers' batch size.
+
+        Before any step, the training data and the validation data
+        (`validation_data`, `validation_split`, `validation_batch_size`)
+        are checked: a batch size above the stateful one; with
+        `reset="epoch"`, any other batch size, rows that are not whole
+        batches, arrays laid out by `make_streams` for another number of
+        streams, a `tf.data.Dataset` of another static batch size; and
+        targets that a built-in element-wise loss would broadcast against
+        the model's output. Each error names the argument. Data whose shapes
+        are unknown (a generator, a dataset of unknown batch size) is not
+        checked.
+
+        Raises:
+            InvalidInputError: For data that fails these checks, or
+                `shuffle=True` with `reset="epoch"`.
         """
         arguments = _arguments(keras.Model.fit, self, args, kwargs)
         x = arguments.get("x")
@@ -412,24 +429,33 @@ class TruncatedBPTT(keras.Model):
             arguments["shuffle"] = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
         if self._auto is not None:
             arguments["callbacks"] = self._with_callbacks(arguments.get("callbacks"), self._auto)
-        arguments["batch_size"] = self._resolve_batch_size(x, arguments.get("batch_size"))
-        validation_data = arguments.get("validation_data")
-        if arguments.get("validation_batch_size") is None and validation_data is not None:
-            arguments["validation_batch_size"] = self._resolve_batch_size(validation_data, None)
+        # Every piece of data is checked before the first step.
+        self._data_checks.fit(arguments)
         return super().fit(**arguments)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
-        """Evaluates the model window by window, as `keras.Model.evaluate`."""
+        """Evaluates the model window by window, as `keras.Model.evaluate`.
+
+        The data is checked as `fit`'s `x` and `y` are, before any step.
+        """
         if self.reset == "epoch":
             self.reset_state()
-        batch_size = self._resolve_batch_size(x, batch_size)
+        if not _compat.validates_for_fit(kwargs):  # fit checked its validation data
+            batch_size = self._data_checks.check(
+                _layout_checks.Data("x", x, y, "batch_size", batch_size)
+            )
         return super().evaluate(x=x, y=y, batch_size=batch_size, **kwargs)
 
     def predict(self, x, batch_size=None, **kwargs):
-        """Predicts window by window; returns full-length outputs."""
+        """Predicts window by window; returns full-length outputs.
+
+        The data is checked as `fit`'s `x` is, before any step.
+        """
         if self.reset == "epoch":
             self.reset_state()
-        batch_size = self._resolve_batch_size(x, batch_size)
+        batch_size = self._data_checks.check(
+            _layout_checks.Data("x", x, None, "batch_size", batch_size), targets=False
+        )
         return super().predict(x, batch_size=batch_size, **kwargs)
 
     def _with_callbacks(self, callbacks, ours):
@@ -439,12 +465,6 @@ class TruncatedBPTT(keras.Model):
             callbacks.callbacks.insert(0, ours)
             return callbacks
         return [ours] + list(callbacks or [])
-
-    def _resolve_batch_size(self, x, batch_size):
-        return _batch_plan.resolve_batch_size(
-            self.model, x, batch_size, self.distribute_strategy.num_replicas_in_sync,
-            streams=self.reset == "epoch",
-        )
 
     # Steps ----------------------------------------------------------------
 

@@ -89,3 +89,41 @@ def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,
         )
     writer.close()
     return path
+
+
+class _StepCounter(keras.callbacks.Callback):
+    """Counts the batches that began: training, test and predict."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+
+def refused_before_any_step(model, method, match, *args, **kwargs):
+    """Calls `model.<method>(*args, **kwargs)`, expecting an
+    `InvalidInputError` matching `match` before any batch ran and any weight
+    or optimizer step changed; returns the message."""
+    import numpy as np
+
+    from keras_gradwatch import InvalidInputError
+
+    weights = [np.array(w) for w in model.get_weights()]
+    iterations = int(model.optimizer.iterations) if model.optimizer is not None else 0
+    counter = _StepCounter()
+    with pytest.raises(InvalidInputError, match=match) as error:
+        getattr(model, method)(*args, callbacks=[counter], verbose=0, **kwargs)
+    assert counter.batches == 0, f"{counter.batches} batch(es) ran before the error"
+    if model.optimizer is not None:
+        assert int(model.optimizer.iterations) == iterations
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+    return str(error.value)

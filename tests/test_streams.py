@@ -153,3 +153,98 @@ def test_fit_on_the_dataset_trains_as_on_the_arrays():
     np.testing.assert_allclose(dataset_losses, losses, rtol=1e-6)
     for got, want in zip(dataset_weights, weights):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# What the layout remembers, and the checks that read it.
+
+
+def test_arrays_remember_the_streams_they_were_laid_out_for():
+    import copy
+    import pickle
+
+    from keras_gradwatch.streams import StreamArray
+
+    rows = np.random.default_rng(0).normal(size=(41, 3)).astype("float32")
+    x, y = make_streams(rows, batch_size=4, chunk=5)
+    assert isinstance(x, StreamArray) and isinstance(x, np.ndarray)
+    assert (x.streams, x.role, y.streams, y.role) == (4, "inputs", 4, "targets")
+    assert make_streams(rows, batch_size=2, chunk=5, targets=None).streams == 2
+    # Slices, element-wise results, copies and pickles keep the layout.
+    for kept in (y[..., :1], x[4:], x * 2.0, x.astype("float64"), x.copy(),
+                 pickle.loads(pickle.dumps(x)), copy.deepcopy(x)):
+        assert kept.streams == 4
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(y)), y)
+    # One number is a plain scalar; asarray gives a plain array.
+    assert type(x.sum()) is np.float32 and float(x.sum()) == float(np.asarray(x).sum())
+    assert type(np.asarray(x)) is np.ndarray
+
+
+def test_a_dataset_remembers_its_streams_as_its_static_batch_size():
+    import tensorflow as tf
+
+    batches = make_streams(tf.data.Dataset.range(103), batch_size=4, chunk=5)
+    # What a user does with a dataset keeps the static batch size.
+    used = batches.map(lambda x, y: (x, y)).cache().prefetch(2).take(3)
+    assert [tuple(spec.shape) for spec in used.element_spec] == [(4, 5), (4, 5)]
+
+
+def test_a_stateless_keras_model_trains_on_stream_arrays_as_on_plain_arrays():
+    import keras
+
+    x, y = make_streams(np.random.default_rng(0).normal(size=(81, 3)).astype("float32"), 4, 5)
+
+    def fit(x, y):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((None, 3)), keras.layers.SimpleRNN(4, return_sequences=True),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history["loss"]
+
+    assert fit(x, y[..., :1]) == fit(np.asarray(x), np.asarray(y)[..., :1])
+
+
+def issue_model(streams=32, features=4):
+    """The layout of the issue: 32 streams, 4 features, one output."""
+    import keras
+
+    from keras_gradwatch import TruncatedBPTT
+
+    inner = keras.Sequential([
+        keras.Input(batch_shape=(streams, None, features)),
+        keras.layers.SimpleRNN(2, stateful=True, return_sequences=True),
+        keras.layers.Dense(1),
+    ])
+    model = TruncatedBPTT(inner, window=5, reset="epoch")
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("validation of 100 rows", r"validation_data\[0\] with 100 rows .*multiple of 32"),
+        ("validation for 16 streams", r"validation_data\[0\] laid out by make_streams for 16 streams"),
+        ("training for 64 streams", r"Received x laid out by make_streams for 64 streams.*batch_size=32"),
+        ("validation_batch_size=16", r"Received: validation_batch_size=16 with reset='epoch'"),
+        ("4-channel next-step targets", r"y of shape \(256, 10, 4\).*targets='next'.*targets=None"),
+    ],
+)
+def test_the_issue_layouts_are_refused_before_any_step(case, match):
+    from conftest import refused_before_any_step
+
+    steps = np.random.default_rng(0).normal(size=(32 * 80 + 1, 4)).astype("float32")
+    x, y = make_streams(steps, 32, 10)  # 8 batches of 32 streams
+    kwargs = {"x": x, "y": y[..., :1], "epochs": 1}
+    if case == "validation of 100 rows":
+        kwargs["validation_data"] = (x[:100], y[:100, :, :1])
+    elif case == "validation for 16 streams":
+        x16, y16 = make_streams(steps, 16, 10)
+        kwargs["validation_data"] = (x16, y16[..., :1])
+    elif case == "training for 64 streams":
+        x64, y64 = make_streams(steps[: 64 * 20 + 1], 64, 10)
+        kwargs.update(x=x64, y=y64[..., :1])
+    elif case == "validation_batch_size=16":
+        kwargs.update(validation_data=(x, y[..., :1]), validation_batch_size=16)
+    else:
+        kwargs["y"] = y  # make_streams' targets="next": all 4 features
+    refused_before_any_step(issue_model(), "fit", match, **kwargs)

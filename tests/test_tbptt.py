@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import refused_before_any_step
 
 from keras_gradwatch import InvalidInputError
 from keras_gradwatch import TruncatedBPTT
@@ -764,3 +765,231 @@ def test_epoch_mode_refuses_a_layout_that_breaks_the_streams():
         model.fit(x[:-2], y[:-2, ..., :1], epochs=1, verbose=0)
     history = model.fit(x, y[..., :1], epochs=1, verbose=0)  # the laid-out streams
     assert len(history.history["loss"]) == 1
+
+
+# Data checks before any step ---------------------------------------------------
+
+
+def stream_data(streams=B, chunks=3, t=8, seed=0):
+    """`make_streams` arrays for `streams` streams of `chunks` chunks of `t`
+    steps, with targets of the model's one output."""
+    from keras_gradwatch.streams import make_streams
+
+    steps = np.random.default_rng(seed).normal(size=(streams * chunks * t + 1, F))
+    x, y = make_streams(steps.astype("float32"), streams, t)
+    return x, y[..., :1]
+
+
+def stream_dataset(streams=B, chunks=3, t=8, targets=1):
+    """The same layout as a tf.data.Dataset of batches."""
+    from keras_gradwatch.streams import make_streams
+
+    steps = np.random.default_rng(0).normal(size=(streams * chunks * t + 1, F))
+    batches = make_streams(tf.data.Dataset.from_tensor_slices(steps.astype("float32")), streams, t)
+    return batches if targets is None else batches.map(lambda x, y: (x, y[..., :targets]))
+
+
+def epoch_model(**kwargs):
+    return compiled(TruncatedBPTT(make_inner(**kwargs), window=4, reset="epoch"))
+
+
+@pytest.mark.parametrize(
+    "make_kwargs, match",
+    [
+        # Rows that are not whole batches of the 4 streams.
+        (lambda: {"validation_data": data(n=6, t=8)},
+         r"validation_data\[0\] with 6 rows .*multiple of 4 rows"),
+        # Rows a multiple of 4, but laid out for 2 streams.
+        (lambda: {"validation_data": stream_data(streams=2, chunks=4)},
+         r"validation_data\[0\] laid out by make_streams for 2 streams.*batch_size=4"),
+        # Refused after a full epoch before, naming batch_size.
+        (lambda: {"validation_data": stream_data(seed=1), "validation_batch_size": 2},
+         r"validation_batch_size=2 with reset='epoch'.*Pass validation_batch_size=4"),
+        (lambda: {"validation_data": stream_data(seed=1), "validation_batch_size": 8},
+         r"validation_batch_size=8, but .* built for batches of 4"),
+        (lambda: {"validation_split": 0.3, "validation_batch_size": 2},
+         r"validation_batch_size=2 with reset='epoch'"),
+        (lambda: {"validation_data": stream_dataset(streams=2, chunks=4)},
+         r"tf\.data\.Dataset as validation_data with batches of 2 rows.*hold 4 streams"),
+        # The training data itself, laid out for 8 streams (24 rows: 6 batches of 4).
+        (lambda: {"x": stream_data(streams=8)[0], "y": stream_data(streams=8)[1]},
+         r"Received x laid out by make_streams for 8 streams.*batch_size=4"),
+        (lambda: {"x": stream_dataset(streams=8, chunks=1), "y": None},
+         r"tf\.data\.Dataset as x with batches of 8 rows"),
+    ],
+)
+def test_epoch_mode_checks_validation_data_before_any_step(make_kwargs, match):
+    model = epoch_model()
+    x, y = stream_data()
+    kwargs = {"x": x, "y": y, "epochs": 1, **make_kwargs()}
+    refused_before_any_step(model, "fit", match, **kwargs)
+
+
+def test_a_validation_split_that_cuts_a_batch_suggests_one_that_does_not():
+    model = epoch_model()
+    x, y = stream_data()  # 12 rows: 3 batches of 4 streams
+    # Keras cuts at floor(12 * 0.8) = 9 rows: 9 to train, 3 to validate.
+    message = refused_before_any_step(
+        model, "fit", r"validation_split=0\.2 with reset='epoch'.*at row 9", x, y, validation_split=0.2
+    )
+    suggested = float(re.search(r"Pass validation_split=([0-9.]+)", message).group(1))
+    assert suggested == 0.3  # the last of 3 batches: floor(12 * 0.7) = 8
+    history = model.fit(x, y, validation_split=suggested, epochs=1, verbose=0)
+    assert np.isfinite(history.history["val_loss"][0])
+
+
+@pytest.mark.parametrize(
+    "method, args, kwargs, match",
+    [
+        ("evaluate", lambda: data(n=6, t=8), {}, r"Received x with 6 rows"),
+        ("evaluate", lambda: stream_data(), {"batch_size": 2}, r"batch_size=2 with reset='epoch'"),
+        ("evaluate", lambda: stream_data(streams=8), {}, r"x laid out by make_streams for 8 streams"),
+        ("predict", lambda: stream_data(streams=8)[:1], {}, r"x laid out by make_streams for 8 streams"),
+        ("predict", lambda: (stream_dataset(streams=8, chunks=1),), {}, r"Dataset as x with batches of 8 rows"),
+        ("predict", lambda: data(n=6, t=8)[:1], {}, r"Received x with 6 rows"),
+    ],
+)
+def test_epoch_mode_checks_evaluate_and_predict_inputs(method, args, kwargs, match):
+    refused_before_any_step(epoch_model(), method, match, *args(), **kwargs)
+
+
+def test_next_step_targets_of_every_feature_are_refused_naming_targets():
+    from keras_gradwatch.streams import make_streams
+
+    model = epoch_model()
+    steps = np.random.default_rng(0).normal(size=(B * 3 * 8 + 1, F)).astype("float32")
+    x, y = make_streams(steps, B, 8)  # y: the next step of all 3 features
+    message = refused_before_any_step(
+        model, "fit", r"y of shape \(12, 8, 3\), for a model whose output is shaped \(4, 8, 1\)", x, y
+    )
+    assert "targets='next'" in message and "targets=None" in message and "y[..., :1]" in message
+    refused_before_any_step(model, "evaluate", r"y of shape \(12, 8, 3\)", x, y)
+    refused_before_any_step(
+        model, "fit", r"Dataset as x whose targets are shaped \(4, 8, 3\).*targets='next'",
+        stream_dataset(targets=None),
+    )
+
+
+@pytest.mark.parametrize(
+    "inner_kwargs, make_kwargs, match",
+    [
+        ({}, lambda x, y: {"y": np.repeat(y, 2, axis=-1)}, r"y of shape \(4, 12, 2\)"),
+        ({}, lambda x, y: {"validation_data": (x, np.repeat(y, 2, axis=-1))},
+         r"validation_data\[1\] of shape \(4, 12, 2\)"),
+        # Many-to-one: targets with a time axis would be broadcast too.
+        ({"return_sequences": False}, lambda x, y: {}, r"y of shape \(4, 12, 1\).*shaped \(4, 1\)"),
+    ],
+)
+def test_targets_a_loss_would_broadcast_are_refused_in_batch_mode(inner_kwargs, make_kwargs, match):
+    model = compiled(TruncatedBPTT(make_inner(**inner_kwargs), window=4))
+    x, y = data()
+    refused_before_any_step(model, "fit", match, **{"x": x, "y": y, **make_kwargs(x, y)})
+
+
+def test_valid_stream_layouts_still_train():
+    model = epoch_model()
+    x, y = stream_data()
+    history = model.fit(x, y, validation_data=stream_data(chunks=2, seed=1), epochs=1, verbose=0)
+    assert np.isfinite(history.history["val_loss"][0])
+    # A dataset of unknown batch size and a generator: nothing to check, no error.
+    unknown = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
+    assert unknown.element_spec[0].shape[0] is None
+    model.fit(unknown, epochs=1, verbose=0)
+
+    def batches():
+        yield x[:B], y[:B]
+        yield x[B : 2 * B], y[B : 2 * B]
+
+    model.fit(batches(), steps_per_epoch=2, epochs=1, verbose=0)
+    assert model.evaluate(stream_dataset(), verbose=0) > 0
+
+
+def test_batch_mode_takes_any_rows_and_smaller_validation_batches():
+    model = compiled(TruncatedBPTT(make_inner(), window=4))
+    x, y = data(n=6, t=8)
+    x_val, y_val = data(n=5, t=8, seed=1)
+    streams_x, streams_y = stream_data(streams=8, chunks=1)  # 8 streams, batches of 4
+    history = model.fit(
+        np.concatenate([x, streams_x]), np.concatenate([y[..., :1], streams_y]),
+        validation_data=(x_val, y_val), validation_batch_size=2, epochs=1, verbose=0,
+    )
+    assert np.isfinite(history.history["val_loss"][0])
+
+
+def test_sparse_labels_are_not_judged():
+    vocab = 6
+    ids = np.random.default_rng(0).integers(0, vocab, size=(B, 8)).astype("int32")
+    # Class ids (4, 8) and (4, 8, 1) for logits (4, 8, 6).
+    for labels in (ids, ids[..., None]):
+        inner = keras.Sequential([
+            keras.Input(batch_shape=(B, None), dtype="int32"),
+            keras.layers.Embedding(vocab, 3),
+            keras.layers.SimpleRNN(4, stateful=True, return_sequences=True),
+            keras.layers.Dense(vocab, activation="softmax"),
+        ])
+        model = TruncatedBPTT(inner, window=4, reset="epoch")
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.fit(ids, labels, epochs=1, verbose=0)
+
+
+def test_a_custom_loss_may_read_targets_of_another_shape():
+    # A target and a second channel side by side, read on purpose.
+    def first_channel_mse(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_true[..., :1] - y_pred))
+
+    model = TruncatedBPTT(make_inner(), window=4)
+    model.compile(optimizer="sgd", loss=first_channel_mse)
+    x, y = data()
+    model.fit(x, np.repeat(y, 3, axis=-1), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "y_shape, output_shape, matched, broadcasts",
+    [
+        ((8, 10, 4), (4, 10, 1), ((8, 10, 4), (4, 10, 1)), True),  # 4 channels vs 1
+        ((8, 10, 1), (4, 10, 3), ((8, 10, 1), (4, 10, 3)), True),
+        ((8, 10), (4, 10, 1), ((8, 10), (4, 10)), False),  # Keras squeezes the output
+        ((8, 10, 1), (4, 10), ((8, 10), (4, 10)), False),  # ... or the targets
+        ((8,), (4, 1), ((8, 1), (4, 1)), False),  # binary labels (N,): expanded
+        ((8, 10, 1), (4, 1), ((8, 10), (4, 1)), True),  # many-to-one, targets in time
+        ((8, 10), (4, 10, 3), ((8, 10), (4, 10, 3)), True),  # ranks still differ
+        ((None, None, 4), (4, None, 1), ((None, None, 4), (4, None, 1)), True),
+        ((None, None, 1), (4, 7, 1), ((None, None, 1), (4, 7, 1)), False),  # unknown: no claim
+        ((8, 10, 3), (4, 10, 3), ((8, 10, 3), (4, 10, 3)), False),  # rows are not compared
+    ],
+)
+def test_target_shapes_as_keras_losses_match_them(y_shape, output_shape, matched, broadcasts):
+    from keras_gradwatch import _target_shapes
+
+    assert _target_shapes.rank_matched(y_shape, output_shape) == matched
+    assert _target_shapes.broadcasts(y_shape, output_shape) is broadcasts
+
+
+class _MySquaredError(keras.losses.MeanSquaredError):
+    def call(self, y_true, y_pred):
+        return super().call(y_true[..., :1], y_pred)
+
+
+@pytest.mark.parametrize(
+    "loss, name",
+    [
+        ("mse", "mean_squared_error"),
+        ("MeanAbsoluteError", "mean_absolute_error"),
+        (keras.losses.binary_crossentropy, "binary_crossentropy"),
+        (keras.losses.Huber(), "huber"),
+        (keras.losses.CategoricalCrossentropy(from_logits=True), "categorical_crossentropy"),
+        (["mse"], "mean_squared_error"),
+        ({"out": "mae"}, "mean_absolute_error"),
+        ("sparse_categorical_crossentropy", None),
+        (keras.losses.SparseCategoricalCrossentropy(), None),
+        ("crossentropy", None),  # Keras picks the kind from the shapes
+        (_MySquaredError(), None),  # a subclass may read targets its own way
+        (lambda y_true, y_pred: y_pred, None),
+        (["mse", "mae"], None),  # several outputs
+        (None, None),
+    ],
+)
+def test_only_keras_elementwise_losses_are_judged(loss, name):
+    from keras_gradwatch import _target_shapes
+
+    assert _target_shapes.elementwise_loss_name(loss) == name

@@ -22,7 +22,7 @@ SECTIONS = [
     ("keras_gradwatch", ["TruncatedBPTT", "GradWatch", "measure", "Measurement",
                          "LayerProfile", "Alert"]),
     ("keras_gradwatch.layers", ["SimpleRNN", "GRU", "LSTM", "RNN", "Probe"]),
-    ("keras_gradwatch.streams", ["make_streams"]),
+    ("keras_gradwatch.streams", ["make_streams", "StreamArray"]),
     ("keras_gradwatch.inference", ["with_batch_size"]),
     ("keras_gradwatch.stats", ["decay_rate", "tail_decay_rate", "horizon",
                                "truncation_bias", "suggested_window"]),
