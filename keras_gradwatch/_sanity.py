@@ -20,10 +20,11 @@ norms in a healthy run:
   the probe's 16 sequences are one draw (a few times more either way);
 - the mode: the measurement runs the model in inference mode (no dropout),
   training in training mode: a factor below 2 for usual dropout rates;
-- time: the reference is the median over the last `RECENT_STEPS` steps
-  (a spike or a dip of one step does not move it), taken before the
-  measurement's step; norms drift over a few steps by far less than 10x
-  except at a blow-up, which the non-finite and jump checks report;
+- time: the references are the median over the last `RECENT_STEPS` steps
+  (a spike or a dip of one step does not move it) and the latest step's
+  norm (taken on the weights the measurement sees, so that a blow-up or
+  the exit from a plateau, where the norm leaves its median, is followed
+  at once); the measurement is suspect only when far from both;
 - `TruncatedBPTT`: its `grad_norm` is the largest window update's, the
   measurement is of the mean loss over the whole sequence: up to
   sqrt(windows) apart for uncorrelated windows (10x at 100 windows).
@@ -44,42 +45,51 @@ RECENT_STEPS = 16
 def suspect_reason(global_norm, step_norms, factor=SUSPECT_FACTOR):
     """Why a measurement's gradient cannot be the one training follows.
 
+    The measured norm is compared with two references: the median of the
+    steps' norms (one odd step does not move it) and the latest step's
+    norm (the weights the measurement sees; a blow-up or the exit from a
+    plateau shows there before the median follows). It is suspect only
+    when it is more than `factor` away from both.
+
     Args:
         global_norm: The measurement's global gradient norm, or None.
         step_norms: The `grad_norm` of the training steps just before the
-            measurement (None or non-finite entries are ignored).
-        factor: How many times apart the two may be (default 100, see the
-            module's docstring).
+            measurement, oldest first (None or non-finite entries are
+            ignored).
+        factor: How many times apart the norms may be (default 100, see
+            the module's docstring).
 
     Returns:
-        None when the measured norm is within `factor` of the median of
-        the finite step norms, or when there is nothing to compare: no
-        measured norm, no finite step norm, a median of zero, or a
+        None when the measured norm is within `factor` of the median or of
+        the latest finite step norm, or when there is nothing to compare:
+        no measured norm, no finite step norm, a zero reference, or a
         measured norm that is not finite (the non-finite checks report
-        that). Otherwise a sentence that states both norms and the factor.
+        that). Otherwise a sentence that states the norms and the factor.
     """
     if global_norm is None or not math.isfinite(global_norm):
         return None
-    finite = sorted(v for v in map(_number, step_norms) if v is not None and v >= 0)
+    finite = [v for v in map(_number, step_norms) if v is not None and v >= 0]
     if not finite:
         return None
-    reference = _median(finite)
-    if reference == 0:
+    median, latest = _median(sorted(finite)), finite[-1]
+    low, high = min(median, latest), max(median, latest)
+    if low == 0:
         return None
-    if global_norm * factor >= reference and global_norm <= reference * factor:
+    if global_norm * factor >= low and global_norm <= high * factor:
         return None
-    if global_norm > reference:
-        apart = f"{global_norm / reference:.3g}x above"
+    if global_norm > high:
+        apart = f"{global_norm / high:.3g}x above"
     elif global_norm > 0:
-        apart = f"{reference / global_norm:.3g}x below"
+        apart = f"{low / global_norm:.3g}x below"
     else:
         apart = "zero, against"
     return (
         f"its gradient norm on the probe batch, {global_norm:.3g}, is {apart} "
-        f"the median grad_norm of the last {len(finite)} training step(s), "
-        f"{reference:.3g}: more than {factor:g}x apart, it is not the gradient "
-        "training follows (a loss other than the training objective, or a "
-        "model that trains differently from how it is measured)"
+        f"the grad_norm of the training steps (median {median:.3g} over the "
+        f"last {len(finite)}, latest {latest:.3g}): more than {factor:g}x "
+        "apart, it is not the gradient training follows (a loss other than "
+        "the training objective, or a model that trains differently from how "
+        "it is measured)"
     )
 
 

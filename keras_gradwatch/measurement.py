@@ -343,12 +343,6 @@ class _Measurer:
                 "keras_gradwatch.layers, or insert keras_gradwatch.layers."
                 "Probe() on the (batch, time, ...) tensor to measure."
             )
-        # Weight gradients are reported per top-level layer.
-        self.weight_groups = [
-            (layer.name, layer.trainable_variables)
-            for layer in inner.layers
-            if layer.trainable_variables
-        ]
         self.function = tf.function(self._run, reduce_retracing=True, autograph=False)
 
     def __call__(self, x, y, sample_weight, scale):
@@ -369,10 +363,18 @@ class _Measurer:
             y_pred = self.model(x, training=False)
         sites = session.sites
         out = {"profiles": {}, "norms": {}}
+        # Weight gradients are reported per top-level layer. Read once the
+        # model has run: a subclassed model may have built its weights only
+        # now.
+        weight_groups = [
+            (layer.name, layer.trainable_variables)
+            for layer in self.model.layers
+            if layer.trainable_variables
+        ]
         # Under mixed precision, float16 gradients of a few steps back would
         # underflow: scale the losses as the optimizer does, and divide the
         # gradients by the same factor.
-        variables = [v for _, weights in self.weight_groups for v in weights]
+        variables = [v for _, weights in weight_groups for v in weights]
         variables = [v.value for v in variables] if self.gradient_norms else []
         probes = [site.probe for site in sites] if self.profiles else []
         profile_loss, weight_loss, shared = self._losses(
@@ -410,7 +412,7 @@ class _Measurer:
                 weight_grads = tf.gradients(scale * weight_loss, variables)
             grads = iter(weight_grads)
             # One backward pass for every weight, split by layer afterwards.
-            for name, weights in self.weight_groups:
+            for name, weights in weight_groups:
                 present = [
                     tf.cast(g, "float32")
                     for g in (next(grads) for _ in weights)
