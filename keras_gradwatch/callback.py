@@ -91,9 +91,13 @@ class GradWatch(keras.callbacks.Callback):
             its scheduled measurements (default 0.03). One-off costs
             (tracing the measurement, once per model and probe shape) are
             not charged to it.
-        probe_data: `(x, y)` or `x` to measure on. Default: the first
-            `PROBE_ROWS` (16) sequences of the first training batch.
-        loss: Loss of the measurements; defaults to the compiled loss.
+        probe_data: `(x, y)`, `(x, y, sample_weight)` or `x` to measure
+            on. Default: the first `PROBE_ROWS` (16) sequences of the first
+            training batch, with their sample weights.
+        loss: Loss of the measurements; defaults to the model's training
+            objective (compiled losses with their weights, `add_loss`
+            terms, regularisation). A model without one is not measured:
+            the warning and `measurement_error` in `summary.json` say why.
         loss_steps: `"last"` (default) or `"all"`, see `measure`.
         nonfinite: Action on NaN/Inf: `"stop"` (default), `"warn"`,
             `"raise"`, a callable taking the `Alert`, or None (off).
