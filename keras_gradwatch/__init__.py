@@ -49,6 +49,7 @@ from keras_gradwatch.errors import GradientAlertError
 from keras_gradwatch.errors import GradientWarning
 from keras_gradwatch.errors import InvalidInputError
 from keras_gradwatch.errors import KerasGradwatchError
+from keras_gradwatch.errors import NotMeasurableError
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
 
@@ -97,6 +98,7 @@ __all__ = [
     "KerasGradwatchError",
     "LayerProfile",
     "Measurement",
+    "NotMeasurableError",
     "RunDirectoryError",
     "RunFormatError",
     "TruncatedBPTT",

@@ -181,9 +181,10 @@ class AutoWindow(keras.callbacks.Callback):
         if self.probe is None or self._decided_at == self.steps:
             return
         self._decided_at = self.steps
-        x, y = self.probe
+        x, y, sample_weight = self.probe
         result = measurement.measure(
-            self._wrapper, x, y, loss_steps="last", tolerance=self.tolerance
+            self._wrapper, x, y, sample_weight=sample_weight, loss_steps="last",
+            tolerance=self.tolerance,
         )
         profiles = [record.profile for record in result.layers.values()]
         if not profiles or not all(np.isfinite(p).all() for p in profiles):

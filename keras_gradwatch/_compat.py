@@ -130,3 +130,60 @@ def seed_generator_states(model):
     3.8.0 and 3.15.1): layers keep their seed generators in a private list.
     """
     return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def build_compiled_loss(model, data_batch):
+    """Builds the model's compiled loss symbolically, if not built yet.
+
+    Keras builds its compiled loss (`CompileLoss`) when the first train
+    step is traced (under a distribution strategy: symbolically, when `fit`
+    starts); a measurement can come first. A multi-output compiled loss
+    creates one loss metric per output when it is built: built inside the
+    measurement's traced function, those metrics would be created there and
+    updated by every measurement. This runs the symbolic build `fit` runs
+    under a strategy: `Trainer._compile_loss` (`.built`) and
+    `Trainer._symbolic_build(data_batch=...)` (checked on Keras 3.8 and
+    3.15). It builds the model, the compiled metrics and the optimizer as
+    well, each only if not built yet, as Keras does.
+    """
+    compiled = getattr(model, "_compile_loss", None)
+    if compiled is None or compiled.built or not hasattr(model, "_symbolic_build"):
+        return
+    model._symbolic_build(data_batch=data_batch)
+
+
+def compiled_loss_id(model):
+    """Identifies the model's compiled loss: a new `compile` makes a new one.
+
+    A traced measurement calls the compiled loss it found when traced; a
+    model compiled again needs a new trace. Uses `Trainer._compile_loss`
+    (None before `compile` or without a loss; checked on Keras 3.8 and 3.15).
+    """
+    return id(getattr(model, "_compile_loss", None))
+
+
+def _no_update(*args, **kwargs):
+    return None
+
+
+@contextlib.contextmanager
+def metrics_untouched(model):
+    """Inside (while tracing), updating the model's metrics adds no op.
+
+    Keras's compiled loss updates a loss metric per output of a
+    multi-output model, and a `compute_loss` override may update trackers
+    of its own: a measurement evaluating the loss must not move the figures
+    `fit` reports. An instance attribute shadows the class's `update_state`
+    (`Metric.update_state` is looked up on the instance at each call;
+    checked on Keras 3.8 and 3.15).
+    """
+    shadowed = []
+    for metric in getattr(model, "metrics", None) or ():
+        if "update_state" not in vars(metric):
+            metric.update_state = _no_update
+            shadowed.append(metric)
+    try:
+        yield
+    finally:
+        for metric in shadowed:
+            del metric.update_state

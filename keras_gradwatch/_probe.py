@@ -40,22 +40,22 @@ def clear():
 
 
 def from_batch(batch, strategy, rows=PROBE_ROWS):
-    """`(x, y)`: the first `rows` sequences of a training batch."""
-    x, y = split(batch, strategy)
-    return _first_rows(x, rows), _first_rows(y, rows)
+    """`(x, y, sample_weight)`: the first `rows` sequences of a training
+    batch (its sample weights include those `fit` makes of `class_weight`)."""
+    return tuple(_first_rows(part, rows) for part in split(batch, strategy))
 
 
 def split(data, strategy):
-    """`(x, y)` of a batch, read as Keras reads `fit`'s data.
+    """`(x, y, sample_weight)` of a batch, read as Keras reads `fit`'s data.
 
     Per-replica values (under `tf.distribute`) are put back together into
     the global batch, so that measurements match a single-device run.
     """
     if isinstance(data, (tuple, list)) and len(data) in (1, 2, 3):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(data))
+        parts = keras.utils.unpack_x_y_sample_weight(tuple(data))
     else:
-        x, y = data, None
-    return _global(x, strategy), _global(y, strategy)
+        parts = (data, None, None)
+    return tuple(_global(part, strategy) for part in parts)
 
 
 def is_finite(probe):

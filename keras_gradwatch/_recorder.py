@@ -159,6 +159,9 @@ def measurement_record(result, profiles, *, index, step, epoch, reason, seconds,
         "global_norm": result.global_norm,
         "layer_norms": result.layer_norms,
         "profiles": profiles,
+        # Why the measurement is not the gradient training follows (absent
+        # when it is): its profiles are no picture of training.
+        **({"suspect": result.suspect} if getattr(result, "suspect", None) else {}),
         "layers": {
             name: {
                 "site": r.site,

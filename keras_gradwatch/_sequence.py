@@ -132,7 +132,8 @@ def output_time_axes(model, x, batch_size, length):
     `length + 1` steps: an output whose axis 1 follows the input length is
     per time step (many-to-many); one whose axis 1 does not is many-to-one.
     A model built for a fixed time length T can only be asked about T: an
-    output is then per time step when its axis 1 has T entries.
+    output is then per time step when its axis 1 has T entries. Inputs
+    whose axis 1 differs from the first input's keep their length.
 
     Args:
         model: A Keras model.
@@ -148,12 +149,17 @@ def output_time_axes(model, x, batch_size, length):
         InvalidInputError: If some outputs are per time step and some not.
     """
 
+    # Inputs whose axis 1 is not the time axis (e.g. the labels a loss
+    # layer takes, of another length) keep their shape.
+    time = first_leaf(x).shape[1]
+
     def spec(steps):
         return keras.tree.map_structure(
             lambda t: None
             if t is None
             else keras.KerasTensor(
-                (batch_size, steps) + tuple(t.shape[2:]),
+                (batch_size, steps if t.shape[1] == time else t.shape[1])
+                + tuple(t.shape[2:]),
                 dtype=keras.backend.standardize_dtype(t.dtype),
             ),
             x,

@@ -11,6 +11,7 @@ vanishing), `_alerting` and `alerts` (making and acting on an alert),
 """
 
 import contextlib
+import dataclasses
 import html
 import math
 import pathlib
@@ -27,6 +28,7 @@ from keras_gradwatch import _drawing
 from keras_gradwatch import _model_facts
 from keras_gradwatch import _probe
 from keras_gradwatch import _recorder
+from keras_gradwatch import _sanity
 from keras_gradwatch import _schedule
 from keras_gradwatch import _settings
 from keras_gradwatch import _train_step
@@ -89,9 +91,13 @@ class GradWatch(keras.callbacks.Callback):
             its scheduled measurements (default 0.03). One-off costs
             (tracing the measurement, once per model and probe shape) are
             not charged to it.
-        probe_data: `(x, y)` or `x` to measure on. Default: the first
-            `PROBE_ROWS` (16) sequences of the first training batch.
-        loss: Loss of the measurements; defaults to the compiled loss.
+        probe_data: `(x, y)`, `(x, y, sample_weight)` or `x` to measure
+            on. Default: the first `PROBE_ROWS` (16) sequences of the first
+            training batch, with their sample weights.
+        loss: Loss of the measurements; defaults to the model's training
+            objective (compiled losses with their weights, `add_loss`
+            terms, regularisation). A model without one is not measured:
+            the warning and `measurement_error` in `summary.json` say why.
         loss_steps: `"last"` (default) or `"all"`, see `measure`.
         nonfinite: Action on NaN/Inf: `"stop"` (default), `"warn"`,
             `"raise"`, a callable taking the `Alert`, or None (off).
@@ -241,6 +247,8 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements = 0
         self._measured_step = None
         self._measure_error = None
+        self._step_norms = _sanity.RecentNorms()  # what a measurement is compared with
+        self._suspect_warned = False
         # Per-step signals and their detectors (new for each fit).
         # What each step's logs are checked for.
         self._steps = _checks.StepChecks(
@@ -272,6 +280,7 @@ class GradWatch(keras.callbacks.Callback):
             self._started = True
         self._status = "running"
         self._steps.begin_fit(self.model, self._step)
+        self._step_norms.clear()
         if self._ratios is None or self._ratios.model is not _model_facts.inner(self.model):
             self._ratios = _update_ratio.UpdateRatios(_model_facts.inner(self.model))
         # The first update is compared too: a first step too large for the
@@ -320,6 +329,7 @@ class GradWatch(keras.callbacks.Callback):
             self._batch = batch
             try:
                 self._check_step(logs)
+                self._step_norms.add(logs.get("grad_norm"))
                 reason = None
                 if self._probe is not None and self._measure_error is None:
                     reason = self._schedule.due(
@@ -355,11 +365,12 @@ class GradWatch(keras.callbacks.Callback):
                     self._finish("raised")
                     raise
         last = self.last_measurement
-        if last is not None and last.layers:
+        if last is not None and last.layers and last.suspect is None:
             shortest = min(last.layers.values(), key=lambda r: r.horizon)
             logs["decay_rate"] = shortest.decay_rate
             logs["horizon"] = shortest.horizon
-        if last is not None and "grad_norm" not in logs and last.global_norm is not None:
+        if last is not None and "grad_norm" not in logs and last.global_norm is not None \
+                and last.suspect is None:
             logs["grad_norm"] = last.global_norm
         self._recorder.write_summary(self.summary())  # summary() flushes the steps
         if self.plots == "epoch" and self._budget.can_draw():
@@ -419,21 +430,31 @@ class GradWatch(keras.callbacks.Callback):
     def _measure(self, reason, check=True):
         start = time.perf_counter()
         traces = measurement._traces(self.model)
-        x, y = self._probe
+        x, y, sample_weight = self._probe
         try:
             result = measurement._measure(
-                self.model, x, y, loss=self.loss, loss_steps=self.loss_steps,
-                window=None, threshold=self.threshold, tolerance=self.tolerance,
-                gradient_norms=True, profiles=None,
+                self.model, x, y, sample_weight=sample_weight, loss=self.loss,
+                loss_steps=self.loss_steps, window=None, threshold=self.threshold,
+                tolerance=self.tolerance, gradient_norms=True, profiles=None,
             )
         except Exception as error:  # noqa: BLE001 - never break training
-            self._measure_error = f"{type(error).__name__}: {error}"
+            self._measure_error = measurement.not_measured(error)
             warnings.warn(
-                "GradWatch cannot measure this model, so it only checks the "
+                "GradWatch does not measure this model; it only checks the "
                 f"logs from now on. {self._measure_error}",
                 stacklevel=alerts_lib._user_stacklevel(),
             )
             return None
+        suspect = _sanity.suspect_reason(result.global_norm, self._step_norms.values)
+        if suspect is not None:
+            result = dataclasses.replace(result, suspect=suspect)
+            if not self._suspect_warned:
+                self._suspect_warned = True
+                warnings.warn(
+                    f"GradWatch: the measurement at step {self._step} is marked "
+                    f"suspect, not reported as a profile: {suspect}.",
+                    stacklevel=alerts_lib._user_stacklevel(),
+                )
         seconds = time.perf_counter() - start
         traced = measurement._traces(self.model) > traces
         if self._budget is not None:
@@ -446,7 +467,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements += 1
         self._measured_step = self._step
         loss_level = self._steps.loss_level()
-        if check:
+        if check and suspect is None:
             self._check_measurement(result, loss_level, reason)
         return result
 

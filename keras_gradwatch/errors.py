@@ -23,6 +23,23 @@ class InvalidInputError(KerasGradwatchError, ValueError):
     """
 
 
+class NotMeasurableError(InvalidInputError):
+    """A model whose training objective a measurement cannot evaluate.
+
+    Raised by `measure` (and caught by `GradWatch`, which records the
+    reason and measures no more) when the loss the model trains on cannot
+    be reproduced on the batch measured, e.g. a model compiled without a
+    loss that adds none with `add_loss`. The message is the reason, in
+    words, starting with "not measured:".
+
+    Example:
+
+    >>> from keras_gradwatch.errors import NotMeasurableError, InvalidInputError
+    >>> issubclass(NotMeasurableError, InvalidInputError)
+    True
+    """
+
+
 class RunDirectoryError(KerasGradwatchError, OSError):
     """A run folder that cannot be written, or records that cannot be read.
 

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradwatch import _compat
+from keras_gradwatch import _objective
 from keras_gradwatch import _probing
 from keras_gradwatch import _random_state
 from keras_gradwatch import _sequence
@@ -21,6 +22,7 @@ from keras_gradwatch import _state
 from keras_gradwatch import layers as probed_layers
 from keras_gradwatch import stats
 from keras_gradwatch.errors import InvalidInputError
+from keras_gradwatch.errors import NotMeasurableError
 
 LOSS_STEPS = ("last", "all")
 
@@ -93,6 +95,9 @@ class Measurement:
         layer_norms: With `gradient_norms=True`, a dict mapping each
             top-level layer with trainable weights to the L2 norm of its
             weights' gradient; else None.
+        suspect: None, or why this measurement is not to be trusted as a
+            picture of training (set by `GradWatch` when its gradient norm
+            is far from the training steps', see `_sanity`).
     """
 
     layers: dict
@@ -102,6 +107,7 @@ class Measurement:
     window: object
     global_norm: object = None
     layer_norms: object = None
+    suspect: object = None
 
     def summary(self):
         """A plain-text table of the layers' statistics."""
@@ -123,6 +129,7 @@ def measure(
     x,
     y=None,
     *,
+    sample_weight=None,
     loss=None,
     loss_steps="last",
     window=None,
@@ -143,24 +150,43 @@ def measure(
       or booleans are measured at the tensor the layer computes on);
     - `keras_gradwatch.layers.Probe` layers: ∂L/∂x_t where they stand.
 
+    The loss is the model's training objective, as `fit` computes it
+    (`model.compute_loss`): the compiled loss of each output, with Keras's
+    matching of target and output ranks, its reduction, the sample weights
+    and `loss_weights`, plus the terms of `model.losses` (`add_loss` in
+    layers or in `call`, weight regularisation). Where that objective
+    cannot be evaluated on the batch, `NotMeasurableError` says why.
+
     The measurement starts from a zero recurrent state and restores the
-    state afterwards; it changes no weights, no state and no metric. On a
-    `TruncatedBPTT` model it measures the wrapped model over the whole
-    sequence, not window by window, so the profile shows what the window
-    cuts off.
+    state afterwards; it changes no weights, no state and no metric. It
+    runs the model in inference mode (no dropout, batch-normalisation
+    statistics as stored), so that it draws no random numbers and moves
+    no variable that training uses. On a `TruncatedBPTT` model it measures
+    the wrapped model over the whole sequence, not window by window, so
+    the profile shows what the window cuts off.
 
     Args:
         model: A Keras model, or a `TruncatedBPTT`.
         x: Input batch `(batch, T, ...)` (numpy or tensor, possibly nested),
             of any batch size, also for stateful models.
-        y: Targets. Without targets the "loss" is the sum of the outputs at
-            the final step: the profile then shows how much the final
-            outputs depend on each earlier step.
-        loss: A Keras loss (name, function or `keras.losses.Loss`).
-            Defaults to the model's compiled loss.
-        loss_steps: `"last"` (default): the loss at the final step only, so
-            the x axis is "steps back from the loss". `"all"`: the mean loss
-            over all steps, as in training.
+        y: Targets, as passed to `fit`. Without targets, a model that has no
+            loss at all (not compiled with one, no `add_loss` term) is
+            measured on the sum of its outputs at the final step: the
+            profile then shows how much the final outputs depend on each
+            earlier step.
+        sample_weight: Sample weights, as passed to `fit` (per sequence, or
+            per step for outputs with a time axis).
+        loss: A Keras loss (name, function or `keras.losses.Loss`) that
+            replaces the compiled loss (applied to every output and summed;
+            `add_loss` terms are still added). Defaults to the model's own
+            objective.
+        loss_steps: `"last"` (default): the compiled loss at the final step
+            only (outputs, targets and per-step weights cut to their last
+            step), so the x axis is "steps back from the loss"; for a
+            many-to-one model that is the training loss. An objective with
+            no per-step part (`add_loss` terms only, or a `compute_loss` of
+            the model's own) is measured whole, and the result says
+            `loss_steps="all"`. `"all"`: the training loss over all steps.
         window: Window for `truncation_bias`. Defaults to `backprop` of a
             `TruncatedBPTT` model (the steps each update reaches), else none.
         threshold: Relative threshold of `horizon` (default 0.01).
@@ -173,6 +199,8 @@ def measure(
         A `Measurement`; `.layers[name].profile` is the profile of a layer.
 
     Raises:
+        NotMeasurableError: If the model's training objective cannot be
+            evaluated on the batch (the message says why).
         InvalidInputError: If `x` has no time axis, `loss_steps` is unknown,
             targets come without a loss, or the model holds nothing to probe.
 
@@ -195,6 +223,7 @@ def measure(
         model,
         x,
         y,
+        sample_weight=sample_weight,
         loss=loss,
         loss_steps=loss_steps,
         window=window,
@@ -202,6 +231,7 @@ def measure(
         tolerance=tolerance,
         gradient_norms=gradient_norms,
         profiles=True,
+        stand_in=True,
     )
 
 
@@ -210,6 +240,7 @@ def _measure(
     x,
     y,
     *,
+    sample_weight=None,
     loss,
     loss_steps,
     window,
@@ -217,11 +248,14 @@ def _measure(
     tolerance,
     gradient_norms,
     profiles,
+    stand_in=False,
 ):
     """`measure`, where `profiles=None` measures time profiles if it can.
 
-    With `profiles=None`, a model with nothing to probe (e.g. feed-forward)
-    gets gradient norms only.
+    With `profiles=None`, a model with nothing to probe (e.g. feed-forward),
+    or inputs without a time axis, gets gradient norms only. With
+    `stand_in=False` (`GradWatch`), a model with no loss is not measured on
+    the sum of its outputs: `NotMeasurableError` says so.
     """
     if loss_steps not in LOSS_STEPS:
         raise InvalidInputError(
@@ -231,28 +265,29 @@ def _measure(
     inner, backprop = _unwrap(model)
     if window is None:
         window = backprop
-    if loss is None and y is not None:
-        loss = getattr(model, "loss", None)
-        if loss is None:
-            raise InvalidInputError(
-                "Received targets y but no loss: the model is not compiled. "
-                "Pass loss=... (e.g. loss='mse'), or compile the model."
-            )
-    loss_fn = _loss_function(loss) if y is not None else None
-
-    x = keras.tree.map_structure(_to_tensor, x)
-    y = None if y is None else keras.tree.map_structure(_to_tensor, y)
-    _check_inputs(x)
+    x, y, sample_weight = (
+        None if s is None else keras.tree.map_structure(_to_tensor, s)
+        for s in (x, y, sample_weight)
+    )
+    if profiles:
+        _check_inputs(x)
+    elif not _has_time_axis(x):
+        profiles = False  # inputs without a time axis: gradient norms only
     rows = int(_sequence.first_leaf(x).shape[0])
-    measurer = _measurer(inner, loss_fn, loss, loss_steps, gradient_norms, profiles)
+    measurer = _measurer(
+        model, inner, loss, loss_steps, gradient_norms, profiles, stand_in,
+        shapes=(y is None, sample_weight is None),
+    )
     scale = _loss_scale(model)
     with _random_state.preserved(inner):  # training draws the same masks
-        out = measurer(x, y, tf.constant(scale, "float32"))
+        with _state.stateless(inner):
+            measurer.objective.check(x, y, sample_weight)
+        out = measurer(x, y, sample_weight, tf.constant(scale, "float32"))
         while scale > 1 and not _all_finite(out):
             # Mixed precision: the optimizer's scale overflowed float16 here (as
             # it does in training, where the step is then skipped): lower it.
             scale = max(1.0, scale / 2**4)
-            out = measurer(x, y, tf.constant(scale, "float32"))
+            out = measurer(x, y, sample_weight, tf.constant(scale, "float32"))
     records = {}
     for name, per_step in out["profiles"].items():
         profile = per_step.numpy().mean(axis=0)[::-1]
@@ -260,11 +295,12 @@ def _measure(
             name, measurer.kinds[name], profile, window, threshold, tolerance
         )
     norms = {name: float(v) for name, v in out["norms"].items()}
+    first = _sequence.first_leaf(x)
     return Measurement(
         layers=records,
-        length=int(_sequence.first_leaf(x).shape[1]),
+        length=int(first.shape[1]) if len(first.shape) >= 2 else 1,
         sequences=rows,
-        loss_steps=loss_steps,
+        loss_steps=measurer.loss_steps_used or loss_steps,
         window=window,
         global_norm=(
             float(np.sqrt(sum(v**2 for v in norms.values())))
@@ -276,43 +312,45 @@ def _measure(
 
 
 class _Measurer:
-    """A compiled probed forward/backward pass of one model."""
+    """A compiled probed forward/backward pass of one model.
 
-    def __init__(self, model, loss_fn, loss_steps, gradient_norms, profiles):
-        self.model = model
-        self.loss_fn = loss_fn
+    Args:
+        model: The model `fit` trains (a `TruncatedBPTT`: the wrapper).
+        inner: The model run (a `TruncatedBPTT`: the model it wraps).
+        loss, stand_in: See `_objective.Objective`.
+        loss_steps, gradient_norms, profiles: See `_measure`.
+    """
+
+    def __init__(self, model, inner, loss, loss_steps, gradient_norms, profiles, stand_in):
+        self.model = inner
+        self.objective = _objective.Objective(model, inner, loss, stand_in)
         self.loss_steps = loss_steps
+        self.loss_steps_used = None  # known once traced
         self.gradient_norms = gradient_norms
         self.kinds = {}
-        self.stock = _stock_recurrent_layers(model)
+        self.stock = _stock_recurrent_layers(inner)
         probed = [
             layer
-            for layer in _compat.sublayers(model)
+            for layer in _compat.sublayers(inner)
             if isinstance(
                 layer, (probed_layers.Probe, probed_layers._ProbedRecurrence)
             )
         ]
-        self.profiles = bool(self.stock or probed)
+        self.profiles = profiles is not False and bool(self.stock or probed)
         if profiles and not self.profiles:
             raise InvalidInputError(
-                f"measure found nothing to probe in model '{model.name}': it "
+                f"measure found nothing to probe in model '{inner.name}': it "
                 "has no recurrent layer (keras_gradwatch.layers or stock "
                 "Keras) and no keras_gradwatch.layers.Probe. Build it from "
                 "keras_gradwatch.layers, or insert keras_gradwatch.layers."
                 "Probe() on the (batch, time, ...) tensor to measure."
             )
-        # Weight gradients are reported per top-level layer.
-        self.weight_groups = [
-            (layer.name, layer.trainable_variables)
-            for layer in model.layers
-            if layer.trainable_variables
-        ]
         self.function = tf.function(self._run, reduce_retracing=True, autograph=False)
 
-    def __call__(self, x, y, scale):
-        return self.function(x, y, scale)
+    def __call__(self, x, y, sample_weight, scale):
+        return self.function(x, y, sample_weight, scale)
 
-    def _run(self, x, y, scale):
+    def _run(self, x, y, sample_weight, scale):
         with _state.stateless(self.model):
             has_time = self.profiles and _sequence.output_time_axes(
                 self.model, x, _sequence.first_leaf(x).shape[0], 2
@@ -327,23 +365,30 @@ class _Measurer:
             y_pred = self.model(x, training=False)
         sites = session.sites
         out = {"profiles": {}, "norms": {}}
+        # Weight gradients are reported per top-level layer. Read once the
+        # model has run: a subclassed model may have built its weights only
+        # now.
+        weight_groups = [
+            (layer.name, layer.trainable_variables)
+            for layer in self.model.layers
+            if layer.trainable_variables
+        ]
         # Under mixed precision, float16 gradients of a few steps back would
         # underflow: scale the losses as the optimizer does, and divide the
         # gradients by the same factor.
-        variables = [v for _, weights in self.weight_groups for v in weights]
+        variables = [v for _, weights in weight_groups for v in weights]
         variables = [v.value for v in variables] if self.gradient_norms else []
         probes = [site.probe for site in sites] if self.profiles else []
+        profile_loss, weight_loss, shared = self._losses(
+            x, y, y_pred, sample_weight, has_time
+        )
         weight_grads = None
         if self.profiles:
-            # Summed over sequences: each keeps its own gradient scale.
-            per_sequence = self._per_sequence_loss(y, y_pred, has_time, self.loss_steps)
-            profile_loss = scale * tf.reduce_sum(per_sequence)
-            # When the profile's loss is the training loss (many-to-one
-            # models, or loss_steps="all"), one backward pass gives both.
-            shared = not has_time or self.loss_steps == "all"
-            grads = tf.gradients(profile_loss, probes + (variables if shared else []))
+            grads = tf.gradients(
+                scale * profile_loss, probes + (variables if shared else [])
+            )
             if shared and variables:
-                rows = tf.cast(tf.shape(per_sequence)[0], "float32")
+                rows = tf.cast(tf.shape(_sequence.first_leaf(y_pred))[0], "float32")
                 weight_grads = [
                     None if g is None else tf.cast(g, "float32") / rows
                     for g in grads[len(probes):]
@@ -366,14 +411,10 @@ class _Measurer:
             }
         if self.gradient_norms:
             if weight_grads is None:
-                # As in training: the mean over sequences and steps.
-                weight_loss = scale * tf.reduce_mean(
-                    self._per_sequence_loss(y, y_pred, has_time, "all")
-                )
-                weight_grads = tf.gradients(weight_loss, variables)
+                weight_grads = tf.gradients(scale * weight_loss, variables)
             grads = iter(weight_grads)
             # One backward pass for every weight, split by layer afterwards.
-            for name, weights in self.weight_groups:
+            for name, weights in weight_groups:
                 present = [
                     tf.cast(g, "float32")
                     for g in (next(grads) for _ in weights)
@@ -386,27 +427,45 @@ class _Measurer:
                 )
         return out
 
-    def _per_sequence_loss(self, y, y_pred, has_time, loss_steps):
-        """The loss of each sequence, shape (batch,)."""
-        outputs = keras.tree.flatten(y_pred)
-        if has_time and loss_steps == "last":
-            outputs = [t[:, -1] for t in outputs]
-        if y is None:
-            return tf.add_n([_per_row(tf.cast(t, "float32"), tf.reduce_sum) for t in outputs])
-        targets = keras.tree.flatten(y)
-        if has_time and loss_steps == "last":
-            targets = [t[:, -1] for t in targets]
-        if len(targets) != len(outputs):
-            raise InvalidInputError(
-                f"Received {len(targets)} targets for a model with "
-                f"{len(outputs)} outputs. Pass one target per output."
-            )
-        return tf.add_n(
-            [
-                _per_row(tf.cast(self.loss_fn(target, output), "float32"), tf.reduce_mean)
-                for target, output in zip(targets, outputs)
-            ]
-        )
+    def _losses(self, x, y, y_pred, sample_weight, has_time):
+        """`(profile_loss, weight_loss, shared)` of one traced pass.
+
+        `weight_loss` is the training objective. `profile_loss` is what the
+        profiles differentiate, summed over sequences so that each keeps
+        its own gradient scale (the batch size times a batch-mean loss).
+        `shared`: `profile_loss` is the batch size times `weight_loss`, so
+        one backward pass serves both.
+        """
+        last = has_time and self.loss_steps == "last"
+        rows = tf.cast(tf.shape(_sequence.first_leaf(y_pred))[0], "float32")
+        total = self.objective.total(x, y, y_pred, sample_weight)
+        if total is None:
+            # `measure` on a model with no loss, without targets: the sum
+            # of the outputs (per sequence), as documented there.
+            self.loss_steps_used = self.loss_steps
+            every_step = _output_sums(y_pred, has_time, last=False)
+            if last:
+                profile_loss = tf.reduce_sum(_output_sums(y_pred, has_time, last=True))
+            else:
+                profile_loss = tf.reduce_sum(every_step)
+            return profile_loss, tf.reduce_mean(every_step), not last
+        if last and self.objective.per_step:
+            self.loss_steps_used = "last"
+            final = self.objective.final_step(x, y, y_pred, sample_weight)
+            return rows * final, total, False
+        # Many-to-one (the final step's loss is the training loss), all
+        # steps, or an objective with no per-step part: measured whole.
+        self.loss_steps_used = "all" if last else self.loss_steps
+        return rows * total, total, True
+
+
+def _output_sums(y_pred, has_time, last):
+    """The sum of the outputs of each sequence (at its final step with
+    `last`), shape (batch,): the stand-in loss of a model with none."""
+    outputs = keras.tree.flatten(y_pred)
+    if has_time and last:
+        outputs = [t[:, -1] for t in outputs]
+    return tf.add_n([_per_row(tf.cast(t, "float32"), tf.reduce_sum) for t in outputs])
 
 
 def _per_row(values, reduce):
@@ -416,13 +475,32 @@ def _per_row(values, reduce):
     return reduce(values, axis=list(range(1, values.shape.rank)))
 
 
-def _measurer(model, loss_fn, loss, loss_steps, gradient_norms, profiles):
-    per_model = _compiled.setdefault(model, {})
-    # With and without targets are two different passes, whatever the loss.
-    key = (_loss_key(loss), loss_fn is not None, loss_steps, gradient_norms, profiles)
+def not_measured(error):
+    """The reason, in words, that a measurement raised `error`.
+
+    Starts with "not measured:"; the package's own errors say what to do.
+    """
+    text = str(error).strip()
+    if isinstance(error, NotMeasurableError):
+        return text
+    if isinstance(error, InvalidInputError):
+        return f"not measured: {text}"
+    first = text.splitlines()[0] if text else ""
+    return f"not measured: the measurement failed ({type(error).__name__}: {first})"
+
+
+def _measurer(model, inner, loss, loss_steps, gradient_norms, profiles, stand_in, shapes):
+    per_model = _compiled.setdefault(inner, {})
+    # With and without targets (or weights) are different passes, whatever
+    # the loss; so are the wrapper's objective and the wrapped model's, and
+    # the loss of each `compile`.
+    key = (
+        id(model), _compat.compiled_loss_id(model), _loss_key(loss), shapes,
+        loss_steps, gradient_norms, profiles, stand_in,
+    )
     if key not in per_model:
         per_model[key] = _Measurer(
-            model, loss_fn, loss_steps, gradient_norms, profiles
+            model, inner, loss, loss_steps, gradient_norms, profiles, stand_in
         )
     return per_model[key]
 
@@ -455,22 +533,6 @@ def _loss_key(loss):
     if loss is None or isinstance(loss, str):
         return loss
     return id(loss)
-
-
-def _loss_function(loss):
-    """A function returning unreduced (per-sample) loss values."""
-    if isinstance(loss, keras.losses.Loss):
-        return loss.call
-    if isinstance(loss, str):
-        loss = keras.losses.get(loss)
-        return loss.call if isinstance(loss, keras.losses.Loss) else loss
-    if callable(loss):
-        return loss
-    raise InvalidInputError(
-        f"Received: loss={loss!r}. Pass a Keras loss: a name such as 'mse', "
-        "a function (y_true, y_pred) or a keras.losses.Loss. Models compiled "
-        "with one loss per output need loss= passed explicitly."
-    )
 
 
 def _per_step_norm(grad):
@@ -506,6 +568,10 @@ def _to_tensor(value):
     if value is None or isinstance(value, tf.Tensor):
         return value
     return tf.convert_to_tensor(value)
+
+
+def _has_time_axis(x):
+    return all(len(leaf.shape) >= 2 for leaf in keras.tree.flatten(x) if leaf is not None)
 
 
 def _check_inputs(x):

@@ -296,10 +296,10 @@ def test_gradient_norms_match_the_training_loss_gradient(per_step, loss_steps):
 def test_measurement_without_targets_then_with_targets_uses_the_loss():
     # The cached measurer of a measurement without y (no loss) must not
     # serve one with y: its loss would be ignored.
+    # (The stand-in of a model with no loss: an uncompiled model, no targets.)
     model = linear_rnn(0.5)
-    model.compile(optimizer="sgd", loss="mse")
     x = sequences()
-    without = measure(model, x, loss="mse")
+    without = measure(model, x)
     y = np.zeros((3, 6), "float32")
     with_targets = measure(model, x, y, loss="mse")
     # Each sequence's loss mean((h_T - 0)^2) over units: its gradient is

@@ -1,0 +1,133 @@
+"""Private: does a measurement show the gradient that training follows?
+
+A measurement differentiates the model's training objective on the probe
+batch, with the weights of the step it follows. Its global gradient norm
+is then of the order of the `grad_norm` the training steps log: the same
+objective, the same weights, another sample of the data. When the two are
+orders of magnitude apart, the measurement differentiates something else
+(a loss other than the one `fit` minimises, or a model that trains
+differently from how it runs when measured), and its profiles say nothing
+about training: `GradWatch` marks such a measurement `suspect` instead of
+reporting it.
+
+How far apart is too far (`SUSPECT_FACTOR`, 100). What separates the two
+norms in a healthy run:
+
+- sampling: the probe batch holds 16 sequences, training batches 32 to
+  256. The norm of a batch-mean gradient lies between that of the true
+  gradient and (when per-sample noise dominates) one that shrinks as
+  1/sqrt(batch): at most sqrt(256 / 16) = 4x from batch size alone, and
+  the probe's 16 sequences are one draw (a few times more either way);
+- the mode: the measurement runs the model in inference mode (no dropout),
+  training in training mode: a factor below 2 for usual dropout rates;
+- time: the references are the median over the last `RECENT_STEPS` steps
+  (a spike or a dip of one step does not move it) and the latest step's
+  norm (taken on the weights the measurement sees, so that a blow-up or
+  the exit from a plateau, where the norm leaves its median, is followed
+  at once); the measurement is suspect only when far from both;
+- `TruncatedBPTT`: its `grad_norm` is the largest window update's, the
+  measurement is of the mean loss over the whole sequence: up to
+  sqrt(windows) apart for uncorrelated windows (10x at 100 windows).
+
+Together a factor of about 10 to 40 in the worst healthy cases: 100 leaves
+room for them. A measurement of the wrong objective is off by far more
+(the sum of a softmax's outputs against a CTC loss: 1e-6 against 80, a
+factor of 1e7).
+"""
+
+import collections
+import math
+
+SUSPECT_FACTOR = 100.0
+RECENT_STEPS = 16
+
+
+def suspect_reason(global_norm, step_norms, factor=SUSPECT_FACTOR):
+    """Why a measurement's gradient cannot be the one training follows.
+
+    The measured norm is compared with two references: the median of the
+    steps' norms (one odd step does not move it) and the latest step's
+    norm (the weights the measurement sees; a blow-up or the exit from a
+    plateau shows there before the median follows). It is suspect only
+    when it is more than `factor` away from both.
+
+    Args:
+        global_norm: The measurement's global gradient norm, or None.
+        step_norms: The `grad_norm` of the training steps just before the
+            measurement, oldest first (None or non-finite entries are
+            ignored).
+        factor: How many times apart the norms may be (default 100, see
+            the module's docstring).
+
+    Returns:
+        None when the measured norm is within `factor` of the median or of
+        the latest finite step norm, or when there is nothing to compare:
+        no measured norm, no finite step norm, a zero reference, or a
+        measured norm that is not finite (the non-finite checks report
+        that). Otherwise a sentence that states the norms and the factor.
+    """
+    if global_norm is None or not math.isfinite(global_norm):
+        return None
+    finite = [v for v in map(_number, step_norms) if v is not None and v >= 0]
+    if not finite:
+        return None
+    median, latest = _median(sorted(finite)), finite[-1]
+    low, high = min(median, latest), max(median, latest)
+    if low == 0:
+        return None
+    if global_norm * factor >= low and global_norm <= high * factor:
+        return None
+    if global_norm > high:
+        apart = f"{global_norm / high:.3g}x above"
+    elif global_norm > 0:
+        apart = f"{low / global_norm:.3g}x below"
+    else:
+        apart = "zero, against"
+    return (
+        f"its gradient norm on the probe batch, {global_norm:.3g}, is {apart} "
+        f"the grad_norm of the training steps (median {median:.3g} over the "
+        f"last {len(finite)}, latest {latest:.3g}): more than {factor:g}x "
+        "apart, it is not the gradient training follows (a loss other than "
+        "the training objective, or a model that trains differently from how "
+        "it is measured)"
+    )
+
+
+class RecentNorms:
+    """The `grad_norm` logged by the last `size` training steps.
+
+    Args:
+        size: How many steps to keep (default `RECENT_STEPS`).
+    """
+
+    def __init__(self, size=RECENT_STEPS):
+        self._values = collections.deque(maxlen=size)
+
+    def add(self, value):
+        """Keeps a step's `grad_norm` (None when the step logged none)."""
+        value = _number(value)
+        if value is not None:
+            self._values.append(value)
+
+    def clear(self):
+        self._values.clear()
+
+    @property
+    def values(self):
+        return list(self._values)
+
+
+def _number(value):
+    """`value` as a finite float, or None."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _median(ordered):
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
