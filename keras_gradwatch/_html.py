@@ -176,6 +176,9 @@ def own_time_text(summary):
     if wall is None:
         return ""
     text = f"{wall[0]} in fit ({wall[1]}) wall clock"
+    one_off = own.get("one_off_seconds")
+    if isinstance(one_off, (int, float)) and one_off > 0:
+        text += f", of which {_seconds(one_off, 2)} s one-off tracing"
     cpu = share("cpu_seconds", "fit_cpu_seconds")
     return text + (f"; {cpu[0]} ({cpu[1]}) process CPU" if cpu else "")
 

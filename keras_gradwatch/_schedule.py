@@ -202,7 +202,7 @@ class OwnTime:
         cpu_clock: Function returning the process's CPU seconds.
     """
 
-    FIELDS = ("seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds")
+    FIELDS = ("seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds", "one_off_seconds")
 
     def __init__(self, clock=time.perf_counter, cpu_clock=time.process_time):
         self.clock = clock
@@ -244,9 +244,15 @@ class OwnTime:
         self._done["cpu_seconds"] += cpu
         return wall
 
+    def one_off(self, seconds):
+        """Notes wall-clock seconds of a one-off cost (tracing a
+        measurement), already counted in `seconds`, so it can be told apart."""
+        self._done["one_off_seconds"] += seconds
+
     def totals(self):
         """The `own_time` of the summary: `seconds` and `cpu_seconds` inside
-        GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`, so far
+        GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`, and
+        `one_off_seconds` (wall clock, part of `seconds`: tracing), so far
         (the running fit and open block included)."""
         out = dict(self._done)
         for start, wall_key, cpu_key in (

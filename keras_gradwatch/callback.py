@@ -442,6 +442,8 @@ class GradWatch(keras.callbacks.Callback):
         traced = measurement._traces(self.model) > traces
         if self._budget is not None:
             self._budget.measured(seconds, traced)
+        if traced:
+            self._own.one_off(seconds)
         self.last_measurement = result
         self._recorder.add_measurement(
             result, index=self._measurements, step=self._step, epoch=max(self._epoch, 0),

@@ -106,7 +106,12 @@ def test_plain_recurrent_model_records(tmp_path):
     assert history.history["grad_norm"][-1] == pytest.approx(run.steps[-1]["grad_norm"])
     # GradWatch's own time, and the fit's, wall clock and process CPU.
     own = summary["own_time"]
-    assert set(own) == {"seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds"}
+    assert set(own) == {"seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds",
+                        "one_off_seconds"}
+    # Measurements that traced: their cost is told apart, and is part of it.
+    traced = sum(m["seconds"] for m in run.measurements if m["traced"])
+    assert 0 < own["one_off_seconds"] == pytest.approx(traced)
+    assert own["one_off_seconds"] < own["seconds"]
     assert 0 < own["seconds"] < own["fit_seconds"]
     assert 0 < own["cpu_seconds"] < own["fit_cpu_seconds"]
     assert run.settings["fits"][0]["first_step"] == 0

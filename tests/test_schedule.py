@@ -172,11 +172,12 @@ def test_own_time_counts_outermost_blocks_and_fits():
     assert own.enter() and not own.enter()  # nested: counted once
     wall[0], cpu[0] = 0.5, 1.5
     # While a block is open (a summary written inside the callback) it counts.
-    assert own.totals() == {"seconds": 1.5, "cpu_seconds": 3.5,
-                            "fit_seconds": 10.5, "fit_cpu_seconds": 21.5}
+    assert own.totals() == {"seconds": 1.5, "cpu_seconds": 3.5, "fit_seconds": 10.5,
+                            "fit_cpu_seconds": 21.5, "one_off_seconds": 0.0}
+    own.one_off(0.25)  # a traced measurement inside the block
     assert own.leave() == 0.5
     wall[0], cpu[0] = 4.0, 6.0
     own.end_fit()
     wall[0], cpu[0] = 100.0, 100.0  # between fits: nothing is counted
-    assert own.totals() == {"seconds": 1.5, "cpu_seconds": 3.5,
-                            "fit_seconds": 14.0, "fit_cpu_seconds": 26.0}
+    assert own.totals() == {"seconds": 1.5, "cpu_seconds": 3.5, "fit_seconds": 14.0,
+                            "fit_cpu_seconds": 26.0, "one_off_seconds": 0.25}
