@@ -51,7 +51,7 @@ def decay_rate(profile) -> float:
     means the gradient vanishes with distance (0.9: it loses 10 % per step);
     above 1, it grows going back in time. A rate describes the profile; it
     is not a verdict (growth also comes from where the informative inputs
-    sit, e.g. after end padding): the alerts decide what explodes.
+    sit, e.g. a sentence padded at its end): the alerts decide what explodes.
 
     Args:
         profile: 1-D array indexed by lag.
