@@ -78,10 +78,11 @@ class GradWatch(keras.callbacks.Callback):
     only, on models whose train step it can extend (stock `train_step`) and
     on `TruncatedBPTT` models (which also log `skipped_updates`, and
     `window` with `window="auto"`); per epoch, the value of the epoch's
-    last step (Keras keeps a step's own logs as they are). The measurements (decay rate, horizon, probe-batch
-    norms) are in the records and the report, not in the logs: a decay rate
-    of 2.5 in the progress bar, without its profile and the alerts'
-    verdict, reads as an alarm it is not.
+    last step (Keras keeps a step's own logs as they are). The
+    measurements (decay rate, horizon, probe-batch norms) are in the
+    records and the report, not in the logs: a decay rate of 2.5 in the
+    progress bar, without its profile and the alerts' verdict, reads as an
+    alarm it is not.
 
     It changes nothing in training: weights after `fit` are the same with or
     without it. Reused over several `fit` calls, it continues one run, with a
@@ -349,9 +350,9 @@ class GradWatch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with self._timed():
-            self._epoch_end(logs if logs is not None else {})
+            self._epoch_end()
 
-    def _epoch_end(self, logs):
+    def _epoch_end(self):
         started, first_step = self._epoch_started or (None, None)
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
