@@ -59,41 +59,138 @@ def status_line(summary):
     )
 
 
-def layer_table(summary, options, explain=True):
-    """The per-layer table of the latest measurement (and what it means)."""
+NO_TRUNCATION = "n/a (no truncation)"
+
+
+def layer_alerts(alerts, name):
+    """The alerts on layer `name`, as counts per kind ("exploding 2"), or
+    "none": what the alerts decided about the layer."""
+    counts = {}
+    for alert in alerts or ():
+        if alert.get("layer") == name:
+            kind = str(alert.get("kind"))
+            counts[kind] = counts.get(kind, 0) + 1 + int(alert.get("suppressed") or 0)
+    return ", ".join(f"{kind} {count}" for kind, count in counts.items()) or "none"
+
+
+def decay_explanation(options):
+    """What the layer table's columns mean, in words that agree with the
+    alerts' verdicts (plain text)."""
+    return (
+        "Decay rate: the per-step factor of the gradient going back in time, "
+        "fitted over the whole profile (0.9: each step further back gets 10 % "
+        "less gradient; 1.14: 14 % more). It describes the profile, it is not "
+        "a verdict: a rate above 1 is not by itself an explosion (the "
+        "gradient can be larger further back where the useful inputs sit, "
+        "e.g. a sentence padded at its end), and a rate below 1 is how a healthy "
+        "recurrence forgets. Whether a layer's gradient explodes or vanishes "
+        "is what the alerts decided, from more evidence (how long the growth "
+        "lasts, the loss, repeated measurements): see the alerts column and "
+        "the Alerts section. Horizon: first lag where the gradient falls "
+        f"below {percent(options.get('threshold', 0.01))} of the gradient "
+        "entering the recurrence (one step back from the loss). Truncation "
+        "bias: share of the gradient beyond backprop, the steps each "
+        f"truncated BPTT update reaches, which it drops; \"{NO_TRUNCATION}\" "
+        "when the model trains on whole sequences. Suggested window: the "
+        "smallest with a bias of at most "
+        f"{percent(options.get('tolerance', 0.05))}."
+    )
+
+
+def layer_table(summary, options, explain=True, alerts=None):
+    """The per-layer table of the latest measurement (and what it means).
+
+    Args:
+        summary: The run's summary dict.
+        options: The GradWatch settings recorded in `run.json`.
+        explain: Add the paragraph that says what the columns mean (the
+            notebook card shows a one-line version).
+        alerts: The alert records, for the per-layer alerts column.
+    """
     layers = summary["layers"]
     if not layers:
         return "<p class='muted'>No time profile was measured.</p>"
     parts = [
         "<table><tr><th>layer</th><th>site</th><th>decay rate (per step)"
         "</th><th>horizon (steps)</th><th>truncation bias at backprop"
-        "</th><th>backprop (steps)</th><th>suggested window</th></tr>"
+        "</th><th>backprop (steps)</th><th>suggested window</th>"
+        "<th>alerts on the layer</th></tr>"
     ]
     for name, values in layers.items():
+        truncated = values.get("backprop") is not None
+        bias = fmt(values.get("truncation_bias")) if truncated else NO_TRUNCATION
         parts.append(
             f"<tr><td>{escape(name)}</td><td>{escape(str(values.get('site', '')))}</td>"
             f"<td class='num'>{fmt(values.get('decay_rate'))}</td>"
             f"<td class='num'>{fmt(values.get('horizon'))}</td>"
-            f"<td class='num'>{fmt(values.get('truncation_bias'))}</td>"
+            f"<td class='num'>{bias}</td>"
             f"<td class='num'>{fmt(values.get('backprop'))}</td>"
-            f"<td class='num'>{fmt(values.get('suggested_window'))}</td></tr>"
+            f"<td class='num'>{fmt(values.get('suggested_window'))}</td>"
+            f"<td>{escape(layer_alerts(alerts, name))}</td></tr>"
         )
     parts.append("</table>")
     where = f"From the latest measurement, at step {summary.get('measured_at_step')}."
     if not explain:
-        return "".join(parts) + f"<p class='muted'>{where}</p>"
-    parts.append(
-        f"<p class='muted'>{where} Decay rate: "
-        "per-step factor of the gradient going back in time (below 1: it "
-        "vanishes; above 1: it explodes). Horizon: first lag where the "
-        f"gradient falls below {percent(options.get('threshold', 0.01))} of "
-        "the gradient entering the recurrence (one step back from the "
-        "loss). Truncation bias: share of the gradient beyond backprop, "
-        "the steps each truncated BPTT update reaches, which it drops. "
-        "Suggested window: the smallest with a bias of at most "
-        f"{percent(options.get('tolerance', 0.05))}.</p>"
-    )
+        return "".join(parts) + (
+            f"<p class='muted'>{where} A decay rate above 1 is not by itself "
+            "an explosion: the alerts column says what the alerts decided.</p>"
+        )
+    parts.append(f"<p class='muted'>{where} {escape(decay_explanation(options))}</p>")
     return "".join(parts)
+
+
+def _seconds(value, digits):
+    """`digits` significant digits, never an exponent (123 s, not 1.2e+02)."""
+    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+
+
+def own_time_text(summary):
+    """GradWatch's own time against the time in `fit`, as the summary,
+    report and notebook card say it, or "" before any is recorded.
+
+    Args:
+        summary: A summary dict with `own_time` (see `records.summarize`).
+
+    Example:
+
+    >>> own_time_text({"own_time": {"seconds": 0.5, "fit_seconds": 20.0,
+    ...                             "cpu_seconds": 1.0, "fit_cpu_seconds": 50.0}})
+    '0.5 s of 20 s in fit (2.5 %) wall clock; 1 s of 50 s (2 %) process CPU'
+    """
+    own = summary.get("own_time") or {}
+
+    def share(inside, total):
+        inside, total = own.get(inside), own.get(total)
+        if inside is None or not total:
+            return None
+        try:
+            inside, total = float(inside), float(total)
+        except (TypeError, ValueError):
+            return None
+        if not total > 0:
+            return None
+        return (f"{_seconds(inside, 2)} s of {_seconds(total, 3)} s",
+                f"{_seconds(100 * inside / total, 2)} %")
+
+    wall = share("seconds", "fit_seconds")
+    if wall is None:
+        return ""
+    text = f"{wall[0]} in fit ({wall[1]}) wall clock"
+    one_off = own.get("one_off_seconds")
+    if isinstance(one_off, (int, float)) and one_off > 0:
+        text += f", of which {_seconds(one_off, 2)} s one-off tracing"
+    cpu = share("cpu_seconds", "fit_cpu_seconds")
+    return text + (f"; {cpu[0]} ({cpu[1]}) process CPU" if cpu else "")
+
+
+def own_time(summary, report=False):
+    """A paragraph with GradWatch's own time and its share of the fit, or ""."""
+    text = own_time_text(summary)
+    if not text:
+        return ""
+    # The report is drawn at the end of a fit: its own drawing comes after.
+    later = " (up to the drawing of this page)" if report else ""
+    return f"<p>GradWatch's own time{later}: {escape(text)}.</p>"
 
 
 def ratio_table(summary):
@@ -165,7 +262,7 @@ def run_card(title, model_line, summary, options, alerts, decay_png=None, note=N
     ]
     if note:
         parts.append(f"<p class='note'>{escape(note)}</p>")
-    parts.append(layer_table(summary, options, explain=False))
+    parts.append(layer_table(summary, options, explain=False, alerts=alerts))
     parts.append(
         f"<p>Median gradient norm {fmt(summary['median_grad_norm'])}; "
         f"skipped updates {fmt(summary['skipped_updates'])}; alerts: {escape(counts)}"
@@ -174,6 +271,7 @@ def run_card(title, model_line, summary, options, alerts, decay_png=None, note=N
            if summary.get("clipped_updates") is not None else "")
         + ".</p>"
     )
+    parts.append(own_time(summary))
     parts.append(ratio_table(summary))
     parts.append(alert_table(alerts, limit=5))
     if decay_png is not None:

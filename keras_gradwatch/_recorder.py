@@ -21,7 +21,8 @@ FLUSH_SECONDS = 1.0
 class Resumed:
     """Where a run already in the folder left off."""
 
-    def __init__(self, totals, fits, alert_counts):
+    def __init__(self, totals, fits, alert_counts, own_time=None):
+        self.own_time = own_time  # GradWatch's and the fits' times so far
         self.step = totals.step
         self.epoch = totals.epoch
         self.measurements = totals.measurements
@@ -68,6 +69,7 @@ class RunRecorder:
             self.totals,
             list(run.settings.get("fits", [])),
             {k: v for k, v in counts.items() if k in kinds},
+            (run.summary or {}).get("own_time"),
         )
 
     def write_settings(self, settings):

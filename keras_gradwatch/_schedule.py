@@ -184,3 +184,86 @@ def _power_of_two_in(low, high):
     if high < max(low, 1):
         return False
     return 1 << (high.bit_length() - 1) >= max(low, 1)
+
+
+class OwnTime:
+    """GradWatch's own time and the time in `fit`, for the run's summary.
+
+    Wall clock and process CPU time (all threads: TensorFlow runs a
+    measurement on several), from train begin to train end for `fit`, and
+    inside the callback's hooks (outermost calls only) for GradWatch. Unlike
+    `Budget`, which waives one-off tracing, it counts every second: it says
+    what GradWatch cost the run. Not counted: the global norm each training
+    step computes for `grad_norm` (inside the compiled step, not separable)
+    and plots drawn when the process exits (after every `fit`).
+
+    Args:
+        clock: Function returning wall-clock seconds.
+        cpu_clock: Function returning the process's CPU seconds.
+    """
+
+    FIELDS = ("seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds", "one_off_seconds")
+
+    def __init__(self, clock=time.perf_counter, cpu_clock=time.process_time):
+        self.clock = clock
+        self.cpu_clock = cpu_clock
+        self._done = dict.fromkeys(self.FIELDS, 0.0)  # finished fits and blocks
+        self._fit_start = None  # (wall, cpu) of the running fit
+        self._entered = None  # (wall, cpu) of the open callback block
+
+    def resume(self, earlier):
+        """Adds the times of the run's earlier `fit` calls (a summary's
+        `own_time`) to the totals."""
+        for field in self.FIELDS:
+            value = (earlier or {}).get(field)
+            if isinstance(value, (int, float)) and value >= 0:
+                self._done[field] += float(value)
+
+    def start_fit(self):
+        self._fit_start = (self.clock(), self.cpu_clock())
+
+    def end_fit(self):
+        if self._fit_start is not None:
+            wall, cpu = self._since(self._fit_start)
+            self._done["fit_seconds"] += wall
+            self._done["fit_cpu_seconds"] += cpu
+            self._fit_start = None
+
+    def enter(self):
+        """Starts a block inside the callback; False if one is open."""
+        if self._entered is not None:
+            return False
+        self._entered = (self.clock(), self.cpu_clock())
+        return True
+
+    def leave(self):
+        """Ends the open block; returns its wall-clock seconds."""
+        wall, cpu = self._since(self._entered)
+        self._entered = None
+        self._done["seconds"] += wall
+        self._done["cpu_seconds"] += cpu
+        return wall
+
+    def one_off(self, seconds):
+        """Notes wall-clock seconds of a one-off cost (tracing a
+        measurement), already counted in `seconds`, so it can be told apart."""
+        self._done["one_off_seconds"] += seconds
+
+    def totals(self):
+        """The `own_time` of the summary: `seconds` and `cpu_seconds` inside
+        GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`, and
+        `one_off_seconds` (wall clock, part of `seconds`: tracing), so far
+        (the running fit and open block included)."""
+        out = dict(self._done)
+        for start, wall_key, cpu_key in (
+            (self._fit_start, "fit_seconds", "fit_cpu_seconds"),
+            (self._entered, "seconds", "cpu_seconds"),
+        ):
+            if start is not None:
+                wall, cpu = self._since(start)
+                out[wall_key] += wall
+                out[cpu_key] += cpu
+        return out
+
+    def _since(self, start):
+        return self.clock() - start[0], self.cpu_clock() - start[1]

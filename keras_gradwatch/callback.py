@@ -72,10 +72,19 @@ class GradWatch(keras.callbacks.Callback):
     - run records in `log_dir` (see `keras_gradwatch.records`), and the plots
       and `report.html` drawn from them: at the end of a `fit` when the time
       budget allows (or it ended early), and in any case when the process
-      exits; `draw()` draws them at any time;
-    - at each epoch end, `decay_rate` and `horizon` (of the measured layer
-      with the shortest horizon, measured at that epoch's last step) in the
-      logs.
+      exits; `draw()` draws them at any time. The summary says how long
+      GradWatch itself took, and its share of the time in `fit`.
+
+    Keys it adds to the logs, so to `History` (code that loops over
+    `history.history` sees them next to the loss and metrics): `grad_norm`
+    only, on models whose train step it can extend (stock `train_step`) and
+    on `TruncatedBPTT` models (which also log `skipped_updates`, and
+    `window` with `window="auto"`); per epoch, the value of the epoch's
+    last step (Keras keeps a step's own logs as they are). The
+    measurements (decay rate, horizon, probe-batch norms) are in the
+    records and the report, not in the logs: a decay rate of 2.5 in the
+    progress bar, without its profile and the alerts' verdict, reads as an
+    alarm it is not.
 
     It changes nothing in training: weights after `fit` are the same with or
     without it. Reused over several `fit` calls, it continues one run, with a
@@ -161,7 +170,7 @@ class GradWatch(keras.callbacks.Callback):
     >>> history = model.fit(x, y, epochs=2, verbose=0,
     ...                     callbacks=[GradWatch(run)])
     >>> sorted(k for k in history.history)
-    ['decay_rate', 'grad_norm', 'horizon', 'loss']
+    ['grad_norm', 'loss']
     >>> import os; sorted(f for f in os.listdir(run) if f.endswith("json"))
     ['run.json', 'summary.json']
     """
@@ -235,7 +244,7 @@ class GradWatch(keras.callbacks.Callback):
         self._budget = None  # the folder's Budget, from the first fit on
         self._started = False  # a first fit has begun (records resumed)
         self._status = "running"
-        self._in_callback = False
+        self._own = _schedule.OwnTime()  # GradWatch's own time, for the summary
         self._hook = None
         self._fits = []
         # Where the run is.
@@ -270,6 +279,7 @@ class GradWatch(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._budget = _schedule.budget_for(self.log_dir, self.overhead)
         self._budget.start_fit()
+        self._own.start_fit()
         with self._timed():
             self._train_begin()
 
@@ -350,9 +360,9 @@ class GradWatch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with self._timed():
-            self._epoch_end(logs if logs is not None else {})
+            self._epoch_end()
 
-    def _epoch_end(self, logs):
+    def _epoch_end(self):
         started, first_step = self._epoch_started or (None, None)
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
@@ -364,14 +374,9 @@ class GradWatch(keras.callbacks.Callback):
                 except GradientAlertError:
                     self._finish("raised")
                     raise
-        last = self.last_measurement
-        if last is not None and last.layers and last.suspect is None:
-            shortest = min(last.layers.values(), key=lambda r: r.horizon)
-            logs["decay_rate"] = shortest.decay_rate
-            logs["horizon"] = shortest.horizon
-        if last is not None and "grad_norm" not in logs and last.global_norm is not None \
-                and last.suspect is None:
-            logs["grad_norm"] = last.global_norm
+        # The logs (progress bar, History) get nothing more: a decay rate or
+        # a probe-batch norm read there without the profile, the alerts'
+        # verdict or the batch size misleads. They are in the records.
         self._recorder.write_summary(self.summary())  # summary() flushes the steps
         if self.plots == "epoch" and self._budget.can_draw():
             self._draw()
@@ -382,18 +387,17 @@ class GradWatch(keras.callbacks.Callback):
 
     @contextlib.contextmanager
     def _timed(self):
-        """Charges the time spent inside the callback (outermost calls)."""
-        if self._in_callback:
+        """Counts and charges the time spent inside the callback (outermost
+        calls): to the run's own time, and to the budget."""
+        if not self._own.enter():
             yield
             return
-        self._in_callback = True
-        start = time.perf_counter()
         try:
             yield
         finally:
-            self._in_callback = False
+            seconds = self._own.leave()
             if self._budget is not None:
-                self._budget.charge(time.perf_counter() - start)
+                self._budget.charge(seconds)
 
     # Per-step checks ----------------------------------------------------------
 
@@ -459,6 +463,8 @@ class GradWatch(keras.callbacks.Callback):
         traced = measurement._traces(self.model) > traces
         if self._budget is not None:
             self._budget.measured(seconds, traced)
+        if traced:
+            self._own.one_off(seconds)
         self.last_measurement = result
         self._recorder.add_measurement(
             result, index=self._measurements, step=self._step, epoch=max(self._epoch, 0),
@@ -538,6 +544,7 @@ class GradWatch(keras.callbacks.Callback):
         summary.update(
             alerts={kind: self._desk.counts[kind] for kind in alerts_lib.KINDS},
             measurement_error=self._measure_error,
+            own_time=self._own.totals(),
             updated=time.time(),
         )
         return summary
@@ -569,6 +576,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements = resumed.measurements
         self._measured_step = resumed.measured_step
         self._fits = resumed.fits
+        self._own.resume(resumed.own_time)
         self._desk.counts.update(resumed.alert_counts)
 
     def _step_failed(self, error):
@@ -591,6 +599,9 @@ class GradWatch(keras.callbacks.Callback):
                 self._draw_at_end(abnormal=status != "completed")
             except KeyboardInterrupt:
                 self._defer_drawing()  # a second Ctrl-C: draw at exit
+        # The drawing is part of the fit: the final figures count it.
+        self._own.end_fit()
+        self._recorder.write_summary(self.summary())
 
     def _draw_at_end(self, abnormal):
         """Draws now if training ended early or the budget allows (or, in

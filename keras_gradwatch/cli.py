@@ -11,6 +11,7 @@ one-line message on stderr and exit status 1; bad usage exits with 2.
 import argparse
 import sys
 
+from keras_gradwatch import _html
 from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch import report
@@ -42,30 +43,51 @@ def summary_text(run):
     ]
     note = records.trend_note(summary)
     lines += [note, ""] if note else [""]
-    if summary["layers"]:
-        header = (
-            f"{'layer':<24} {'site':<6} {'decay/step':>10} {'horizon':>8} "
-            f"{'bias@backprop':>13} {'backprop':>8} {'suggested':>10}"
-        )
-        lines += [f"Latest measurement: step {summary.get('measured_at_step')}.", header, "-" * len(header)]
-        for name, v in summary["layers"].items():
-            lines.append(
-                f"{name:<24} {str(v.get('site', '')):<6} "
-                f"{_number(v.get('decay_rate')):>10} {_number(v.get('horizon')):>8} "
-                f"{_number(v.get('truncation_bias')):>13} {_number(v.get('backprop')):>8} "
-                f"{_number(v.get('suggested_window')):>10}"
-            )
-        lines.append("")
-    else:
-        lines += ["No time profile was measured.", ""]
+    lines += _layer_lines(summary, run.alerts)
     alerts = ", ".join(f"{k} {n}" for k, n in summary["alerts"].items())
     lines += [
-        f"median gradient norm:      {_number(summary['median_grad_norm'])}",
-        f"suggested global_clipnorm: {_number(summary['suggested_clipnorm'])}",
+        f"median gradient norm:      {_number(summary['median_grad_norm'])} (whole run)",
+        f"suggested global_clipnorm: {_number(summary['suggested_clipnorm'])} "
+        f"({records.CLIP_BASIS}, as in the alerts)",
         f"skipped updates:           {_number(summary['skipped_updates'])}",
-        f"alerts:                    {alerts}",
     ]
+    if summary.get("clipped_updates") is not None:
+        lines += [
+            f"AutoClip threshold:        {_number(summary.get('clip'))} (latest)",
+            f"updates clipped:           {_number(summary['clipped_updates'])}",
+        ]
+    lines.append(f"alerts:                    {alerts}")
+    own = _html.own_time_text(summary)
+    if own:
+        lines.append(f"GradWatch's own time:      {own}")
     return "\n".join(lines)
+
+
+def _layer_lines(summary, alerts):
+    """The per-layer table of the latest measurement, as lines of text."""
+    if not summary["layers"]:
+        return ["No time profile was measured.", ""]
+    header = (
+        f"{'layer':<24} {'site':<6} {'decay/step':>10} {'horizon':>8} "
+        f"{'bias@backprop':>13} {'backprop':>8} {'suggested':>10}  alerts on the layer"
+    )
+    lines = [f"Latest measurement: step {summary.get('measured_at_step')}.", header,
+             "-" * len(header)]
+    for name, v in summary["layers"].items():
+        bias = _number(v.get("truncation_bias")) if v.get("backprop") is not None else "n/a"
+        lines.append(
+            f"{name:<24} {str(v.get('site', '')):<6} "
+            f"{_number(v.get('decay_rate')):>10} {_number(v.get('horizon')):>8} "
+            f"{bias:>13} {_number(v.get('backprop')):>8} "
+            f"{_number(v.get('suggested_window')):>10}  {_html.layer_alerts(alerts, name)}"
+        )
+    lines.append(
+        "decay/step: the profile's per-step factor going back in time, not a "
+        "verdict (above 1 is not by itself an explosion: the alerts decide)."
+    )
+    if any(v.get("backprop") is None for v in summary["layers"].values()):
+        lines.append("bias@backprop n/a: no truncation (whole sequences).")
+    return lines + [""]
 
 
 def _report(args):

@@ -38,6 +38,16 @@ ALERT_STYLE = {
     "exploding": ("tab:orange", "^"),
     "vanishing": ("tab:purple", "v"),
 }
+# What an alert's `signal` checked, in a legend.
+_SIGNAL_WORDS = {
+    "grad_norm": "gradient norm jump",
+    "loss": "loss jump",
+    "layer_norm": "layer gradient on the probe batch",
+    "profile": "time profile",
+    "update_ratio": "update/weight ratio",
+}
+# Shapes of a kind's further signals (its first has the kind's own marker).
+_SIGNAL_MARKERS = ("s", "D", "P", "*", "o", "h", "^", "v", "X")
 # Colours of per-layer norms: none is an alert's colour.
 _LAYER_COLOURS = ["tab:green", "tab:brown", "tab:pink", "tab:cyan",
                   "tab:olive", "tab:blue", "tab:gray"]
@@ -180,16 +190,93 @@ def _integer_lags(ax):
 _integer_steps = _integer_lags  # training steps are whole numbers too
 
 
+# Round values a narrow log axis may be ticked at, roundest first: each
+# level adds mantissas between those before it.
+_TICK_MANTISSAS = (
+    (1.0,), (2.0, 5.0), (3.0,), (1.5, 4.0, 6.0, 8.0),
+    tuple(m / 10 for m in range(10, 100)),
+)
+_MAX_TICKS = 8
+
+
+def _log_ticks(low, high, room):
+    """At most `room` round tick values in [low, high] (0 < low < high),
+    evenly enough spread on a log axis that their labels never touch.
+
+    A value is taken, roundest first, only if it lies at least 1/(room-1) of
+    the axis (in log units) from every value taken: `room` labels fit.
+    """
+    import matplotlib.ticker
+
+    if not 0 < low < high:
+        return []
+    room = max(2, room)
+    gap = math.log10(high / low) / (room - 1)
+
+    def far(value, chosen):
+        return all(abs(math.log10(value / c)) >= gap * (1 - 1e-9) for c in chosen)
+
+    chosen = []
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for mantissas in _TICK_MANTISSAS:
+        for exponent in range(first, last + 1):
+            for mantissa in mantissas:
+                value = float(f"{mantissa * 10.0 ** exponent:.12g}")
+                if low <= value <= high and far(value, chosen):
+                    chosen.append(value)
+        if len(chosen) >= min(3, room):
+            return sorted(chosen)
+    # Narrower than the finest round values (a few percent): plain steps.
+    steps = matplotlib.ticker.MaxNLocator(nbins=room - 1).tick_values(low, high)
+    for value in steps:
+        if low <= value <= high and far(value, chosen):
+            chosen.append(float(value))
+    return sorted(chosen)
+
+
+def _plain(value, digits):
+    """`value` to `digits` significant digits, without an exponent between
+    1e-4 and 1e6 ("100", not "1e+02")."""
+    rounded = float(f"{value:.{digits}g}")
+    if not 1e-4 <= abs(rounded) < 1e6:
+        return f"{rounded:.{digits}g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{rounded:.0f}"
+
+
 def _readable_log_ticks(ax):
-    """Plain numbers on a log axis that spans less than two decades (its
-    default labels, such as 1.6x10^0, are wider than the axis label room)."""
-    from matplotlib.ticker import FuncFormatter
+    """Round, plain-number ticks on a log y axis that spans less than two
+    decades: its default ticks label every minor tick (2, 3, ... 9 of each
+    decade), whose labels collide on a short axis or read alike ("1.02"
+    twice), or label none. Wider axes keep matplotlib's decade ticks."""
+    from matplotlib.ticker import Formatter
+    from matplotlib.ticker import LogLocator
+    from matplotlib.ticker import NullFormatter
+
+    class RoundLogLocator(LogLocator):
+        def tick_values(self, vmin, vmax):
+            room = _MAX_TICKS
+            if self.axis is not None:
+                room = min(room, self.axis.get_tick_space())
+            return _log_ticks(min(vmin, vmax), max(vmin, vmax), room)
+
+    class PlainFormatter(Formatter):
+        def __call__(self, value, pos=None):
+            return _plain(value, 3)
+
+        def format_ticks(self, values):
+            # The fewest digits that tell every tick apart.
+            for digits in range(2, 8):
+                labels = [_plain(v, digits) for v in values]
+                if len(set(labels)) == len(labels):
+                    break
+            return labels
 
     low, high = ax.get_ylim()
-    if ax.get_yscale() == "log" and low > 0 and high / low < 100:
-        plain = FuncFormatter(lambda value, _: f"{value:.3g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+    if ax.get_yscale() == "log" and min(low, high) > 0 and max(low, high) / min(low, high) < 100:
+        ax.yaxis.set_major_locator(RoundLogLocator())
+        ax.yaxis.set_major_formatter(PlainFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_decay(run, path=None, series=None):
@@ -409,7 +496,7 @@ def plot_norms(run, path=None, summary=None):
             if len(x) <= 200:
                 ax.plot(x, values, color="0.35", lw=0.8,
                         marker="." if len(x) < 30 else None,
-                        label="grad_norm of each training step")
+                        label="grad_norm of each training step\n(its whole training batch)")
             else:
                 # Thousands of noisy steps read as a band: draw each bin's
                 # range, and their median as the trend.
@@ -427,15 +514,19 @@ def plot_norms(run, path=None, summary=None):
                         label=f"median per bin of {len(x) // len(bins)} steps")
         if measured:
             x = [m["step"] for m in measured]
+            rows = measured[-1].get("sequences")
+            # A smaller batch's mean gradient has a larger norm (the noise
+            # of a mean of fewer samples): say how small the probe is.
+            probe = f"probe batch, {rows} rows" if rows else "probe batch"
             ax.plot(x, _positive([records.number(m["global_norm"]) for m in measured]),
                     "o-", color="black", ms=3.5, lw=1.2,
-                    label="global norm on the probe batch")
+                    label=f"global norm on the {probe}")
             names = list(measured[-1].get("layer_norms") or {})
             for i, name in enumerate(names[: len(_LAYER_COLOURS)]):
                 values = [records.number((m.get("layer_norms") or {}).get(name)) for m in measured]
                 ax.plot(x, _positive([np.nan if v is None else v for v in values]),
                         ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85,
-                        label=f"layer {name} (probe batch)")
+                        label=f"layer {name} ({probe})")
         clipping = [(s["step"], records.number(s.get("clip")), s["clipped_updates"])
                     for s in run.steps if s.get("clipped_updates") is not None]
         if any(v is not None for _, v, _ in clipping):
@@ -448,19 +539,9 @@ def plot_norms(run, path=None, summary=None):
         clip = summary.get("suggested_clipnorm")
         if clip:
             ax.axhline(clip, color="tab:green", ls="--", lw=1.2,
-                       label=f"suggested global_clipnorm = {clip:g}")
+                       label=f"suggested global_clipnorm = {clip:g}\n({records.CLIP_BASIS})")
         top = blended_transform_factory(ax.transData, ax.transAxes)
-        for kind, (colour, marker) in ALERT_STYLE.items():
-            alerts = [a for a in run.alerts if a.get("kind") == kind]
-            found = sorted({a["step"] for a in alerts})
-            if not found:
-                continue
-            for panel in (ax, low):
-                if panel is not None:
-                    for step in found:
-                        panel.axvline(step, color=colour, alpha=0.45, lw=1, ls=":")
-            ax.plot(found, [0.97] * len(found), marker, color=colour, ms=8, ls="none",
-                    transform=top, clip_on=False, label=f"{kind} alert ({len(alerts)})")
+        _draw_alerts(ax, low, top, run.alerts)
         if broken:
             # Non-finite norms have no place on a log axis: mark them along
             # the bottom (alerts are along the top).
@@ -496,6 +577,33 @@ def plot_norms(run, path=None, summary=None):
             ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                       fontsize=8, borderaxespad=0.0)
         return _save(figure, path or run.path / NORMS)
+
+
+def _alert_label(kind, signal, alerts):
+    """What fired, for the legend: e.g. "exploding: gradient norm jump (3)"."""
+    words = _SIGNAL_WORDS.get(signal, signal or "alert")
+    count = sum(1 + int(a.get("suppressed") or 0) for a in alerts)
+    return f"{kind}: {words} ({count})"
+
+
+def _draw_alerts(ax, low, top, alerts):
+    """Alerts as markers along the top edge, one legend entry per kind and
+    signal (colour: kind; shape: signal), with dotted lines through both
+    panels."""
+    for kind, (colour, marker) in ALERT_STYLE.items():
+        of_kind = [a for a in alerts if a.get("kind") == kind]
+        for step in sorted({a["step"] for a in of_kind}):
+            for panel in (ax, low):
+                if panel is not None:
+                    panel.axvline(step, color=colour, alpha=0.45, lw=1, ls=":")
+        signals = list(dict.fromkeys(a.get("signal") or "" for a in of_kind))
+        shapes = [marker] + [m for m in _SIGNAL_MARKERS if m != marker]
+        for signal, shape in zip(signals, shapes):
+            fired = [a for a in of_kind if (a.get("signal") or "") == signal]
+            steps = sorted({a["step"] for a in fired})
+            ax.plot(steps, [0.97] * len(steps), shape, color=colour, ms=8, ls="none",
+                    mec="black", mew=0.4, transform=top, clip_on=False,
+                    label=_alert_label(kind, signal, fired))
 
 
 def _draw_windows(ax, run):
@@ -601,7 +709,9 @@ def plot_comparison(runs, path, layer=None):
                                top=1 - 0.45 / height, bottom=legend_room / height)
         ax = figure.subplots()
         drawn, sites = 0, set()
-        for run in runs:
+        # Runs in folders of the same name (w_10/gw, w_40/gw) stay apart.
+        labels = records.run_labels([run.path for run in runs])
+        for run, run_label in zip(runs, labels):
             series = layer_series(run)
             name = layer if layer in series else next(iter(series), None)
             if name is None:
@@ -613,13 +723,14 @@ def plot_comparison(runs, path, layer=None):
                 _positive(table[-1]),
                 lw=1.6,
                 label=(
-                    f"{run.path.name}: {name} at step {steps[-1]} (decay "
+                    f"{run_label}: {name} at step {steps[-1]} (decay "
                     f"{records.number(stats.get('decay_rate', float('nan'))):.3f}"
                     f"/step, horizon {stats.get('horizon', '?')})"
                 ),
             )
             drawn += 1
         ax.set_yscale("log")
+        _readable_log_ticks(ax)
         _integer_lags(ax)
         ax.set_xlabel("steps back from the loss (time steps)")
         site = sites.pop() if len(sites) == 1 else ""

@@ -30,6 +30,7 @@ import pathlib
 import numpy as np
 
 from keras_gradwatch import _html
+from keras_gradwatch import alerts
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
 
@@ -43,6 +44,9 @@ DECAY_PLOT = "decay_profile.png"  # drawn by `plots`, shown by `Run._repr_html_`
 FORMAT_VERSION = 1
 # Measurements at fewer distinct steps than this show no trend over training.
 TREND_MEASUREMENTS = 3
+# What the suggested clipnorm is, in the summary, report and plot: the
+# alerts' advice is computed the same way (`alerts.clip_suggestion`).
+CLIP_BASIS = "median of the last 100 step norms"
 
 
 def folder_key(log_dir):
@@ -333,6 +337,9 @@ class Totals:
         self.alert_counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
         self._step_norms = array.array("d")
         self._measured_norms = array.array("d")
+        # The suggested clipnorm reads the recent norms, as alerts do.
+        self._recent_step_norms = alerts.RollingWindow()
+        self._recent_measured_norms = alerts.RollingWindow()
 
     def add_step(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
@@ -350,6 +357,7 @@ class Totals:
         norm = number(record.get("grad_norm"))
         if norm is not None and math.isfinite(norm):
             self._step_norms.append(norm)
+            self._recent_step_norms.add(norm)
 
     def add_measurement(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
@@ -360,6 +368,7 @@ class Totals:
         norm = number(record.get("global_norm"))
         if norm is not None and math.isfinite(norm):
             self._measured_norms.append(norm)
+            self._recent_measured_norms.add(norm)
 
     def add_alert(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
@@ -372,6 +381,7 @@ class Totals:
         # Training steps' norms when the model logs them, else measured ones.
         norms = self._step_norms or self._measured_norms
         median = float(np.median(norms)) if norms else None
+        recent = self._recent_step_norms if norms is self._step_norms else self._recent_measured_norms
         last = self.last_measurement
         return {
             "status": status,
@@ -386,7 +396,7 @@ class Totals:
                 for name, values in (last.get("layers") or {}).items()
             },
             "median_grad_norm": median,
-            "suggested_clipnorm": None if median is None else float(f"{median:.2g}"),
+            "suggested_clipnorm": alerts.clip_suggestion(recent),
             "skipped_updates": self.skipped,
             "window": self.window,
             "update_ratios": self.update_ratios,
@@ -447,13 +457,19 @@ def summarize(run):
         measurement), `layers` (per layer: `site`, `decay_rate`, `horizon`,
         `truncation_bias`, `backprop`, `suggested_window`, from the latest
         measurement),
-        `median_grad_norm`, `suggested_clipnorm`, `skipped_updates`,
+        `median_grad_norm` (over the whole run), `suggested_clipnorm`
+        (the median of the last 100 step norms, rounded to 2 digits: the
+        value alerts suggest, `alerts.clip_suggestion`), `skipped_updates`,
         `window` (the latest window of a `TruncatedBPTT(window="auto")`,
         else None), `update_ratios` (the latest update-to-weight ratio of
         each layer, ‖Δw‖/‖w‖ of one step, or None) and
         `update_ratio_step`, `clip` and `clipped_updates` (adaptive
         clipping's latest threshold and the updates it clipped, or None),
-        `alerts` (counts per kind), `alerts_reported`.
+        `alerts` (counts per kind), `alerts_reported`; from `summary.json`
+        (None without it): `measurement_error` (why the model was not, or
+        no longer, measured) and `own_time` (`seconds` and `cpu_seconds`
+        inside GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`:
+        wall clock and process CPU, over the run's `fit` calls).
     """
     written = run.summary or {}
     status = written.get("status", "unknown")
@@ -466,11 +482,16 @@ def summarize(run):
     for kind, count in (written.get("alerts") or {}).items():
         if kind in summary["alerts"]:
             summary["alerts"][kind] = max(summary["alerts"][kind], int(count))
+    # Known to the callback only: they come from summary.json.
+    summary["measurement_error"] = written.get("measurement_error")
+    summary["own_time"] = written.get("own_time")
     return summary
 
 
 def trend_note(summary):
-    """A sentence for a run measured too few times to show a trend, or "".
+    """A sentence on what the run's measurements can show, or "": why a
+    model was not measured, that measuring stopped (and why), or that too
+    few measurements show no trend.
 
     Args:
         summary: A summary dict (`summarize`, or `summary.json`).
@@ -479,14 +500,65 @@ def trend_note(summary):
 
     >>> trend_note({"measured_steps": 1, "measured_at_step": 0})
     'Only 1 measurement step(s): too few to show a trend over training; the figures describe the network at step 0.'
+    >>> trend_note({"measured_steps": 0, "measurement_error": "ValueError: rank"})
+    'Not measured: ValueError: rank'
     """
     count = summary.get("measured_steps") or 0
+    error = summary.get("measurement_error")
+    if error and not count:
+        return f"Not measured: {error}"
+    stopped = (
+        f"Measuring stopped after step {summary.get('measured_at_step')}: {error}"
+        if error else ""
+    )
     if count >= TREND_MEASUREMENTS:
-        return ""
+        return stopped
     if not count:
         return "No measurement yet."
-    return (
+    return " ".join(filter(None, (
         f"Only {count} measurement step(s): too few to show a trend over "
         "training; the figures describe the network at step "
-        f"{summary.get('measured_at_step')}."
-    )
+        f"{summary.get('measured_at_step')}.",
+        stopped,
+    )))
+
+
+def run_labels(paths):
+    """Names that tell runs apart: the shortest ending of each path that no
+    other run shares (`w_10/gw` and `w_40/gw`, not `gw` twice).
+
+    Args:
+        paths: The run folders.
+
+    Returns:
+        One label per path, in order; the same folder given twice is
+        numbered ("gw #2").
+
+    Example:
+
+    >>> run_labels(["runs/w_10/gw", "runs/w_40/gw", "runs/lstm"])
+    ['w_10/gw', 'w_40/gw', 'lstm']
+    """
+    folders = [os.path.abspath(os.fspath(path)) for path in paths]
+    unique = list(dict.fromkeys(folders))  # the same folder twice: one label
+    parts = []
+    for folder in unique:
+        absolute = pathlib.Path(folder)
+        parts.append([p for p in absolute.parts if p != absolute.anchor] or [folder])
+    depths = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depths)]
+        shared = {name for name in names if names.count(name) > 1}
+        longer = [i for i, name in enumerate(names)
+                  if name in shared and depths[i] < len(parts[i])]
+        if not longer:
+            break
+        for i in longer:
+            depths[i] += 1
+    name_of = dict(zip(unique, names))
+    labels, seen = [], {}
+    for folder in folders:
+        seen[folder] = seen.get(folder, 0) + 1
+        count = seen[folder]
+        labels.append(name_of[folder] + (f" #{count}" if count > 1 else ""))
+    return labels

@@ -66,11 +66,12 @@ def render(run, images, summary=None):
     if note:
         parts.append(f"<p class='note'>{e(note)}</p>")
     parts.append("<h2>Layers</h2>")
-    parts.append(_html.layer_table(summary, options))
+    parts.append(_html.layer_table(summary, options, alerts=run.alerts))
     parts += [
         "<h2>Gradient norms</h2><table>",
-        f"<tr><th>median gradient norm</th><td class='num'>{_html.fmt(summary['median_grad_norm'])}</td></tr>",
-        f"<tr><th>suggested global_clipnorm</th><td class='num'>{_html.fmt(summary['suggested_clipnorm'])}</td></tr>",
+        f"<tr><th>median gradient norm (whole run)</th><td class='num'>{_html.fmt(summary['median_grad_norm'])}</td></tr>",
+        f"<tr><th>suggested global_clipnorm ({records.CLIP_BASIS}, as in the alerts)</th>"
+        f"<td class='num'>{_html.fmt(summary['suggested_clipnorm'])}</td></tr>",
         f"<tr><th>skipped updates</th><td class='num'>{_html.fmt(summary['skipped_updates'])}</td></tr>",
         *(
             [f"<tr><th>updates clipped by AutoClip</th><td class='num'>{_html.fmt(summary['clipped_updates'])}</td></tr>",
@@ -78,6 +79,7 @@ def render(run, images, summary=None):
             if summary.get("clipped_updates") is not None else []
         ),
         "</table>",
+        _html.own_time(summary, report=True),
         _html.ratio_table(summary),
         "<h2>Plots</h2>",
     ]

@@ -49,7 +49,9 @@ def decay_rate(profile) -> float:
     Fits `log(profile[k]) = a + k * log(rate)` by least squares over the lags
     whose value is finite and positive, and returns `rate`. A rate below 1
     means the gradient vanishes with distance (0.9: it loses 10 % per step);
-    above 1, it grows going back in time (exploding).
+    above 1, it grows going back in time. A rate describes the profile; it
+    is not a verdict (growth also comes from where the informative inputs
+    sit, e.g. a sentence padded at its end): the alerts decide what explodes.
 
     Args:
         profile: 1-D array indexed by lag.

@@ -72,10 +72,12 @@ def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,
             {
                 "index": index, "step": step, "epoch": step // 10, "length": length,
                 "global_norm": 1.5, "layer_norms": {name: 1.0 for name in layers},
-                "backprop": 15, "profiles": relative,
+                # Without truncation there is no backprop span, and no bias.
+                "backprop": 15 if tbptt else None, "profiles": relative,
                 "layers": {
                     name: {"site": "state", "decay_rate": rates[name], "horizon": 9,
-                           "truncation_bias": 0.01, "suggested_window": 7, "lag0": 2.0}
+                           "truncation_bias": 0.01 if tbptt else "NaN",
+                           "suggested_window": 7, "lag0": 2.0}
                     for name in layers
                 },
             },

@@ -100,8 +100,20 @@ def test_plain_recurrent_model_records(tmp_path):
     assert summary["layers"]["lstm"]["horizon"] >= 1
     assert summary["median_grad_norm"] > 0
     assert summary["suggested_clipnorm"] == pytest.approx(summary["median_grad_norm"], rel=0.05)
-    for key in ("decay_rate", "horizon", "grad_norm"):
-        assert len(history.history[key]) == 2
+    # History gains grad_norm only (the last step's of each epoch); the
+    # measurements are in the records, not in the logs or progress bar.
+    assert sorted(history.history) == ["grad_norm", "loss"]
+    assert history.history["grad_norm"][-1] == pytest.approx(run.steps[-1]["grad_norm"])
+    # GradWatch's own time, and the fit's, wall clock and process CPU.
+    own = summary["own_time"]
+    assert set(own) == {"seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds",
+                        "one_off_seconds"}
+    # Measurements that traced: their cost is told apart, and is part of it.
+    traced = sum(m["seconds"] for m in run.measurements if m["traced"])
+    assert 0 < own["one_off_seconds"] == pytest.approx(traced)
+    assert own["one_off_seconds"] < own["seconds"]
+    assert 0 < own["seconds"] < own["fit_seconds"]
+    assert 0 < own["cpu_seconds"] < own["fit_cpu_seconds"]
     assert run.settings["fits"][0]["first_step"] == 0
 
 
@@ -117,7 +129,7 @@ def test_feed_forward_model_gets_gradient_norms_only(tmp_path):
     assert len(run.measurements) == 5
     assert run.measurements[0]["profiles"] is None
     assert set(run.measurements[0]["layer_norms"]) == {"hidden", "out"}
-    assert "horizon" not in history.history and "grad_norm" in history.history
+    assert sorted(history.history) == ["grad_norm", "loss"]
 
 
 def test_subclassed_model_with_tf_data_and_validation(tmp_path):
@@ -140,7 +152,7 @@ def test_subclassed_model_with_tf_data_and_validation(tmp_path):
     )
     run = records.load_run(tmp_path)
     assert run.measurements[0]["layers"]["gru"]["site"] == "input"
-    assert "val_loss" in history.history and "horizon" in history.history
+    assert sorted(history.history) == ["grad_norm", "loss", "val_loss"]
 
 
 def test_py_dataset_input(tmp_path):
@@ -534,9 +546,10 @@ def test_short_run_is_measured_early_and_twice_per_epoch(tmp_path):
     # Others as the budget allows, first at the log-spaced steps.
     assert set(reasons.values()) <= {"start", "early", "mid-epoch", "epoch-end", "budget"}
     assert len(run.measurements) >= 2 * 3
-    # The logs of each epoch come from the measurement at its last step.
+    # The summary describes the measurement at the last step.
     last = run.measurements[-1]
-    assert history.history["horizon"][-1] == last["layers"]["lstm"]["horizon"]
+    assert run.summary["layers"]["lstm"]["horizon"] == last["layers"]["lstm"]["horizon"]
+    assert "horizon" not in history.history
     assert run.summary["measured_at_step"] == 30
     assert run.summary["measured_steps"] == len(reasons)
 
@@ -563,6 +576,14 @@ def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
     # The traced measurement's cost was waived, not charged.
     budget = _schedule.budget_for(tmp_path, 0.03)
     assert budget.waived == pytest.approx(run.measurements[0]["seconds"], rel=1e-6)
+    # The own time adds up over the four GradWatch instances (each resumes
+    # the run's summary): every second the budget saw, charged or waived,
+    # counted once; and the fits' time, drawings at their end included.
+    own = run.summary["own_time"]
+    # (Within 10 %: the last summary write of each fit, an fsync, comes after
+    # its figures are taken.)
+    assert own["seconds"] == pytest.approx(budget.spent + budget.waived, rel=0.1)
+    assert own["fit_seconds"] >= budget.elapsed()
 
 
 # Alerts that are right -----------------------------------------------------------

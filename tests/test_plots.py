@@ -88,3 +88,133 @@ def test_no_figure_is_left_open_after_many_plots(tmp_path):
     # Nothing registers with pyplot, and every figure drawn is freed.
     assert pyplot.get_fignums() == []
     assert counts == [0, 0, 0], counts
+
+
+def drawn(monkeypatch, what):
+    """Calls `what(figure)` on each figure as it is saved (drawn, not yet
+    cleared); returns the list of its results."""
+    results = []
+    save = plots._save
+
+    def spy(figure, path):
+        out = save(figure, path)
+        results.append(what(figure))
+        return out
+
+    monkeypatch.setattr(plots, "_save", spy)
+    return results
+
+
+def legend_texts(figure):
+    return [t.get_text() for ax in figure.axes if ax.get_legend()
+            for t in ax.get_legend().get_texts()]
+
+
+def write_norms_run(path, norms, alerts=(), sequences=16):
+    writer = records.RunWriter(path)
+    writer.open()
+    writer.write_json(records.RUN, {"model": "m"})
+    for step, norm in enumerate(norms, 1):
+        writer.append(records.STEPS, {"step": step, "epoch": 0, "loss": 1.0,
+                                      "grad_norm": float(norm)})
+    for step in (0, len(norms)):
+        writer.append(records.MEASUREMENTS, {
+            "index": step, "step": step, "epoch": 0, "sequences": sequences,
+            "global_norm": 2.5 * float(norms[0]), "layer_norms": {"lstm": 1.0},
+            "profiles": None, "layers": {}})
+    for alert in alerts:
+        writer.append(records.ALERTS, {"epoch": 0, "layer": None, "value": 1.0,
+                                       "message": "m", **alert})
+    writer.close()
+    return records.load_run(path)
+
+
+def test_alert_markers_say_what_fired(tmp_path, monkeypatch):
+    found = [
+        {"kind": "exploding", "step": 3, "signal": "grad_norm", "suppressed": 2},
+        {"kind": "exploding", "step": 5, "signal": "profile", "layer": "lstm"},
+        {"kind": "vanishing", "step": 7, "signal": "profile", "layer": "lstm"},
+        {"kind": "nonfinite", "step": 9, "signal": "loss"},
+    ]
+    run = write_norms_run(tmp_path, [1.0 + 0.1 * i for i in range(12)], found)
+    texts = drawn(monkeypatch, legend_texts)
+    markers = drawn(monkeypatch, lambda f: {
+        line.get_label(): (line.get_marker(), line.get_color())
+        for line in f.axes[0].get_lines() if ":" in line.get_label()})
+    plots.plot_norms(run)
+    assert {"exploding: gradient norm jump (3)", "exploding: time profile (1)",
+            "vanishing: time profile (1)", "nonfinite: loss jump (1)"} <= set(texts[0])
+    shapes = markers[0]
+    # One colour per kind, one shape per signal within it.
+    assert shapes["exploding: gradient norm jump (3)"][1] == shapes["exploding: time profile (1)"][1]
+    assert shapes["exploding: gradient norm jump (3)"][0] != shapes["exploding: time profile (1)"][0]
+    assert shapes["vanishing: time profile (1)"][1] != shapes["exploding: time profile (1)"][1]
+
+
+def test_probe_batch_norm_says_it_is_the_probe_batch(tmp_path, monkeypatch):
+    run = write_norms_run(tmp_path, [1.0] * 10, sequences=16)
+    texts = drawn(monkeypatch, legend_texts)
+    plots.plot_norms(run)
+    assert "global norm on the probe batch, 16 rows" in texts[0]
+    assert "layer lstm (probe batch, 16 rows)" in texts[0]
+    assert "grad_norm of each training step\n(its whole training batch)" in texts[0]
+    assert ("suggested global_clipnorm = 1\n(median of the last 100 step norms)"
+            in texts[0])
+
+
+def tick_labels(figure):
+    """Per log axis: its visible y tick labels and whether any two touch."""
+    renderer = figure.canvas.get_renderer()
+    out = []
+    for ax in figure.axes:
+        if ax.get_yscale() != "log":
+            continue
+        low, high = sorted(ax.get_ylim())
+        shown = [t for t in ax.get_yticklabels(which="both")
+                 if t.get_visible() and t.get_text() and low <= t.get_position()[1] <= high]
+        boxes = [t.get_window_extent(renderer) for t in shown]
+        touch = any(boxes[i].overlaps(boxes[j])
+                    for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
+        out.append(([t.get_text() for t in shown], touch))
+    return out
+
+
+@pytest.mark.parametrize("low, high", [(0.6, 1.6), (1.2, 1.9), (1.01, 1.05),
+                                       (0.05, 0.9), (3.0, 90.0)])
+def test_narrow_log_axes_have_distinct_labels_that_never_touch(tmp_path, monkeypatch, low, high):
+    import numpy as np
+
+    norms = np.geomspace(low, high, 40)
+    run = write_norms_run(tmp_path / "n", norms, sequences=16)
+    seen = drawn(monkeypatch, tick_labels)
+    plots.plot_norms(run)
+    profiles = records.RunWriter(tmp_path / "d")
+    profiles.open()
+    for i in range(2):
+        relative = profiles.write_profiles(i, {n: np.geomspace(high, low, 30) for n in "abc"})
+        profiles.append(records.MEASUREMENTS, {
+            "index": i, "step": 5 * i, "epoch": 0, "global_norm": 1.0, "profiles": relative,
+            "layers": {n: {"site": "state", "decay_rate": 0.9, "horizon": 30} for n in "abc"}})
+    profiles.close()
+    plots.plot_decay(records.load_run(tmp_path / "d"))
+    for figure in seen:
+        for labels, touch in figure:
+            assert 2 <= len(labels) <= 8, labels
+            assert len(set(labels)) == len(labels), labels
+            assert not touch, labels
+
+
+def test_round_log_ticks_and_their_labels():
+    assert plots._log_ticks(0.6, 1.6, 8) == [0.6, 0.8, 1.0, 1.5]
+    assert plots._log_ticks(0.05, 0.9, 8) == [0.05, 0.1, 0.2, 0.5]
+    assert plots._log_ticks(2.0, 15.0, 8) == [2.0, 5.0, 10.0]
+    assert [plots._plain(v, 2) for v in (100.0, 0.5, 2e-5, 15000.0)] == [
+        "100", "0.5", "2e-05", "15000"]
+
+
+def test_comparison_labels_runs_by_their_distinguishing_path(tmp_path, monkeypatch):
+    runs = [records.load_run(write_synthetic_run(tmp_path / w / "gw", layers=("lstm",)))
+            for w in ("w_10", "w_40")]
+    texts = drawn(monkeypatch, legend_texts)
+    plots.plot_comparison(runs, tmp_path / "compare.png")
+    assert [t.split(":")[0] for t in texts[0]] == ["w_10/gw", "w_40/gw"]

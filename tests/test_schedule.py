@@ -4,6 +4,7 @@ import pytest
 
 from keras_gradwatch._schedule import Budget
 from keras_gradwatch._schedule import MeasurementSchedule
+from keras_gradwatch._schedule import OwnTime
 from keras_gradwatch._schedule import budget_for
 
 
@@ -160,3 +161,23 @@ def test_a_folder_keeps_its_budget_in_the_process(tmp_path):
     again = budget_for(str(tmp_path / "a"), 0.05)
     assert again is first and again.overhead == 0.05
     assert budget_for(tmp_path / "b", 0.03) is not first
+
+
+def test_own_time_counts_outermost_blocks_and_fits():
+    wall, cpu = [0.0], [0.0]
+    own = OwnTime(clock=lambda: wall[0], cpu_clock=lambda: cpu[0])
+    own.resume({"seconds": 1.0, "fit_seconds": 10.0, "cpu_seconds": 2.0,
+                "fit_cpu_seconds": 20.0, "junk": "x"})
+    own.start_fit()
+    assert own.enter() and not own.enter()  # nested: counted once
+    wall[0], cpu[0] = 0.5, 1.5
+    # While a block is open (a summary written inside the callback) it counts.
+    assert own.totals() == {"seconds": 1.5, "cpu_seconds": 3.5, "fit_seconds": 10.5,
+                            "fit_cpu_seconds": 21.5, "one_off_seconds": 0.0}
+    own.one_off(0.25)  # a traced measurement inside the block
+    assert own.leave() == 0.5
+    wall[0], cpu[0] = 4.0, 6.0
+    own.end_fit()
+    wall[0], cpu[0] = 100.0, 100.0  # between fits: nothing is counted
+    assert own.totals() == {"seconds": 1.5, "cpu_seconds": 3.5, "fit_seconds": 14.0,
+                            "fit_cpu_seconds": 26.0, "one_off_seconds": 0.25}
