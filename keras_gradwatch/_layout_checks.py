@@ -243,6 +243,8 @@ class DataChecks:
         leaves = keras.tree.flatten(y)
         if loss is None or len(leaves) != 1 or leaves[0] is None:
             return
+        if not all(_known_rank(leaf) for leaf in keras.tree.flatten(x) + leaves):
+            return  # e.g. a generator's dataset of unknown shapes: no claim
         output = self._output_shape(x)
         y_shape = tuple(leaves[0].shape)
         if output is None or not _target_shapes.broadcasts(y_shape, output):
@@ -339,6 +341,14 @@ def _split_suggestion(rows, streams, split):
             value = min(fits, key=lambda candidate: abs(candidate - exact))
             break
     return f"validation_split={value!r}: the last {held} of the {batches} batches validate"
+
+
+def _known_rank(leaf):
+    shape = getattr(leaf, "shape", None)
+    if shape is None:
+        return False
+    # A TensorShape may have no rank; a numpy or tuple shape always has one.
+    return not hasattr(shape, "rank") or shape.rank is not None
 
 
 def _rows(x):

@@ -993,3 +993,18 @@ def test_only_keras_elementwise_losses_are_judged(loss, name):
     from keras_gradwatch import _target_shapes
 
     assert _target_shapes.elementwise_loss_name(loss) == name
+
+
+def test_a_dataset_of_unknown_shapes_is_not_judged():
+    from keras_gradwatch import _layout_checks
+
+    def steps():
+        yield np.zeros((B, 8, F), "float32"), np.zeros((B, 8, 3), "float32")
+
+    model = epoch_model()
+    for shape in (None, (None, None, None)):  # unknown rank, unknown sizes
+        dataset = tf.data.Dataset.from_generator(
+            steps, output_signature=(tf.TensorSpec(shape), tf.TensorSpec(shape))
+        )
+        data = _layout_checks.Data("x", dataset, None, "batch_size", None)
+        assert model._data_checks.check(data) is None  # no claim, no error
