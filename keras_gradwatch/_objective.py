@@ -12,6 +12,7 @@ loss stands in for it, except the sum of the outputs that `measure`
 documents for a model with no loss at all (never under `GradWatch`).
 """
 
+import contextlib
 import inspect
 
 import keras
@@ -90,7 +91,7 @@ class Objective:
                 f"({_loss_name(self.model.loss)}) but the batch has no targets "
                 "y, so that loss cannot be evaluated on it (a train step "
                 "that computes a loss of its own cannot be reproduced). Pass "
-                "probe data with targets, e.g. GradWatch(probe_data=(x, y))."
+                "targets: measure(model, x, y), or GradWatch(probe_data=(x, y))."
             )
         if (
             y is not None
@@ -103,7 +104,10 @@ class Objective:
                 "Pass loss=... (e.g. loss='mse'), or compile the model."
             )
         if self.given is None and self.compiled:
-            _compat.build_compiled_loss(self.model, (x, y, sample_weight))
+            # Should Keras's symbolic build fail on some model, the loss
+            # builds when the measurement is traced, as it used to.
+            with contextlib.suppress(Exception):
+                _compat.build_compiled_loss(self.model, (x, y, sample_weight))
 
     def total(self, x, y, y_pred, sample_weight):
         """The training objective on the batch (a float32 scalar), or None

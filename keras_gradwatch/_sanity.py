@@ -8,7 +8,8 @@ orders of magnitude apart, the measurement differentiates something else
 (a loss other than the one `fit` minimises, or a model that trains
 differently from how it runs when measured), and its profiles say nothing
 about training: `GradWatch` marks such a measurement `suspect` instead of
-reporting it.
+reporting it, once it is off at two measurements in a row (one can be a
+blow-up: see `suspect_reason`).
 
 How far apart is too far (`SUSPECT_FACTOR`, 100). What separates the two
 norms in a healthy run:
@@ -42,14 +43,13 @@ SUSPECT_FACTOR = 100.0
 RECENT_STEPS = 16
 
 
-def suspect_reason(global_norm, step_norms, factor=SUSPECT_FACTOR):
-    """Why a measurement's gradient cannot be the one training follows.
+def mismatch(global_norm, step_norms, factor=SUSPECT_FACTOR):
+    """How a measurement's norm lies against the training steps' norms.
 
     The measured norm is compared with two references: the median of the
     steps' norms (one odd step does not move it) and the latest step's
-    norm (the weights the measurement sees; a blow-up or the exit from a
-    plateau shows there before the median follows). It is suspect only
-    when it is more than `factor` away from both.
+    norm (a norm that leaves its median, at the exit from a plateau, shows
+    there first). It is off when more than `factor` away from both.
 
     Args:
         global_norm: The measurement's global gradient norm, or None.
@@ -60,11 +60,11 @@ def suspect_reason(global_norm, step_norms, factor=SUSPECT_FACTOR):
             the module's docstring).
 
     Returns:
-        None when the measured norm is within `factor` of the median or of
-        the latest finite step norm, or when there is nothing to compare:
-        no measured norm, no finite step norm, a zero reference, or a
-        measured norm that is not finite (the non-finite checks report
-        that). Otherwise a sentence that states the norms and the factor.
+        None when there is nothing to compare (no measured norm, no finite
+        step norm, a zero reference, or a measured norm that is not finite:
+        the non-finite checks report that). Else `(direction, words)`:
+        `direction` is None (within `factor`), `"above"` or `"below"`, and
+        `words` says where the measured norm lies against the references.
     """
     if global_norm is None or not math.isfinite(global_norm):
         return None
@@ -75,22 +75,82 @@ def suspect_reason(global_norm, step_norms, factor=SUSPECT_FACTOR):
     low, high = min(median, latest), max(median, latest)
     if low == 0:
         return None
-    if global_norm * factor >= low and global_norm <= high * factor:
-        return None
-    if global_norm > high:
-        apart = f"{global_norm / high:.3g}x above"
-    elif global_norm > 0:
-        apart = f"{low / global_norm:.3g}x below"
+    if global_norm > high * factor:
+        direction, apart = "above", f"{global_norm / high:.3g}x above"
+    elif global_norm * factor < low:
+        direction = "below"
+        apart = f"{low / global_norm:.3g}x below" if global_norm > 0 else "zero, against"
     else:
-        apart = "zero, against"
-    return (
+        return None, ""
+    return direction, (
         f"its gradient norm on the probe batch, {global_norm:.3g}, is {apart} "
         f"the grad_norm of the training steps (median {median:.3g} over the "
-        f"last {len(finite)}, latest {latest:.3g}): more than {factor:g}x "
-        "apart, it is not the gradient training follows (a loss other than "
-        "the training objective, or a model that trains differently from how "
-        "it is measured)"
+        f"last {len(finite)}, latest {latest:.3g})"
     )
+
+
+def suspect_reason(global_norm, step_norms, previous=None, factor=SUSPECT_FACTOR):
+    """Why a measurement's gradient cannot be the one training follows.
+
+    One measurement off by more than `factor` can be an event of training:
+    the measurement sees the weights after the step's update, the step's
+    norm those before it, so an update that blows the weights up (or
+    drives them into saturation) shows first at the measurement. A
+    measurement of another objective is off at every measurement. So a
+    measurement is suspect when it is off and the measurement before it
+    (that had steps to compare with) was off the same way.
+
+    Args:
+        global_norm: The measurement's global gradient norm, or None.
+        step_norms: The `grad_norm` of the training steps just before the
+            measurement, oldest first.
+        previous: The direction (`mismatch`) of the measurement before:
+            None, `"above"` or `"below"`.
+        factor: How many times apart the norms may be (default 100).
+
+    Returns:
+        None, or a sentence that states the norms and the factor.
+    """
+    found = mismatch(global_norm, step_norms, factor)
+    if found is None or found[0] is None or found[0] != previous:
+        return None
+    return (
+        f"{found[1]}, as at the measurement before: more than {factor:g}x apart "
+        "twice in a row, it is not the gradient training follows (a loss other "
+        "than the training objective, or a model that trains differently from "
+        "how it is measured)"
+    )
+
+
+class Sanity:
+    """Judges a run's measurements against its training steps' norms.
+
+    Args:
+        factor: See `suspect_reason`.
+        size: How many recent steps' norms to keep (`RECENT_STEPS`).
+    """
+
+    def __init__(self, factor=SUSPECT_FACTOR, size=RECENT_STEPS):
+        self.factor = factor
+        self.norms = RecentNorms(size)
+        self._previous = None
+
+    def new_fit(self):
+        """A `fit` begins (perhaps on other data, or another model)."""
+        self.norms.clear()
+        self._previous = None
+
+    def add_step(self, grad_norm):
+        """Keeps a step's `grad_norm` (None when the step logged none)."""
+        self.norms.add(grad_norm)
+
+    def judge(self, global_norm):
+        """`suspect_reason` of a measurement; remembers how it lay."""
+        reason = suspect_reason(global_norm, self.norms.values, self._previous, self.factor)
+        found = mismatch(global_norm, self.norms.values, self.factor)
+        if found is not None:
+            self._previous = found[0]
+        return reason
 
 
 class RecentNorms:

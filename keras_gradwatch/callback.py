@@ -256,7 +256,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measurements = 0
         self._measured_step = None
         self._measure_error = None
-        self._step_norms = _sanity.RecentNorms()  # what a measurement is compared with
+        self._sanity = _sanity.Sanity()  # measurements against the steps' grad_norm
         self._suspect_warned = False
         # Per-step signals and their detectors (new for each fit).
         # What each step's logs are checked for.
@@ -290,7 +290,7 @@ class GradWatch(keras.callbacks.Callback):
             self._started = True
         self._status = "running"
         self._steps.begin_fit(self.model, self._step)
-        self._step_norms.clear()
+        self._sanity.new_fit()
         if self._ratios is None or self._ratios.model is not _model_facts.inner(self.model):
             self._ratios = _update_ratio.UpdateRatios(_model_facts.inner(self.model))
         # The first update is compared too: a first step too large for the
@@ -339,7 +339,7 @@ class GradWatch(keras.callbacks.Callback):
             self._batch = batch
             try:
                 self._check_step(logs)
-                self._step_norms.add(logs.get("grad_norm"))
+                self._sanity.add_step(logs.get("grad_norm"))
                 reason = None
                 if self._probe is not None and self._measure_error is None:
                     reason = self._schedule.due(
@@ -449,7 +449,7 @@ class GradWatch(keras.callbacks.Callback):
                 stacklevel=alerts_lib._user_stacklevel(),
             )
             return None
-        suspect = _sanity.suspect_reason(result.global_norm, self._step_norms.values)
+        suspect = self._sanity.judge(result.global_norm)
         if suspect is not None:
             result = dataclasses.replace(result, suspect=suspect)
             if not self._suspect_warned:
