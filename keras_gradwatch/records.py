@@ -332,6 +332,7 @@ class Totals:
         self.update_ratio_step = None
         self.measurements = 0
         self.measured_steps = 0  # distinct steps with a measurement
+        self.suspect = 0  # measurements marked suspect, left out of the figures
         self.last_measurement = {}
         self.alerts = 0
         self.alert_counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
@@ -362,6 +363,11 @@ class Totals:
     def add_measurement(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
         self.measurements += 1
+        if record.get("suspect"):
+            # Its numbers disagree with training's (see `_sanity`): counted,
+            # never summarised as the run's profile or norm.
+            self.suspect += 1
+            return
         if record.get("step") != self.last_measurement.get("step"):
             self.measured_steps += 1
         self.last_measurement = record
@@ -389,6 +395,7 @@ class Totals:
             "epochs": self.epoch + 1,
             "measurements": self.measurements,
             "measured_steps": self.measured_steps,
+            "suspect_measurements": self.suspect,
             "measured_at_step": last.get("step"),
             "layers": {
                 # Records of format 1 before this name: "window".

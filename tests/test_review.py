@@ -147,3 +147,20 @@ def test_run_labels_are_the_shortest_distinguishing_ending():
     assert records.run_labels(["a/b/c", "d/b/c", "e/f/c"]) == ["a/b/c", "d/b/c", "f/c"]
     assert records.run_labels(["runs/lstm"]) == ["lstm"]
     assert records.run_labels(["r/gw", "r/gw"]) == ["gw", "gw #2"]
+
+
+def test_suspect_measurements_are_counted_and_left_out_of_the_figures():
+    from keras_gradwatch import records
+
+    totals = records.Totals()
+    clean = {"step": 4, "global_norm": 1.0, "layers": {"lstm": {"decay_rate": 0.9}}}
+    odd = {"step": 8, "global_norm": 1e-7, "suspect": "far from grad_norm",
+           "layers": {"lstm": {"decay_rate": 1.01}}}
+    totals.add_measurement(clean)
+    totals.add_measurement(odd)
+    summary = totals.summary("completed")
+    assert summary["measurements"] == 2
+    assert summary["suspect_measurements"] == 1
+    assert summary["measured_at_step"] == 4
+    assert summary["layers"]["lstm"]["decay_rate"] == 0.9
+    assert summary["median_grad_norm"] == 1.0
