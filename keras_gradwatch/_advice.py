@@ -49,8 +49,8 @@ def advice(family, optimizer, rise=None, clipnorm=None, rate=None):
     Example:
 
     >>> from keras_gradwatch._lr_history import Rise
-    >>> advice("adaptive", "keras.optimizers.Adam", Rise(1000.0, 0.001, 1.0, 26, 27))[:98]
-    'The learning rate rose 1000x at step 27, from 0.001 to 1: lower it back (or warm up to it over mo'
+    >>> advice("adaptive", "keras.optimizers.Adam", Rise(1000.0, 0.001, 1.0, 26, 27))[:72]
+    'The learning rate rose 1000x at step 27, from 0.001 to 1: lower it back '
     >>> advice("sgd", "keras.optimizers.SGD", clipnorm=0.5)[:60]
     'Clip gradients around the typical norm (Pascanu et al. 2013)'
     """

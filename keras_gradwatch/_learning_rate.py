@@ -8,11 +8,15 @@ step (no trace, no change):
 - a number (Keras keeps it in a variable, which a callback may assign):
   the variable's value, one read (about 30 µs);
 - a `keras.optimizers.schedules.LearningRateSchedule`: the schedule is a
-  function of the update count, so its values are evaluated for the next
-  `CHUNK` updates at once, in one compiled loop (about 10 µs per update),
-  and each step reads the update count and looks its value up. Evaluating
-  it eagerly at each step would cost 0.25-0.75 ms (a tenth of a small
-  model's step);
+  function of the update count, so its values are evaluated for a block of
+  coming updates at once, and each step reads the update count and looks
+  its value up. Evaluating it at each step would cost 0.25-0.75 ms (a tenth
+  of a small model's step). The block is evaluated by calling the schedule
+  on a vector of update counts (Keras's schedules are elementwise, except
+  `CosineDecay` with a warm-up), checked at its ends against single calls;
+  a schedule that cannot take a vector is mapped over it in a compiled loop
+  (traced once per reader). Blocks grow from `FIRST_BLOCK` to `LAST_BLOCK`
+  updates, so a short fit evaluates few values;
 - a callable without arguments: called at each step.
 
 The rate recorded is the one of the step's last update: under
@@ -28,7 +32,8 @@ import tensorflow as tf
 from keras_gradwatch import _advice
 from keras_gradwatch import _compat
 
-CHUNK = 1024
+FIRST_BLOCK = 64
+LAST_BLOCK = 4096
 # Keras optimizers whose step is set by the learning rate, not by the
 # gradient's norm (see `_advice`); those missing from an older Keras are skipped.
 ADAPTIVE_OPTIMIZERS = ("Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad",
@@ -64,7 +69,8 @@ class LearningRateReader:
         self._schedule = None
         self._values = None  # schedule values of updates _first, _first + 1...
         self._first = 0
-        self._evaluate = None
+        self._block = FIRST_BLOCK
+        self._mapped = None  # the compiled loop, for schedules that take no vector
         if optimizer is None:
             return
         self._schedule = _compat.learning_rate_schedule(optimizer)
@@ -91,6 +97,14 @@ class LearningRateReader:
             self.kind = None
         return None
 
+    def reads(self, optimizer):
+        """Whether this reader reads `optimizer`'s learning rate as it is now."""
+        if optimizer is not self.optimizer or optimizer is None:
+            return False
+        if self.kind == "schedule":
+            return _compat.learning_rate_schedule(optimizer) is self._schedule
+        return self.kind != "variable" or optimizer.learning_rate is self._variable
+
     def forget(self):
         """Drops the schedule values evaluated ahead (the schedule changed:
         a rollback scaled it down)."""
@@ -100,17 +114,26 @@ class LearningRateReader:
         update = max(int(self.optimizer.iterations.numpy()) - 1, 0)
         values = self._values
         if values is None or not self._first <= update < self._first + len(values):
-            if self._evaluate is None:
-                schedule = self._schedule
-                self._evaluate = tf.function(
-                    lambda updates: tf.map_fn(
-                        lambda u: tf.cast(schedule(u), "float64"), updates,
-                        fn_output_signature=tf.float64,
-                    ),
-                    input_signature=[tf.TensorSpec([None], tf.int64)],
-                )
             self._first = update
-            values = self._values = self._evaluate(
-                tf.range(update, update + CHUNK, dtype=tf.int64)
-            ).numpy()
+            values = self._values = self._evaluate(update, self._block)
+            self._block = min(2 * self._block, LAST_BLOCK)
         return float(values[update - self._first])
+
+    def _evaluate(self, first, count):
+        """The schedule's values at updates `first` ... `first + count - 1`."""
+        updates = tf.range(first, first + count, dtype=tf.int64)
+        if self._mapped is None:
+            try:
+                values = np.asarray(self._schedule(updates), dtype="float64")
+                ends = [float(self._schedule(first)), float(self._schedule(first + count - 1))]
+                if values.shape == (count,) and np.allclose(values[[0, -1]], ends, rtol=1e-6):
+                    return values
+            except Exception:  # noqa: BLE001 - a schedule written for one step at a time
+                pass
+            schedule = self._schedule
+            self._mapped = tf.function(
+                lambda updates: tf.map_fn(lambda u: tf.cast(schedule(u), "float64"), updates,
+                                          fn_output_signature=tf.float64),
+                input_signature=[tf.TensorSpec([None], tf.int64)],
+            )
+        return self._mapped(updates).numpy()

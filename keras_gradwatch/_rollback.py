@@ -81,6 +81,31 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["scale"])
 
 
+def snapshot_period(costs, intervals, share=SHARE):
+    """Steps between snapshots so that they cost at most `share` of the time.
+
+    Args:
+        costs: Seconds of recent snapshots. Their least is the cost: a copy
+            is the same work each time, and only other load adds to it.
+        intervals: Seconds between recent steps. Their median is a step's time.
+        share: The share of the training time snapshots may take.
+
+    Returns:
+        The period in steps (1 while nothing is known).
+
+    Example:
+
+    >>> snapshot_period([0.002, 0.00045, 0.0005], [0.004, 0.003, 0.005], share=0.02)
+    6
+    """
+    if not costs or not intervals:
+        return 1
+    step_seconds = float(np.median(intervals))
+    if not step_seconds > 0:
+        return 1
+    return max(1, math.ceil(min(costs) / (share * step_seconds)))
+
+
 class Snapshot:
     """Host copies of some variables at a step.
 
@@ -140,6 +165,8 @@ class Rollback:
         )
         variables = self.variables
         self._read = tf.function(lambda: [tf.identity(v.value) for v in variables])
+        self._read()  # traced and run once: the first runs cost more than the copy
+        self.share = SHARE
         self.first_rate = self.rate()
         self.period = 1
         self.trusted = Snapshot(step, self._read)  # the state handed in
@@ -149,6 +176,7 @@ class Rollback:
         self._intervals = collections.deque(maxlen=20)  # seconds between steps
         self._costs = collections.deque(maxlen=5)  # seconds of the latest snapshots
         self._rolled_at = None
+        self._lowered = None  # the rate the latest rollback set (a variable rate)
 
     def _scaled_schedule(self):
         """Wraps a schedule in a `ScaledSchedule` (traced anew); returns it."""
@@ -191,10 +219,7 @@ class Rollback:
         self.pending = Snapshot(step, self._read)
         self._since = 0
         self._costs.append(self.pending.seconds)
-        if self._intervals:
-            # Medians: one slow copy or step (another process) does not set the pace.
-            cost, step_seconds = float(np.median(self._costs)), float(np.median(self._intervals))
-            self.period = max(1, math.ceil(cost / (SHARE * step_seconds)))
+        self.period = snapshot_period(self._costs, self._intervals, self.share)
 
     def roll_back(self, step):
         """Restores the trusted snapshot and lowers the learning rate.
@@ -208,7 +233,7 @@ class Rollback:
             return "(Rolled back at this step already.)", False
         snapshot = self.trusted
         lowered = self._lowered_rate(snapshot)
-        if lowered < FLOOR * self.first_rate:
+        if lowered < FLOOR * self.first_rate * (1 - 1e-6):  # float32 rates: not 1e-4 < 1e-4
             return (
                 f"Not rolled back again: {len(self.rollbacks)} rollback(s) brought the learning "
                 f"rate to {self.rate():.3g}, and one more would take it below {FLOOR:g} x its "
@@ -221,8 +246,8 @@ class Rollback:
         if self.schedule is not None:
             self.schedule.scale.assign(self.schedule.scale * self.factor)
         else:
-            rate = self.optimizer.learning_rate
-            rate.assign(rate * self.factor)
+            self.optimizer.learning_rate.assign(lowered)
+            self._lowered = lowered
         _state.reset(self.states)
         # The epoch's running means hold the blown-up steps (a NaN stays):
         # they start again from here.
@@ -243,10 +268,17 @@ class Rollback:
         ), False
 
     def _lowered_rate(self, snapshot):
+        """The rate after this rollback: `factor` x the snapshot's (x the
+        one the previous rollback set, if lower: a blow-up that comes back
+        before a new snapshot lowers it further)."""
         if self.schedule is not None:
             return self.rate() * self.factor
-        index = next(i for i, v in enumerate(self.variables) if v is self.optimizer.learning_rate)
-        return float(snapshot.values[index]) * self.factor
+        rate = self.optimizer.learning_rate
+        index = next(i for i, v in enumerate(self.variables) if v is rate)
+        base = float(snapshot.values[index])
+        if self._lowered is not None:
+            base = min(base, self._lowered)
+        return base * self.factor
 
     def end(self):
         """At the end of the fit: a schedule never scaled gets unwrapped (the

@@ -303,7 +303,8 @@ class GradWatch(keras.callbacks.Callback):
         if "rollback" in self._desk.dispatcher.actions.values():
             # First: it may wrap a schedule, which the step must be traced with.
             self._rollback = _rollback.Rollback(self.model, self._step, self._rollbacks)
-        self._learning_rate = _learning_rate.LearningRateReader(self.model.optimizer)
+        if self._learning_rate is None or not self._learning_rate.reads(self.model.optimizer):
+            self._learning_rate = _learning_rate.LearningRateReader(self.model.optimizer)
         if self.clip == "auto" or self.exploding == "clip":
             self._clip_note = _advice.clip_note(self._desk.family, self._desk.optimizer)
         if self._probe is None:
