@@ -79,7 +79,8 @@ class GradWatch(keras.callbacks.Callback):
       logs.
 
     It changes nothing in training: weights after `fit` are the same with or
-    without it. Reused over several `fit` calls, it continues one run, with a
+    without it (unless asked to: `clip="auto"`, and the `"clip"` and
+    `"rollback"` actions, change training by design). Reused over several `fit` calls, it continues one run, with a
     continuing step count; a `log_dir` holding an earlier run is continued,
     never overwritten.
 

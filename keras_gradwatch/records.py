@@ -453,7 +453,9 @@ def summarize(run):
         each layer, ‖Δw‖/‖w‖ of one step, or None) and
         `update_ratio_step`, `clip` and `clipped_updates` (adaptive
         clipping's latest threshold and the updates it clipped, or None),
-        `alerts` (counts per kind), `alerts_reported`.
+        `alerts` (counts per kind), `alerts_reported`, `rollbacks` (the
+        `"rollback"` action's, from `summary.json`) and `clip_note` (why
+        clipping cannot bound the optimizer's step, or None).
     """
     written = run.summary or {}
     status = written.get("status", "unknown")
@@ -466,6 +468,9 @@ def summarize(run):
     for kind, count in (written.get("alerts") or {}).items():
         if kind in summary["alerts"]:
             summary["alerts"][kind] = max(summary["alerts"][kind], int(count))
+    # What only the callback knows: its rollbacks, why clipping cannot bound the step.
+    summary["rollbacks"] = written.get("rollbacks") or []
+    summary["clip_note"] = written.get("clip_note")
     return summary
 
 

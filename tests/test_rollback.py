@@ -13,6 +13,7 @@ from keras_gradwatch import GradientWarning
 from keras_gradwatch import GradWatch
 from keras_gradwatch import _rollback
 from keras_gradwatch import alerts
+from keras_gradwatch import records
 from keras_gradwatch.errors import InvalidInputError
 
 FAULT_STEP = 27
@@ -100,6 +101,26 @@ def test_snapshots_cost_at_most_their_share_of_the_time():
     # The least cost (the first runs and other load cost more), the median step.
     assert _rollback.snapshot_period([9e-3, 4e-4, 5e-4], [0.3, 2e-3, 3e-3, 4e-3]) == 6
     assert _rollback.snapshot_period([0.5], [0.1], share=0.02) == 250
+
+
+def test_a_non_finite_loss_is_rolled_back_too(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(1e-2), "mse")
+    watch = GradWatch(tmp_path, plots=None, nonfinite="rollback")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientWarning)
+        history = model.fit(*regression(512, 0), batch_size=64, epochs=5, verbose=0,
+                            callbacks=[LearningRateFault(factor=1e4), watch])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and len(summary["rollbacks"]) == 1
+    (rolled,) = [a for a in watch.alerts if "Rolled back" in a.message]
+    assert rolled.kind == "nonfinite" and rolled.step > FAULT_STEP
+    # The epoch's running mean restarted after the rollback: finite again.
+    assert all(math.isfinite(v) for v in history.history["loss"])
+    assert summary == records.summarize(records.load_run(tmp_path)) | {
+        k: summary[k] for k in ("updated", "measurement_error")}
 
 
 def test_rollback_is_an_action_of_exploding_and_nonfinite_only():
