@@ -10,8 +10,8 @@ optimizer's variables (moments, learning rate, loss scale; not the update
 count, which keeps counting, so a schedule goes on where it was). One is
 taken when the `fit` begins (the state handed in), then after a healthy
 step (no alert, a finite loss) every `period` steps, where `period` keeps
-their cost under `SHARE` of the training time (every step for a small
-model). Two are kept: the newest (`pending`) and the one before it
+their cost under `SHARE` of the training time (`snapshot_period`: every few
+steps for a small model, rarely for a large one). Two are kept: the newest (`pending`) and the one before it
 (`trusted`). A blow-up shows at the step after the update that caused it
 (the loss and gradient of step s are those of the weights after update
 s - 1), so the newest snapshot may hold the cause: a rollback restores the
@@ -20,12 +20,14 @@ of the weights and optimizer variables (for Adam, 2 x 3 x the weights).
 
 The learning rate: a number (a Keras variable) is part of the optimizer's
 variables, so it comes back at its snapshot value, then is multiplied by
-`FACTOR`. A `LearningRateSchedule` cannot be assigned: when the fit begins
+`FACTOR` (the value the previous rollback set, if lower, is: a blow-up that
+comes back before a newer snapshot lowers it further). A `LearningRateSchedule` cannot be assigned: when the fit begins
 it is wrapped in `ScaledSchedule` (its values times a scale variable at 1,
 exactly the same values), and a rollback multiplies the scale. The wrapper
 is removed at the end of the fit if no rollback happened; otherwise it
 stays, so the model keeps the lowered rate. A callable learning rate cannot
-be lowered: refused with an error when the fit begins.
+be lowered: refused with an error when the fit begins. The epoch's running
+metrics are reset too: they held the blown-up steps (a NaN would stay).
 
 Rollbacks stop once the learning rate would fall below `FLOOR` x its value
 when the fit began: the updates would then be a thousandth of the planned
