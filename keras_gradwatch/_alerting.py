@@ -1,13 +1,17 @@
 """Private: `GradWatch`'s alert desk, from a finding to an acted-on `Alert`.
 
 It stamps an alert with the run's current step and epoch, adds the advice
-every exploding or non-finite alert carries (a `global_clipnorm` suggested
-from the gradient norms seen so far, for the model's optimizer), rate-limits
+every exploding or non-finite alert carries (fit to the optimizer by
+`_advice`: the learning rate's rise when it rose before the blow-up, a lower
+learning rate for adaptive optimizers, a `global_clipnorm` suggested from
+the gradient norms seen so far where clipping bounds the step), rate-limits
 non-finite alerts as one signal until a layer is named, and hands the
 `Alert` to `alerts.AlertDispatcher`, which records it and acts (warn, stop,
 raise, a callable, or nothing).
 """
 
+from keras_gradwatch import _advice
+from keras_gradwatch import _lr_history
 from keras_gradwatch import alerts
 
 
@@ -21,14 +25,20 @@ class AlertDesk:
         where: Function returning the current `(step, epoch)`.
         clip: Function starting adaptive clipping (the `"clip"` action),
             returning a sentence that says so; or None.
+        rollback: Function rolling back (the `"rollback"` action),
+            returning a sentence that says what it did; or None.
     """
 
-    def __init__(self, actions, record, stop, where, clip=None):
-        self.dispatcher = alerts.AlertDispatcher(actions, record=record, stop=stop, clip=clip)
+    def __init__(self, actions, record, stop, where, clip=None, rollback=None):
+        self.dispatcher = alerts.AlertDispatcher(
+            actions, record=record, stop=stop, clip=clip, rollback=rollback
+        )
         self.where = where
         self.step_norms = alerts.RollingWindow()  # every step's grad_norm
         self.measured_norms = alerts.RollingWindow()  # the probe batch's
         self.optimizer = "keras.optimizers.Adam"  # named in the advice
+        self.family = _advice.UNKNOWN  # whether clipping bounds its step
+        self.learning_rates = _lr_history.LearningRateHistory()  # each step's
 
     @property
     def counts(self):
@@ -39,11 +49,17 @@ class AlertDesk:
         """Whether alerts of `kind` are on (their action is not None)."""
         return self.dispatcher.active(kind)
 
-    def clip_advice(self, lead="Clip"):
-        """The sentence suggesting a `global_clipnorm` from the norms seen."""
+    def clip_advice(self):
+        """The advice of an exploding or non-finite alert at the current
+        step (`_advice.advice`): the learning rate first when it rose before
+        it, clipping where it bounds the optimizer's step."""
         norms = self.step_norms if len(self.step_norms) else self.measured_norms
-        return alerts.clip_advice(
-            alerts.clip_suggestion(norms), lead=lead, optimizer=self.optimizer
+        step, _ = self.where()
+        return _advice.advice(
+            self.family, self.optimizer,
+            rise=self.learning_rates.rise_before(step),
+            clipnorm=alerts.clip_suggestion(norms),
+            rate=self.learning_rates.latest(),
         )
 
     def report(self, finding, advice=""):
@@ -96,8 +112,8 @@ class AlertDesk:
         step, epoch = self.where()
         self.alert(
             "nonfinite", layer, value, None, signal,
-            f"{what} at step {step} (epoch {epoch}). {detail} Lower the learning rate, "
-            + self.clip_advice(lead="or clip")
+            f"{what} at step {step} (epoch {epoch}). {detail} "
+            + self.clip_advice()
             + " Check the data for NaN or Inf.",
             key=key,
         )

@@ -68,7 +68,7 @@ class StepChecks:
             self._step_loss.new_epoch()
 
     def check(self, logs, step, epoch, batch, add_step, nonfinite, update_ratios=None,
-              clip=None):
+              clip=None, lr=None):
         """Records a step and reports what its logs show.
 
         Args:
@@ -83,6 +83,7 @@ class StepChecks:
                 (`_update_ratio`), when taken.
             clip: With adaptive clipping, `(threshold, clipped updates so
                 far)` after this step (threshold None while it is off).
+            lr: The learning rate of the step's update, when known.
         """
         loss = _number(logs.get("loss"))
         instant = self._step_loss(loss, batch)
@@ -106,6 +107,7 @@ class StepChecks:
                 **({"window": int(logs["window"])} if "window" in logs else {}),
                 **({"update_ratios": update_ratios} if update_ratios else {}),
                 **({"clip": clip[0], "clipped_updates": clip[1]} if clip else {}),
+                **({"lr": lr} if lr is not None else {}),
             }
         )
         new_skips = 0
@@ -161,8 +163,7 @@ class StepChecks:
                 f"The update of step {step} changed layer '{name}' by {ratio:.3g} of "
                 f"its weights (‖Δw‖/‖w‖; about {_update_ratio.HEALTHY:g} is healthy, "
                 f"CS231n): {why}, so the steps rewrite the layer, the earliest sign "
-                "of a blow-up. Lower the learning rate, or "
-                + self.desk.clip_advice(lead="clip"),
+                "of a blow-up. " + self.desk.clip_advice(),
             )
 
     def loss_level(self):
@@ -226,7 +227,7 @@ class MeasurementChecks:
                     f"The gradient of layer '{broken[0]}' on the probe batch "
                     f"overflowed (not finite) at step {step} while every "
                     "weight is finite: the gradient explodes. "
-                    + self.desk.clip_advice() + " Lower the learning rate.",
+                    + self.desk.clip_advice(),
                 )
             nonfinite(
                 "layer_norm", layer_norms[broken[0]],

@@ -187,3 +187,18 @@ def metrics_untouched(model):
     finally:
         for metric in shadowed:
             del metric.update_state
+
+def learning_rate_schedule(optimizer):
+    """The `LearningRateSchedule` an optimizer was built with, or None.
+
+    A Keras optimizer keeps its `learning_rate` argument in `_learning_rate`:
+    a Variable for a number, the schedule object, or a callable; the public
+    `learning_rate` property evaluates a schedule at the current update
+    count, i.e. gives the rate of the *next* update (checked on Keras 3.8
+    and 3.15). A `LossScaleOptimizer`'s is its inner optimizer's.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    value = getattr(inner, "_learning_rate", None)
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        return value
+    return None

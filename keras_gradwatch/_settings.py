@@ -11,7 +11,7 @@ PLOT_MODES = ("end", "epoch", None)
 def check(
     *, log_dir, every, overhead, loss_steps, nonfinite, exploding, vanishing,
     spike_factor, warmup, max_grad_norm, max_decay_rate, vanishing_fraction,
-    vanishing_patience, plots, tensorboard, clip=None, clip_percentile=10.0,
+    vanishing_patience, plots, tensorboard, clip=None, clip_percentile=90.0,
 ):
     """Checks `GradWatch`'s arguments; returns the alert actions by kind.
 
@@ -61,7 +61,7 @@ def check(
             or not 0 < clip_percentile <= 100:
         raise InvalidInputError(
             f"Received: clip_percentile={clip_percentile!r}. Pass a percentile in "
-            "(0, 100], e.g. 10 (AutoClip's default)."
+            "(0, 100], e.g. 90 (the default)."
         )
     return alerts.resolve_actions(nonfinite, exploding, vanishing)
 
@@ -74,8 +74,9 @@ def positive(value, name, integer=False):
         raise InvalidInputError(f"Received: {name}={value!r}. Pass {what}.")
 
 
-def record(watch, model_name, tbptt, actions, fits):
-    """The contents of `run.json` for a `GradWatch`."""
+def record(watch, model_name, tbptt, actions, fits, optimizer=None):
+    """The contents of `run.json` for a `GradWatch` (`optimizer`: its name
+    and family, `_learning_rate.family`)."""
     loss = watch.loss
     return {
         "format": records.FORMAT_VERSION,
@@ -102,4 +103,5 @@ def record(watch, model_name, tbptt, actions, fits):
             "clip_percentile": watch.clip_percentile,
         },
         "fits": fits,
+        **({"optimizer": optimizer} if optimizer else {}),
     }

@@ -31,6 +31,8 @@ from keras_gradwatch.errors import InvalidInputError
 KINDS = ("nonfinite", "exploding", "vanishing")
 ACTIONS = ("warn", "stop", "raise")
 DEFAULT_ACTIONS = {"nonfinite": "stop", "exploding": "warn", "vanishing": "warn"}
+# Actions only some kinds take: "clip" (AutoClip) and "rollback" (`_rollback`).
+EXTRA_ACTIONS = {"exploding": ("clip", "rollback"), "nonfinite": ("rollback",)}
 
 logger = logging.getLogger("keras_gradwatch")
 # A library logs only where the application configured logging; the
@@ -74,13 +76,19 @@ def resolve_actions(nonfinite, exploding, vanishing):
     """Validates the action of each kind (None switches a kind off)."""
     actions = {"nonfinite": nonfinite, "exploding": exploding, "vanishing": vanishing}
     for kind, action in actions.items():
-        if action == "clip" and kind == "exploding":
+        if action in EXTRA_ACTIONS.get(kind, ()):
             continue
         if action is not None and action not in ACTIONS and not callable(action):
+            extra = {
+                "exploding": " (or 'clip': warn and start adaptive clipping; 'rollback': warn, "
+                             "go back to the last healthy weights and lower the learning rate).",
+                "nonfinite": " (or 'rollback': warn, go back to the last healthy weights and "
+                             "lower the learning rate).",
+            }
             raise InvalidInputError(
                 f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise', "
                 "a callable taking the Alert, or None to switch it off"
-                + (" (or 'clip': warn and start adaptive clipping)." if kind == "exploding" else ".")
+                + extra.get(kind, ".")
             )
     return actions
 
@@ -94,13 +102,17 @@ class AlertDispatcher:
         stop: Function called for the `"stop"` action.
         clip: Function called for the `"clip"` action (exploding alerts:
             warn, and start clipping), or None.
+        rollback: Function called for the `"rollback"` action (warn, and
+            go back to the last healthy weights), or None. Both return a
+            sentence saying what they did, added to the warning.
     """
 
-    def __init__(self, actions, record, stop, clip=None):
+    def __init__(self, actions, record, stop, clip=None, rollback=None):
         self.actions = actions
         self._record = record
         self._stop = stop
         self._clip = clip
+        self._rollback = rollback
         self.counts = collections.Counter()  # every occurrence, per kind
         self._seen = collections.Counter()  # occurrences per (kind, layer)
         self._unreported = collections.Counter()
@@ -143,11 +155,14 @@ class AlertDispatcher:
         self.counts[alert.kind] += 1
         self._seen[key] += 1
         alert = dataclasses.replace(alert, suppressed=self._unreported.pop(key, 0))
-        self._record(alert)
         action = self.actions[alert.kind]
+        if action == "rollback" and self._rollback is not None:
+            # Done before the alert is recorded: its message says what was done.
+            alert = dataclasses.replace(alert, message=alert.message + " " + self._rollback())
+        self._record(alert)
         if callable(action):
             action(alert)
-        elif action in ("warn", "clip"):
+        elif action in ("warn", "clip", "rollback"):
             text = alert.message
             if action == "clip" and self._clip is not None:
                 text += " " + self._clip()

@@ -20,14 +20,17 @@ import warnings
 
 import keras
 
+from keras_gradwatch import _advice
 from keras_gradwatch import _alerting
 from keras_gradwatch import _autoclip
 from keras_gradwatch import _checks
 from keras_gradwatch import _compat
 from keras_gradwatch import _drawing
+from keras_gradwatch import _learning_rate
 from keras_gradwatch import _model_facts
 from keras_gradwatch import _probe
 from keras_gradwatch import _recorder
+from keras_gradwatch import _rollback
 from keras_gradwatch import _sanity
 from keras_gradwatch import _schedule
 from keras_gradwatch import _settings
@@ -87,7 +90,8 @@ class GradWatch(keras.callbacks.Callback):
     alarm it is not.
 
     It changes nothing in training: weights after `fit` are the same with or
-    without it. Reused over several `fit` calls, it continues one run, with a
+    without it (unless asked to: `clip="auto"`, and the `"clip"` and
+    `"rollback"` actions, change training by design). Reused over several `fit` calls, it continues one run, with a
     continuing step count; a `log_dir` holding an earlier run is continued,
     never overwritten.
 
@@ -109,9 +113,17 @@ class GradWatch(keras.callbacks.Callback):
             the warning and `measurement_error` in `summary.json` say why.
         loss_steps: `"last"` (default) or `"all"`, see `measure`.
         nonfinite: Action on NaN/Inf: `"stop"` (default), `"warn"`,
-            `"raise"`, a callable taking the `Alert`, or None (off).
+            `"raise"`, a callable taking the `Alert`, None (off), or
+            `"rollback"` (see `exploding`).
         exploding: Action on exploding gradients (default `"warn"`), or
-            `"clip"`: warn, and start adaptive clipping (see `clip`).
+            `"clip"`: warn, and start adaptive clipping (see `clip`; it
+            cannot bound the step of an adaptive optimizer such as Adam),
+            or `"rollback"`: warn, go back to the last healthy weights and
+            optimizer state, lower the learning rate 10x, and train on
+            (the rescue from a learning rate too high, which clipping does
+            not give with adaptive optimizers; see `docs/clipping.md`).
+            Each rollback is in the alert's message and in `summary.json`
+            (`rollbacks`). Opt-in: no other action changes training.
         vanishing: Action on vanishing gradients (default `"warn"`).
         spike_factor: A gradient norm above `spike_factor` times the 90th
             percentile of its last 100 values, or a loss above
@@ -155,7 +167,9 @@ class GradWatch(keras.callbacks.Callback):
             models and each `TruncatedBPTT` window update. None (default):
             no clipping, unless `exploding="clip"` (warn, and clip from the
             first exploding alert on). Not under multi-replica strategies.
-        clip_percentile: The percentile, in (0, 100]; default 10.
+        clip_percentile: The percentile, in (0, 100]; default 90: a healthy
+            run's updates above the 90th percentile of the norms before
+            them, about one in ten, are clipped, a spike back to that level.
 
     Example:
 
@@ -238,8 +252,14 @@ class GradWatch(keras.callbacks.Callback):
         self._desk = _alerting.AlertDesk(
             actions, record=self._record_alert, stop=self._stop_training,
             where=lambda: (self._step, max(self._epoch, 0)), clip=self._start_clipping,
+            rollback=self._roll_back,
         )
         self._clipper = None  # AutoClip, with clip="auto" or exploding="clip"
+        self._clip_note = None  # why clipping cannot bound the step, if it cannot
+        self._clip_warned = False
+        self._rollback = None  # _rollback.Rollback, with a "rollback" action
+        self._rollbacks = []  # every rollback of the run, for the summary
+        self._learning_rate = None  # _learning_rate.LearningRateReader
         self._schedule = _schedule.MeasurementSchedule(every)
         self._budget = None  # the folder's Budget, from the first fit on
         self._started = False  # a first fit has begun (records resumed)
@@ -299,6 +319,14 @@ class GradWatch(keras.callbacks.Callback):
         inner = _model_facts.inner(self.model)
         self._facts = _model_facts.layer_facts(inner)
         self._desk.optimizer = _model_facts.optimizer_name(self.model)
+        self._desk.family = _learning_rate.family(self.model.optimizer)
+        if "rollback" in self._desk.dispatcher.actions.values():
+            # First: it may wrap a schedule, which the step must be traced with.
+            self._rollback = _rollback.Rollback(self.model, self._step, self._rollbacks)
+        if self._learning_rate is None or not self._learning_rate.reads(self.model.optimizer):
+            self._learning_rate = _learning_rate.LearningRateReader(self.model.optimizer)
+        if self.clip == "auto" or self.exploding == "clip":
+            self._clip_note = _advice.clip_note(self._desk.family, self._desk.optimizer)
         if self._probe is None:
             self._probe = (
                 _probe.split(self.probe_data, self.model.distribute_strategy)
@@ -310,6 +338,8 @@ class GradWatch(keras.callbacks.Callback):
             _settings.record(
                 self, self.model.name, _model_facts.tbptt_settings(self.model),
                 self._desk.dispatcher.actions, self._fits,
+                optimizer={"name": self._desk.optimizer, "family": self._desk.family,
+                           "clip_note": self._clip_note},
             )
         )
         if self.clip == "auto" or self.exploding == "clip":
@@ -402,12 +432,35 @@ class GradWatch(keras.callbacks.Callback):
     # Per-step checks ----------------------------------------------------------
 
     def _check_step(self, logs):
+        rate = self._learning_rate.read()
+        self._desk.learning_rates.add(self._step, rate)
+        alerts_before = sum(self._desk.counts.values())
         self._steps.check(
             logs, self._step, self._epoch, self._batch,
             add_step=self._recorder.add_step, nonfinite=self._nonfinite,
             update_ratios=self._ratios.ratios() if self._ratios.pending else None,
             clip=self._clipper.state() if self._clipper is not None else None,
+            lr=rate,
         )
+        if self._rollback is not None:
+            loss = logs.get("loss")
+            healthy = sum(self._desk.counts.values()) == alerts_before and (
+                loss is None or math.isfinite(float(loss))
+            )
+            self._rollback.after_step(self._step, healthy)
+
+    def _roll_back(self):
+        """The "rollback" action; returns the sentence saying what it did."""
+        if self._rollback is None:
+            return ""
+        sentence, stop = self._rollback.roll_back(self._step)
+        if stop:
+            self._stop_training()
+            return sentence
+        self._learning_rate.forget()
+        if self._ratios.pending:
+            self._ratios.snapshot()  # the next update is compared with the restored weights
+        return sentence
 
     # Adaptive clipping ----------------------------------------------------------
 
@@ -417,10 +470,20 @@ class GradWatch(keras.callbacks.Callback):
             asked=f"clip={self.clip!r}, exploding={self.exploding!r}",
         )
         self._clipper.install()
+        if self._clip_note is not None and not self._clip_warned:
+            self._clip_warned = True  # once per callback, not once per fit
+            warnings.warn(f"GradWatch(clip={self.clip!r}, exploding={self.exploding!r}): "
+                          + self._clip_note, stacklevel=alerts_lib._user_stacklevel())
 
     def _start_clipping(self):
         """The "clip" action: switches AutoClip on (no new trace)."""
-        return self._clipper.switch_on() if self._clipper is not None else ""
+        if self._clipper is None:
+            return ""
+        sentence = self._clipper.switch_on()
+        if self._clip_note is not None:
+            sentence += (f" (It cannot bound the step of {self._desk.optimizer}: "
+                         "lower the learning rate, or use exploding='rollback'.)")
+        return sentence
 
     # Measurements -------------------------------------------------------------
 
@@ -543,6 +606,8 @@ class GradWatch(keras.callbacks.Callback):
         summary = self._recorder.totals.summary(self._status)
         summary.update(
             alerts={kind: self._desk.counts[kind] for kind in alerts_lib.KINDS},
+            rollbacks=list(self._rollbacks),
+            clip_note=self._clip_note,
             measurement_error=self._measure_error,
             own_time=self._own.totals(),
             updated=time.time(),
@@ -592,6 +657,9 @@ class GradWatch(keras.callbacks.Callback):
             self._hook = None
         if self._clipper is not None:
             self._clipper.remove()
+        if self._rollback is not None:
+            self._rollback.end()
+            self._rollback = None
         self._recorder.write_summary(self.summary())  # summary() flushes the steps
         self._recorder.close()
         if self.plots is not None:

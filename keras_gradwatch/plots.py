@@ -551,6 +551,7 @@ def plot_norms(run, path=None, summary=None):
         if ax.has_data():
             ax.set_yscale("log")
             _readable_log_ticks(ax)
+        rate_axis = _draw_learning_rate(ax, run)
         ax.set_ylabel("gradient norm (L2)")
         title = "Gradient norms over training"
         if not steps:
@@ -574,7 +575,9 @@ def plot_norms(run, path=None, summary=None):
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             # Outside the axes: the legend never hides a series.
-            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+            # Past the learning rate's axis labels when there is one.
+            ax.legend(handles, labels, loc="upper left",
+                      bbox_to_anchor=(1.02 if rate_axis is None else 1.12, 1.0),
                       fontsize=8, borderaxespad=0.0)
         return _save(figure, path or run.path / NORMS)
 
@@ -604,6 +607,29 @@ def _draw_alerts(ax, low, top, alerts):
             ax.plot(steps, [0.97] * len(steps), shape, color=colour, ms=8, ls="none",
                     mec="black", mew=0.4, transform=top, clip_on=False,
                     label=_alert_label(kind, signal, fired))
+
+def _draw_learning_rate(ax, run):
+    """Each step's learning rate (the `lr` of the step records), on a
+    right-hand log axis of `ax`; returns that axis, or None without `lr`."""
+    rates = [(s["step"], records.number(s.get("lr"))) for s in run.steps
+             if s.get("lr") is not None]
+    rates = [(x, v) for x, v in rates if v is not None and math.isfinite(v) and v > 0]
+    if not rates:
+        return None
+    steps, values = zip(*rates)
+    colour = "darkgoldenrod"  # none of the norms' or the alerts' colours
+    right = ax.twinx()
+    right.step(steps, values, where="post", color=colour, lw=1.2, alpha=0.9)
+    right.set_yscale("log")
+    low, high = min(values), max(values)
+    if high < 10 * low:
+        # A flat or narrow series: a decade around it, so that it reads as flat.
+        right.set_ylim(low / 3, high * 3)
+    _readable_log_ticks(right)
+    right.set_ylabel("learning rate", color=colour)
+    right.tick_params(axis="y", colors=colour)
+    ax.plot([], [], color=colour, lw=1.2, label="learning rate (right axis)")
+    return right
 
 
 def _draw_windows(ax, run):

@@ -476,7 +476,9 @@ def summarize(run):
         (None without it): `measurement_error` (why the model was not, or
         no longer, measured) and `own_time` (`seconds` and `cpu_seconds`
         inside GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`:
-        wall clock and process CPU, over the run's `fit` calls).
+        wall clock and process CPU, over the run's `fit` calls);
+        `rollbacks` (the `"rollback"` action's) and `clip_note` (why
+        clipping cannot bound the optimizer's step, or None).
     """
     written = run.summary or {}
     status = written.get("status", "unknown")
@@ -492,6 +494,9 @@ def summarize(run):
     # Known to the callback only: they come from summary.json.
     summary["measurement_error"] = written.get("measurement_error")
     summary["own_time"] = written.get("own_time")
+    # What only the callback knows: its rollbacks, why clipping cannot bound the step.
+    summary["rollbacks"] = written.get("rollbacks") or []
+    summary["clip_note"] = written.get("clip_note")
     return summary
 
 

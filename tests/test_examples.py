@@ -106,3 +106,16 @@ def test_adding_problem_full(tmp_path):
     (lstm_scores, lstm), (rnn_scores, rnn) = results["LSTM"], results["SimpleRNN"]
     assert lstm_scores[200] < 0.05 < 0.14 < rnn_scores[200]
     assert lstm.horizon > 2 * rnn.horizon
+
+
+def test_learning_rate_fault_is_named_and_rolled_back(tmp_path):
+    results = run_example("learning_rate_fault", "--runs", str(tmp_path))
+    rescued = results["exploding='rollback'"]
+    assert rescued["rollbacks"] >= 1
+    assert math.isfinite(rescued["final"]) and rescued["final"] < 2 * rescued["before"]
+    for name in ("no GradWatch", "GradWatch() (warn)", "exploding='clip'", "clip='auto'"):
+        assert results[name]["final"] > 2 * results[name]["before"], name
+    for folder in ("warn", "clip", "autoclip", "rollback"):
+        first = json.loads((tmp_path / folder / "alerts.jsonl").read_text().splitlines()[0])
+        assert "The learning rate rose 1000x at step 27, from 0.01 to 10" in first["message"]
+        assert "global_clipnorm" not in first["message"]
