@@ -1,10 +1,12 @@
 """Private: `GradWatch`'s alert desk, from a finding to an acted-on `Alert`.
 
-It stamps an alert with the run's current step and epoch, adds the advice
-every exploding or non-finite alert carries (a `global_clipnorm` suggested
-from the gradient norms seen so far, for the model's optimizer), rate-limits
-non-finite alerts as one signal until a layer is named, and hands the
-`Alert` to `alerts.AlertDispatcher`, which records it and acts (warn, stop,
+It stamps a detector's `Finding` with the run's current step and epoch,
+assembles the advice the finding asks for (`advice`: the one place where
+advice text is written, e.g. a `global_clipnorm` suggested from the
+gradient norms seen so far, for the model's optimizer), names the first
+layer affected when a finding asks for it (only when the alert will be
+reported: the diagnosis may measure), and hands the `Alert` to
+`alerts.AlertDispatcher`, which rate-limits, records and acts (warn, stop,
 raise, a callable, or nothing).
 """
 
@@ -21,11 +23,17 @@ class AlertDesk:
         where: Function returning the current `(step, epoch)`.
         clip: Function starting adaptive clipping (the `"clip"` action),
             returning a sentence that says so; or None.
+        diagnose: Function returning `(layer, sentence)`: the first layer
+            affected by a non-finite value (it may measure); or None.
+        line: The `alerts.ProgressLine` to end before a warning, or None.
     """
 
-    def __init__(self, actions, record, stop, where, clip=None):
-        self.dispatcher = alerts.AlertDispatcher(actions, record=record, stop=stop, clip=clip)
+    def __init__(self, actions, record, stop, where, clip=None, diagnose=None, line=None):
+        self.dispatcher = alerts.AlertDispatcher(
+            actions, record=record, stop=stop, clip=clip, line=line
+        )
         self.where = where
+        self.diagnose = diagnose
         self.step_norms = alerts.RollingWindow()  # every step's grad_norm
         self.measured_norms = alerts.RollingWindow()  # the probe batch's
         self.optimizer = "keras.optimizers.Adam"  # named in the advice
@@ -46,11 +54,40 @@ class AlertDesk:
             alerts.clip_suggestion(norms), lead=lead, optimizer=self.optimizer
         )
 
-    def report(self, finding, advice=""):
-        """Dispatches a detector's `Finding`, with `advice` appended."""
+    def advice(self, finding):
+        """The advice appended to a finding's message (may be "")."""
+        text = {
+            "": "",
+            "clip": " " + self.clip_advice(),
+            "clip_then_lr": " " + self.clip_advice() + " Lower the learning rate.",
+            "lr_or_clip": " Lower the learning rate, or " + self.clip_advice(lead="clip"),
+            "nonfinite": " Lower the learning rate, " + self.clip_advice(lead="or clip")
+            + " Check the data for NaN or Inf.",
+        }[finding.advice]
+        return text + (" " + finding.remedy if finding.remedy else "")
+
+    def report(self, finding):
+        """Dispatches a detector's `Finding` with its advice.
+
+        Returns:
+            The reported `Alert`, or None (kind off, or rate-limited).
+        """
+        if not self.active(finding.kind):
+            return None
+        key = (finding.kind, finding.signal, finding.layer)
+        layer, message = finding.layer, finding.message
+        if finding.diagnose and layer is None:
+            # A step signal names no layer: rate-limit it as one signal, and
+            # diagnose only when it will be reported.
+            if not self.dispatcher.due(key):
+                self.dispatcher.skip(finding.kind, key)
+                return None
+            if self.diagnose is not None:
+                layer, detail = self.diagnose()
+                message += " " + detail
         return self.alert(
-            finding.kind, finding.layer, finding.value, finding.threshold,
-            finding.signal, finding.message + advice,
+            finding.kind, layer, finding.value, finding.threshold, finding.signal,
+            message + self.advice(finding), key=key,
         )
 
     def alert(self, kind, layer, value, threshold, signal, message, key=None):
@@ -67,37 +104,5 @@ class AlertDesk:
                 message=message,
                 signal=signal,
             ),
-            key=key,
-        )
-
-    def nonfinite(self, signal, value, what, diagnose, layer=None):
-        """A `nonfinite` alert for `signal`.
-
-        Args:
-            signal: What is not finite (`"loss"`, `"grad_norm"`...).
-            value: Its value.
-            what: The sentence's subject, e.g. "The loss is not finite".
-            diagnose: Function returning `(layer, sentence)`: the first
-                layer affected, called only when the alert is due and
-                `layer` is None (it may measure).
-            layer: The layer, when known.
-        """
-        if not self.active("nonfinite"):
-            return
-        # Step signals name no layer until diagnosed: rate-limit them as one.
-        key = ("nonfinite", signal, layer)
-        if not self.dispatcher.due(key):
-            self.dispatcher.skip("nonfinite", key)
-            return
-        if layer is None:
-            layer, detail = diagnose()
-        else:
-            detail = f"First layer affected: '{layer}'."
-        step, epoch = self.where()
-        self.alert(
-            "nonfinite", layer, value, None, signal,
-            f"{what} at step {step} (epoch {epoch}). {detail} Lower the learning rate, "
-            + self.clip_advice(lead="or clip")
-            + " Check the data for NaN or Inf.",
             key=key,
         )

@@ -27,17 +27,17 @@ import numpy as np
 
 from keras_gradwatch import _update_ratio
 from keras_gradwatch import records
+from keras_gradwatch._detectors import kinds
 
 DECAY = records.DECAY_PLOT
 HEATMAP = "decay_heatmap.png"
 NORMS = "gradient_norms.png"
 UPDATES = "update_ratios.png"
 MAX_CURVES = 40
-ALERT_STYLE = {
-    "nonfinite": ("tab:red", "X"),
-    "exploding": ("tab:orange", "^"),
-    "vanishing": ("tab:purple", "v"),
-}
+# Colour and marker of each kind's alerts, from the registry of kinds; a
+# kind it does not know (another version's records) is drawn in grey.
+ALERT_STYLE = {kind.name: (kind.color, kind.marker) for kind in kinds.KINDS}
+_OTHER_KIND = ("tab:gray", "o")
 # Colours of per-layer norms: none is an alert's colour.
 _LAYER_COLOURS = ["tab:green", "tab:brown", "tab:pink", "tab:cyan",
                   "tab:olive", "tab:blue", "tab:gray"]
@@ -450,7 +450,9 @@ def plot_norms(run, path=None, summary=None):
             ax.axhline(clip, color="tab:green", ls="--", lw=1.2,
                        label=f"suggested global_clipnorm = {clip:g}")
         top = blended_transform_factory(ax.transData, ax.transAxes)
-        for kind, (colour, marker) in ALERT_STYLE.items():
+        found_kinds = {a.get("kind") for a in run.alerts}
+        for kind in list(ALERT_STYLE) + sorted(k for k in found_kinds - set(ALERT_STYLE) if k):
+            colour, marker = ALERT_STYLE.get(kind, _OTHER_KIND)
             alerts = [a for a in run.alerts if a.get("kind") == kind]
             found = sorted({a["step"] for a in alerts})
             if not found:
