@@ -68,6 +68,10 @@ def test_measurements_find_growth_in_time_but_not_one_standing_lag():
     checks = _checks.Checks(made, Settings())
     standing = 0.91 ** np.arange(51)
     standing[50] = 14 * standing[1:].min()
+    checks.measurement(_measurement(0.5 * 1.2 ** np.arange(30)), 9, 1)
+    assert found == []  # at the input, while no epoch says the loss stalls
+    checks.epoch_end(0, {"loss": 0.70})
+    checks.epoch_end(1, {"loss": 0.70})
     checks.measurement(_measurement(standing), 10, 1)
     assert found == []
     checks.measurement(_measurement(0.5 * 1.2 ** np.arange(30)), 11, 1)

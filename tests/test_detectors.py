@@ -241,7 +241,8 @@ def test_padded_text_rise_is_not_exploding():
         [1 / 6] * 5 + [2 / 6] * 2 + [3 / 6] * 2 + [5 / 6] * 3 + [1.0]
     )
     for share in (content, None):
-        assert GrowthInTime().check(layer(record(profile, site="input"), content=share)) is None
+        assert GrowthInTime().check(layer(record(profile, site="input"), content=share,
+                                          trend=_stalled())) is None
 
 
 def test_diverging_recurrence_seen_at_the_input_is_exploding():
@@ -250,11 +251,15 @@ def test_diverging_recurrence_seen_at_the_input_is_exploding():
     profile = 1e-3 * 1.25 ** np.arange(27)
     tokens = np.ones((4, 27), int)
     tokens[:, 1::2] = 2
-    tokens[0, 20:] = 0  # one sentence padded: lags 0-6 not judged
-    found = GrowthInTime().check(layer(record(profile, site="input"),
+    tokens[0, 20:] = 0  # two sentences padded: lags 0-6 not judged
+    tokens[1, 24:] = 0
+    found = GrowthInTime().check(layer(record(profile, site="input"), trend=_stalled(),
                                        content=content_share([tokens], 27), facts=RNN))
     assert found is not None and found.evidence["lags"] == (7, 26)
     assert "over lags 7-26, where every probe sequence holds content" in found.message
+    assert "epoch-mean training loss has not fallen" in found.message
+    # At the input, a rise the loss does not follow is no verdict.
+    assert GrowthInTime().check(layer(record(profile, site="input"))) is None
 
 
 def test_one_lag_standing_out_at_the_input_is_not_growth():
@@ -266,19 +271,50 @@ def test_one_lag_standing_out_at_the_input_is_not_growth():
     # A geometric rise held over the far span is growth.
     held = profile.copy()
     held[38:] = held[37] * 1.3 ** np.arange(1, 14)
-    assert GrowthInTime().check(layer(record(held, site="input"))) is not None
+    assert GrowthInTime().check(layer(record(held, site="input"), trend=_stalled())) is not None
     # A rise in one place (where the information sits), then flat: not.
     step = np.concatenate([np.full(20, 1e-3), np.full(31, 5e-2)])
-    assert GrowthInTime().check(layer(record(step, site="input"))) is None
+    assert GrowthInTime().check(layer(record(step, site="input"), trend=_stalled())) is None
+
+
+def test_an_input_gradient_rising_while_the_loss_falls_is_learning():
+    # A stock LSTM classifier leaving its 0.693 plateau (its information in
+    # the first 10 of 30 steps), measured at step 72: the input gradient
+    # rises 90x going back, smoothly, while the loss falls to 0.02.
+    profile = np.array([
+        0.03453, 0.02764, 0.02623, 0.02609, 0.02724, 0.02944, 0.03358, 0.04054, 0.05068,
+        0.06518, 0.08414, 0.10963, 0.14208, 0.1836, 0.2337, 0.29623, 0.37617, 0.46653,
+        0.57062, 0.69105, 0.82982, 0.9654, 1.11477, 1.29408, 1.46039, 1.63927, 1.80633,
+        2.00153, 2.16366, 2.35414])
+    trend = LossTrend()
+    trend.epoch_end(0, 0.691, None)
+    falling = trend.epoch_end(1, 0.577, None)
+    assert GrowthInTime().check(layer(record(profile, site="input"), trend=falling)) is None
+    assert GrowthInTime().check(layer(record(profile, site="input"), trend=None)) is None
 
 
 def test_content_mask_finds_padding_at_either_end():
-    x = np.array([[0, 0, 0, 4, 5, 6], [1, 2, 3, 4, 4, 4], [1, 2, 3, 4, 5, 6]])
+    x = np.array([[0, 0, 0, 4, 5, 9], [0, 0, 3, 4, 9, 9], [5, 2, 3, 4, 9, 9], [1, 1, 3, 4, 5, 6]])
+    # Leading 0s (2 rows of 4 start with 0), trailing 9s (3 of 4 end with 9);
+    # the two 1s that start the last row are content: no other row starts so.
     assert content_mask(x).astype(int).tolist() == [
-        [0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]
-    one_hot = np.eye(3)[x % 3]  # features: a step is padding when all are equal
-    assert content_mask(one_hot).tolist() == content_mask(x % 3).tolist()
+        [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]
+    one_hot = np.eye(10)[x]  # features: a step is padding when all are equal
+    assert content_mask(one_hot).tolist() == content_mask(x).tolist()
     assert content_share([np.zeros((2, 5))], 4) is None  # no input of that length
+    # Random tokens hold no padding, whatever repeats by chance.
+    tokens = np.random.default_rng(0).integers(2, 10, size=(16, 30))
+    assert content_share([tokens], 30).min() == 1.0
+
+
+def test_the_detectors_docstring_examples_run():
+    import doctest
+
+    from keras_gradwatch._detectors import base, growth, kinds, trend
+
+    for module in (base, growth, kinds, trend):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 # The loss trend, vanishing and truncation -----------------------------------------------
@@ -381,21 +417,33 @@ def test_truncation_needs_most_of_the_gradient_cut_and_a_stalled_loss():
 # Update ratios, per optimizer update ------------------------------------------------
 
 
+def _ratios(detector, ratios, losses, updates=1):
+    """Feeds (ratio, loss) steps after 5 steps at loss 1.0; returns findings."""
+    for step in range(1, 6):
+        assert detector.check(Evidence("step", step, 0, loss=1.0)) is None
+    return [detector.check(Evidence("step", step, 0, loss=loss, update_ratios={"gru": ratio},
+                                    step_updates=updates))
+            for step, (ratio, loss) in enumerate(zip(ratios, losses), start=6)]
+
+
 def test_update_ratio_is_judged_per_optimizer_update():
-    detector = UpdateRatio()
     # A TruncatedBPTT GRU at window 10: one step holds 25 window updates.
-    for step, ratio in enumerate((0.18, 0.15, 0.15, 0.16), start=1):
-        found = detector.check(Evidence("step", step, 0, update_ratios={"gru": ratio},
-                                        step_updates=25))
-        assert found is None
-    # The same ratios from single updates: each rewrites a tenth of the layer.
-    detector = UpdateRatio()
-    found = [detector.check(Evidence("step", step, 0, update_ratios={"gru": ratio},
-                                     step_updates=1))
-             for step, ratio in enumerate((0.18, 0.15, 0.15), start=1)]
+    found = _ratios(UpdateRatio(), (0.18, 0.15, 0.15, 0.16), (1.0, 1.2, 1.5, 2.0), updates=25)
+    assert found == [None] * 4
+    # The same ratios from single updates, while the loss rises above its
+    # recent range: the updates rewrite the layer.
+    found = _ratios(UpdateRatio(), (0.18, 0.15, 0.15), (1.0, 1.2, 1.5))
     assert found[:2] == [None, None] and found[2].value == 0.15
-    assert "above 0.1 at 3 measured steps in a row" in found[2].message
+    assert "above 0.1 at 3 measured steps in a row, and the loss rose to 1.5, above the " \
+        "highest of the 20 steps before step 6 (1)" in found[2].message
     wreck = UpdateRatio().check(Evidence("step", 1, 0, update_ratios={"a": 0.2, "b": 30.0},
                                          step_updates=10))
     assert wreck.layer == "b" and wreck.value == 3.0
     assert "over its 10 updates, at least 3 per update" in wreck.message
+
+
+def test_large_updates_of_a_layer_while_the_loss_falls_are_learning():
+    # Adam at 1e-2 on an embedding drawn from +-0.05: its first updates each
+    # move it by a fifth to a third, while the loss sits or falls.
+    found = _ratios(UpdateRatio(), (0.35, 0.27, 0.2, 0.14, 0.12), (1.0, 0.99, 1.0, 0.9, 0.8))
+    assert found == [None] * 5

@@ -10,11 +10,16 @@ loss). What the profile can prove depends on where it was measured:
   where the input is padding (the model learns to ignore it) and large
   where the information sits. Their rise counts only where input content
   cannot explain it: over lags where every probe sequence holds content
-  (not the constant run of padding at its start or end, see
-  `content_share`), and only when the rise holds across the whole rising
-  span, third by third, as an amplifying recurrence's does (one position
-  of information, or the step from padding into a sentence, makes a rise
-  in one place only).
+  (not the run of padding at its start or end, see `content_share`); only
+  when the rise holds across the whole rising span, third by third, as an
+  amplifying recurrence's does (the step from padding into a sentence, or
+  one position of information, makes a rise in one place only); and only
+  while the loss has stalled (`trend`): an LSTM classifier leaving its
+  plateau, whose information sits in the first steps, has an input
+  gradient that rises 15-90x going back, smoothly, while its loss falls
+  from 0.69 to 0.02, and nothing at its input says where the information
+  sits. A rise that the loss does not follow is learning, as a norm spike
+  is (`spikes`).
 
 In every case the verdict needs evidence over the profile, not one step:
 at least `MIN_GROWTH_LAGS` lags after lag 0; the far end at least
@@ -51,8 +56,11 @@ def content_mask(x):
     """Which steps of each row hold content, not padding.
 
     Padding is a run of identical steps (every feature equal), at least two
-    long, that starts the row or ends it: `pad_sequences` padding, a
-    sentence filled up with spaces, a masked tail of zeros.
+    long, that starts the row or ends it, whose value is the padding value:
+    the first (or last) step of at least half of the rows, and of two rows
+    at least. So `pad_sequences` padding, sentences filled up with spaces
+    and masked tails of zeros are found, and two equal tokens that happen
+    to start one row are not.
 
     Args:
         x: Array `(rows, time, ...)`.
@@ -62,8 +70,9 @@ def content_mask(x):
 
     Example:
 
-    >>> content_mask(np.array([[0, 0, 5, 6, 7, 7, 7]])).astype(int).tolist()
-    [[0, 0, 1, 1, 0, 0, 0]]
+    >>> content_mask(np.array([[0, 0, 5, 6, 7, 7, 7], [0, 0, 0, 3, 4, 7, 7],
+    ...                        [0, 1, 2, 3, 4, 5, 6]])).astype(int).tolist()
+    [[0, 0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]]
     """
     x = np.asarray(x)
     rows, length = x.shape[:2]
@@ -73,12 +82,20 @@ def content_mask(x):
         return ~padded
     same = np.all(steps[:, 1:] == steps[:, :-1], axis=2)  # step t+1 equals step t
     trailing = np.flip(np.logical_and.accumulate(np.flip(same, 1), axis=1), 1)
-    padded[:, :-1] |= trailing  # steps t..end all equal
-    padded[:, -1] |= same[:, -1]
+    trailing = np.concatenate([trailing, same[:, -1:]], axis=1)  # steps t..end equal
     leading = np.logical_and.accumulate(same, axis=1)
-    padded[:, 1:] |= leading  # steps 0..t all equal
-    padded[:, 0] |= same[:, 0]
+    leading = np.concatenate([same[:, :1], leading], axis=1)  # steps 0..t equal
+    for run, end in ((trailing, -1), (leading, 0)):
+        padded |= run & _is_padding_value(steps[:, end])[:, None]
     return ~padded
+
+
+def _is_padding_value(ends):
+    """Per row, whether its end step `ends[row]` is the value that at least
+    half of the rows, and two at least, end with."""
+    rows = ends.shape[0]
+    equal = np.all(ends[:, None, :] == ends[None, :, :], axis=2).sum(axis=1)
+    return (equal >= 2) & (2 * equal >= rows)
 
 
 def content_share(arrays, length):
@@ -96,9 +113,9 @@ def content_share(arrays, length):
 
     Example:
 
-    >>> x = np.array([[3, 4, 5, 0, 0], [3, 4, 5, 6, 7]])
-    >>> content_share([x], 5).tolist()
-    [0.5, 0.5, 1.0, 1.0, 1.0]
+    >>> x = np.array([[3, 4, 5, 0, 0], [3, 4, 0, 0, 0], [3, 4, 5, 6, 7]])
+    >>> content_share([x], 5).round(2).tolist()
+    [0.33, 0.33, 0.67, 1.0, 1.0]
     """
     masks = [
         content_mask(a) for a in (np.asarray(a) for a in arrays)
@@ -118,7 +135,7 @@ class GrowthInTime(base.Detector):
 
     kind = "exploding"
     moment = "layer"
-    needs = ("profile",)
+    needs = ("profile",)  # and, at input and probe sites, a stalled `trend`
 
     def __init__(self, max_decay_rate=1.05):
         self.max_decay_rate = max_decay_rate
@@ -132,6 +149,9 @@ class GrowthInTime(base.Detector):
         profile = np.asarray(record.profile, dtype="float64")
         if not np.isfinite(profile).all():
             return None
+        trend = evidence.trend
+        if record.site != "state" and (trend is None or not trend.stalled):
+            return None  # a rise the loss does not follow is learning
         first, lags = _judged(profile, record.site, evidence.content)
         if lags is None or lags.size < MIN_GROWTH_LAGS:
             return None
@@ -152,8 +172,9 @@ class GrowthInTime(base.Detector):
             f"{where} it rises {rise:.3g}x from its lowest value to the far end; fitted "
             f"per step: {rate:.3f}x"
             + (f", {tail:.3f}x over the far quarter" if math.isfinite(tail) else "")
-            + f" (limit max_decay_rate={self.max_decay_rate:g}). The recurrence "
-            "amplifies gradients: updates can blow up."
+            + f" (limit max_decay_rate={self.max_decay_rate:g})"
+            + ("" if record.site == "state" else f"; and {trend.describe()}")
+            + ". The recurrence amplifies gradients: updates can blow up."
         )
         fastest = max(r for r in (rate, tail) if math.isfinite(r))
         return base.Finding(
