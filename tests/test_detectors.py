@@ -310,7 +310,10 @@ def test_content_mask_finds_padding_at_either_end():
 def test_the_detectors_docstring_examples_run():
     import doctest
 
-    from keras_gradwatch._detectors import base, growth, kinds, trend
+    from keras_gradwatch._detectors import base
+    from keras_gradwatch._detectors import growth
+    from keras_gradwatch._detectors import kinds
+    from keras_gradwatch._detectors import trend
 
     for module in (base, growth, kinds, trend):
         result = doctest.testmod(module)
