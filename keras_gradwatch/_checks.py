@@ -44,6 +44,8 @@ class Checks:
         self.desk = desk
         self.detectors = _detectors.build(settings)
         self.trend = trend_lib.LossTrend()
+        # Kinds whose findings are reported after the others' of a moment.
+        self._consequences = {spec.name for spec in kinds.KINDS if spec.consequence}
         self.norm_logged = False  # a step's logs held grad_norm
         self.skipped = None  # updates skipped so far, when known
         self._skipped_before = 0
@@ -173,8 +175,7 @@ class Checks:
             finding = detector.check(evidence)
             if finding is not None:
                 found.append(finding)
-        last = {spec.name for spec in kinds.KINDS if spec.consequence}
-        for finding in sorted(found, key=lambda f: f.kind in last):
+        for finding in sorted(found, key=lambda f: f.kind in self._consequences):
             self.desk.report(finding)
 
 
