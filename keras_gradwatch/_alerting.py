@@ -87,10 +87,10 @@ class AlertDesk:
                 message += " " + detail
         return self.alert(
             finding.kind, layer, finding.value, finding.threshold, finding.signal,
-            message + self.advice(finding), key=key,
+            message + self.advice(finding), key=key, evidence=finding.evidence,
         )
 
-    def alert(self, kind, layer, value, threshold, signal, message, key=None):
+    def alert(self, kind, layer, value, threshold, signal, message, key=None, evidence=None):
         """Dispatches an `Alert` at the current step."""
         step, epoch = self.where()
         return self.dispatcher.dispatch(
@@ -103,6 +103,7 @@ class AlertDesk:
                 threshold=None if threshold is None else float(threshold),
                 message=message,
                 signal=signal,
+                evidence=dict(evidence or {}),
             ),
             key=key,
         )

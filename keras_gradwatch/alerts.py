@@ -67,6 +67,9 @@ class Alert:
             `"profile"`, `"layer_norm"`.
         suppressed: Occurrences of the same alert left unreported since the
             previous report.
+        evidence: The numbers the verdict rests on, by name (as its message
+            states them), e.g. `{"grad_norm": 50.0, "spike_step": 31,
+            "loss": 3.0, "loss_top": 1.0, "loss_level": 1.0, ...}`.
     """
 
     kind: str
@@ -78,6 +81,7 @@ class Alert:
     message: str
     signal: str = ""
     suppressed: int = 0
+    evidence: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -155,6 +155,9 @@ def test_truncation_is_said_when_the_window_cuts_most_of_the_gradient(
         # At the end of epochs 1 and 2: the first that can say the loss stalls.
         assert [a.epoch for a in seen] == [1, 2]
         assert f"backprop=8 cuts off {bias:.0%}" in alert.message
+        written = records.load_run(tmp_path).alerts[0]["evidence"]
+        assert written["backprop"] == 8 and written["trend"]["stalled"] is True
+        assert written["bias"] == pytest.approx(bias, rel=1e-3)
         assert "the validation loss has not fallen" in alert.message
 
 

@@ -45,7 +45,7 @@ def test_findings_are_stamped_with_the_current_step_and_carry_advice():
     made.step_norms.add(2.0)
     made.optimizer = "keras.optimizers.SGD"
     made.report(Finding("exploding", None, 50.0, 20.0, "grad_norm", "It jumped.",
-                        advice="clip", remedy="Also this."))
+                        evidence={"grad_norm": 50.0}, advice="clip", remedy="Also this."))
     where["step"] = 9
     made.report(Finding("exploding", "lstm", 3.0, None, "profile", "Again."))
     assert [(a.step, a.epoch, a.kind) for a in recorded] == [(7, 1, "exploding"), (9, 1, "exploding")]
@@ -55,6 +55,8 @@ def test_findings_are_stamped_with_the_current_step_and_carry_advice():
     )
     assert recorded[1].message == "Again."
     assert recorded[0].value == 50.0 and recorded[0].threshold == 20.0
+    assert recorded[0].evidence == {"grad_norm": 50.0} and recorded[1].evidence == {}
+    assert recorded[0].to_dict()["evidence"] == {"grad_norm": 50.0}
 
 
 def test_nonfinite_is_rate_limited_and_diagnosed_only_when_reported():
