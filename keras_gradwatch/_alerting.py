@@ -1,12 +1,14 @@
 """Private: `GradWatch`'s alert desk, from a finding to an acted-on `Alert`.
 
-It stamps an alert with the run's current step and epoch, adds the advice
-every exploding or non-finite alert carries (fit to the optimizer by
-`_advice`: the learning rate's rise when it rose before the blow-up, a lower
-learning rate for adaptive optimizers, a `global_clipnorm` suggested from
-the gradient norms seen so far where clipping bounds the step), rate-limits
-non-finite alerts as one signal until a layer is named, and hands the
-`Alert` to `alerts.AlertDispatcher`, which records it and acts (warn, stop,
+It stamps a detector's `Finding` with the run's current step and epoch,
+assembles the advice the finding asks for (`advice`: the one place where
+advice text is written, fit to the optimizer by `_advice`: the learning
+rate's rise when it rose before a blow-up, a lower learning rate for
+adaptive optimizers, a `global_clipnorm` suggested from the gradient norms
+seen so far where clipping bounds the step), names the first
+layer affected when a finding asks for it (only when the alert will be
+reported: the diagnosis may measure), and hands the `Alert` to
+`alerts.AlertDispatcher`, which rate-limits, records and acts (warn, stop,
 raise, a callable, or nothing).
 """
 
@@ -25,15 +27,20 @@ class AlertDesk:
         where: Function returning the current `(step, epoch)`.
         clip: Function starting adaptive clipping (the `"clip"` action),
             returning a sentence that says so; or None.
+        diagnose: Function returning `(layer, sentence)`: the first layer
+            affected by a non-finite value (it may measure); or None.
+        line: The `alerts.ProgressLine` to end before a warning, or None.
         rollback: Function rolling back (the `"rollback"` action),
             returning a sentence that says what it did; or None.
     """
 
-    def __init__(self, actions, record, stop, where, clip=None, rollback=None):
+    def __init__(self, actions, record, stop, where, clip=None, diagnose=None, line=None,
+                 rollback=None):
         self.dispatcher = alerts.AlertDispatcher(
-            actions, record=record, stop=stop, clip=clip, rollback=rollback
+            actions, record=record, stop=stop, clip=clip, line=line, rollback=rollback
         )
         self.where = where
+        self.diagnose = diagnose
         self.step_norms = alerts.RollingWindow()  # every step's grad_norm
         self.measured_norms = alerts.RollingWindow()  # the probe batch's
         self.optimizer = "keras.optimizers.Adam"  # named in the advice
@@ -62,14 +69,42 @@ class AlertDesk:
             rate=self.learning_rates.latest(),
         )
 
-    def report(self, finding, advice=""):
-        """Dispatches a detector's `Finding`, with `advice` appended."""
+    def advice(self, finding):
+        """The advice appended to a finding's message (may be ""): the
+        optimizer's (`clip_advice`) for every finding that asks for one."""
+        if not finding.advice:
+            text = ""
+        elif finding.advice == "nonfinite":
+            text = " " + self.clip_advice() + " Check the data for NaN or Inf."
+        else:  # "clip", "clip_then_lr", "lr_or_clip": one sentence fit to the optimizer
+            text = " " + self.clip_advice()
+        return text + (" " + finding.remedy if finding.remedy else "")
+
+    def report(self, finding):
+        """Dispatches a detector's `Finding` with its advice.
+
+        Returns:
+            The reported `Alert`, or None (kind off, or rate-limited).
+        """
+        if not self.active(finding.kind):
+            return None
+        key = (finding.kind, finding.signal, finding.layer)
+        layer, message = finding.layer, finding.message
+        if finding.diagnose and layer is None:
+            # A step signal names no layer: rate-limit it as one signal, and
+            # diagnose only when it will be reported.
+            if not self.dispatcher.due(key):
+                self.dispatcher.skip(finding.kind, key)
+                return None
+            if self.diagnose is not None:
+                layer, detail = self.diagnose()
+                message += " " + detail
         return self.alert(
-            finding.kind, finding.layer, finding.value, finding.threshold,
-            finding.signal, finding.message + advice,
+            finding.kind, layer, finding.value, finding.threshold, finding.signal,
+            message + self.advice(finding), key=key, evidence=finding.evidence,
         )
 
-    def alert(self, kind, layer, value, threshold, signal, message, key=None):
+    def alert(self, kind, layer, value, threshold, signal, message, key=None, evidence=None):
         """Dispatches an `Alert` at the current step."""
         step, epoch = self.where()
         return self.dispatcher.dispatch(
@@ -82,38 +117,7 @@ class AlertDesk:
                 threshold=None if threshold is None else float(threshold),
                 message=message,
                 signal=signal,
+                evidence=dict(evidence or {}),
             ),
-            key=key,
-        )
-
-    def nonfinite(self, signal, value, what, diagnose, layer=None):
-        """A `nonfinite` alert for `signal`.
-
-        Args:
-            signal: What is not finite (`"loss"`, `"grad_norm"`...).
-            value: Its value.
-            what: The sentence's subject, e.g. "The loss is not finite".
-            diagnose: Function returning `(layer, sentence)`: the first
-                layer affected, called only when the alert is due and
-                `layer` is None (it may measure).
-            layer: The layer, when known.
-        """
-        if not self.active("nonfinite"):
-            return
-        # Step signals name no layer until diagnosed: rate-limit them as one.
-        key = ("nonfinite", signal, layer)
-        if not self.dispatcher.due(key):
-            self.dispatcher.skip("nonfinite", key)
-            return
-        if layer is None:
-            layer, detail = diagnose()
-        else:
-            detail = f"First layer affected: '{layer}'."
-        step, epoch = self.where()
-        self.alert(
-            "nonfinite", layer, value, None, signal,
-            f"{what} at step {step} (epoch {epoch}). {detail} "
-            + self.clip_advice()
-            + " Check the data for NaN or Inf.",
             key=key,
         )

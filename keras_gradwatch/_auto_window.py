@@ -14,12 +14,21 @@ steps): at initialisation the model has not learned any memory yet, so the
 measured decay says nothing of the dependencies in the data. Windows come
 from a short list of sizes (`sizes`) so that the training step is traced at
 most once per size.
+
+When the window sits at `max_window` and still cuts off more than
+`tolerance` of the measured gradient, it says so: a warning (once, until it
+leaves that state) and `capped: True` with the bias at the window in use
+(`capped_bias`) in its decision (`TruncatedBPTT.window_decisions`, and the
+`auto_window` field of GradWatch's `summary.json`).
 """
+
+import warnings
 
 import keras
 import numpy as np
 
 from keras_gradwatch import _probe
+from keras_gradwatch import alerts
 from keras_gradwatch import measurement
 from keras_gradwatch import stats
 from keras_gradwatch.errors import InvalidInputError
@@ -154,8 +163,18 @@ class AutoWindow(keras.callbacks.Callback):
         self.steps = 0
         self.epochs = 0
         self._decided_at = None
-        # What each decision saw: dicts of step, wanted, window, bias.
+        # What each decision saw: dicts of step, wanted, window, bias,
+        # capped and capped_bias.
         self.decisions = []
+        self._line = alerts.ProgressLine()
+        self._bar = False
+
+    def on_train_begin(self, logs=None):
+        verbose = (self.params or {}).get("verbose")
+        self._bar = verbose in (1, "auto") and keras.config.is_interactive_logging_enabled()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._line.open = False
 
     def wants_probe(self):
         return self.probe is None
@@ -171,10 +190,14 @@ class AutoWindow(keras.callbacks.Callback):
         early = FIRST_STEP <= step <= EVERY_STEPS and step & (step - 1) == 0  # a power of 2
         if early or step % EVERY_STEPS == 0:
             self.decide()
+        self._line.open = self._bar  # the progress bar draws this step next
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
         self.decide()
+
+    def on_train_end(self, logs=None):
+        self._line.open = False
 
     def decide(self):
         """Measures on the probe batch and moves the window if it should."""
@@ -197,16 +220,40 @@ class AutoWindow(keras.callbacks.Callback):
             wanted = min(wanted, current)
         warm = self.epochs > 0 or self.steps >= WARMUP_STEPS
         window = next_window(current, wanted, self.choices, result.length, may_shrink=warm)
+        capped_bias = max(stats.truncation_bias(p, window) for p in profiles)
+        capped = window == self.choices[-1] and capped_bias > self.tolerance
+        was_capped = bool(self.decisions) and self.decisions[-1].get("capped")
         self.decisions.append(
             {
                 "step": self.steps,
                 "window": window,
                 "wanted": wanted,
                 "bias": max(stats.truncation_bias(p, current) for p in profiles),
+                "capped": capped,
+                "capped_bias": capped_bias,
             }
         )
         if window != current:
             self._wrapper.window = window
+        if capped and not was_capped:
+            self._warn_capped(window, capped_bias, profiles, result.length)
+
+    def _warn_capped(self, window, bias, profiles, length):
+        needed = max(stats.suggested_window(p, self.tolerance) for p in profiles)
+        further = (
+            f"max_window={needed} would cut off at most that"
+            if needed < length
+            else f"the gradient reaches past the {length} measured steps: a larger "
+            "max_window cuts off less"
+        )
+        self._line.end()
+        warnings.warn(
+            f"TruncatedBPTT(window='auto') sits at max_window={window} (step "
+            f"{self.steps}): the window cuts off {bias:.0%} of the measured gradient, "
+            f"more than tolerance={self.tolerance:g}; {further}. Pass a larger "
+            "max_window, or accept the bias.",
+            stacklevel=alerts._user_stacklevel(),
+        )
 
 
 def describe(tolerance, min_window, max_window):

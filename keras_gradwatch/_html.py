@@ -3,12 +3,15 @@
 `report.html` (the full page) and the notebook display of a run
 (`records.Run._repr_html_`, `GradWatch._repr_html_`) are built from these
 pieces, so the two always show the same tables. They take dicts, lists and
-paths as the records hold them and import nothing of the package: the
-records can display themselves without importing the report.
+paths as the records hold them and import nothing of the package but the
+registry of alert kinds (its colours): the records can display themselves
+without importing the report.
 """
 
 import base64
 import html
+
+from keras_gradwatch._detectors import kinds
 
 STYLE = """
 .gw-run table { border-collapse: collapse; margin: 0.6em 0; }
@@ -16,12 +19,10 @@ STYLE = """
 .gw-run th { background: #f3f3f3; }
 .gw-run td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gw-run .status { display: inline-block; padding: 2px 8px; border-radius: 4px; background: #eee; }
-.gw-run .nonfinite { color: #b00020; } .gw-run .exploding { color: #c55a00; }
-.gw-run .vanishing { color: #1f5fa8; }
 .gw-run img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 .gw-run .muted { color: #666; }
 .gw-run .note { background: #fff6d6; border: 1px solid #e8d48a; padding: 6px 10px; }
-"""
+""" + kinds.css(".gw-run ") + "\n"
 
 escape = html.escape
 

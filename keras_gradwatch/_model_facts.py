@@ -9,8 +9,8 @@ import keras
 import numpy as np
 
 from keras_gradwatch import _compat
-from keras_gradwatch import _detectors
 from keras_gradwatch import _state
+from keras_gradwatch._detectors.base import LayerFacts
 from keras_gradwatch.tbptt import TruncatedBPTT
 
 
@@ -91,9 +91,9 @@ def _finite(weight):
 
 def _cell_facts(cell):
     if isinstance(cell, keras.layers.LSTMCell):
-        return _detectors.LayerFacts("LSTM", bool(cell.unit_forget_bias))
+        return LayerFacts("LSTM", bool(cell.unit_forget_bias))
     if isinstance(cell, keras.layers.GRUCell):
-        return _detectors.LayerFacts("GRU")
+        return LayerFacts("GRU")
     if isinstance(cell, keras.layers.SimpleRNNCell):
-        return _detectors.LayerFacts("SimpleRNN")
-    return _detectors.LayerFacts()
+        return LayerFacts("SimpleRNN")
+    return LayerFacts()

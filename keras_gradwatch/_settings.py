@@ -11,7 +11,7 @@ PLOT_MODES = ("end", "epoch", None)
 def check(
     *, log_dir, every, overhead, loss_steps, nonfinite, exploding, vanishing,
     spike_factor, warmup, max_grad_norm, max_decay_rate, vanishing_fraction,
-    vanishing_patience, plots, tensorboard, clip=None, clip_percentile=90.0,
+    vanishing_patience, plots, tensorboard, clip=None, clip_percentile=90.0, actions=None,
 ):
     """Checks `GradWatch`'s arguments; returns the alert actions by kind.
 
@@ -63,7 +63,32 @@ def check(
             f"Received: clip_percentile={clip_percentile!r}. Pass a percentile in "
             "(0, 100], e.g. 90 (the default)."
         )
-    return alerts.resolve_actions(nonfinite, exploding, vanishing)
+    return alerts.resolve_actions(
+        {**check_actions(actions), "nonfinite": nonfinite, "exploding": exploding,
+         "vanishing": vanishing}
+    )
+
+
+# Kinds with an argument of their own in `GradWatch`'s signature.
+OWN_ARGUMENTS = ("nonfinite", "exploding", "vanishing")
+
+
+def check_actions(actions):
+    """`GradWatch(actions=...)`: a dict of the other kinds' actions."""
+    if actions is None:
+        return {}
+    if not isinstance(actions, dict):
+        raise InvalidInputError(
+            f"Received: actions={actions!r}. Pass a dict mapping alert kinds to "
+            "actions, e.g. actions={'truncation': None}."
+        )
+    own = [kind for kind in actions if kind in OWN_ARGUMENTS]
+    if own:
+        raise InvalidInputError(
+            f"Received: actions={actions!r}. {own[0]!r} has an argument of its own: "
+            f"pass {own[0]}={actions[own[0]]!r} instead."
+        )
+    return dict(actions)
 
 
 def positive(value, name, integer=False):

@@ -12,7 +12,9 @@ weights after one step and compares them after the next. It does that at
 `EVERY_STEP_SHARE` of a step's time (small models). A "step" is one
 `train_function` call: one update for a plain model, one per window of a
 `TruncatedBPTT` batch (their combined change), `steps_per_execution`
-updates when that is above 1.
+updates when that is above 1; `updates` counts them (the optimizer's
+`iterations` since the snapshot), and the `exploding` verdict is judged per
+update (`_detectors.update_ratio`).
 """
 
 import time
@@ -73,10 +75,13 @@ class UpdateRatios:
         ]
         self.every_step = False
         self._before = None
+        self._iterations = None
         self._seconds = {}  # the latest time of a "snapshot" and a "compare"
 
-    def snapshot(self):
-        """Keeps the weights as they are now (after a step)."""
+    def snapshot(self, iterations=None):
+        """Keeps the weights as they are now (after a step), and the
+        optimizer's `iterations` then, if given."""
+        self._iterations = iterations
         start = time.perf_counter()
         self._before = [[v.numpy().copy() for v in variables] for _, variables in self.layers]
         self._seconds["snapshot"] = time.perf_counter() - start
@@ -85,6 +90,12 @@ class UpdateRatios:
     def pending(self):
         """Whether a snapshot waits for the next step."""
         return self._before is not None
+
+    def updates(self, iterations):
+        """Optimizer updates since the snapshot (None if not known)."""
+        if self._before is None or self._iterations is None or iterations is None:
+            return None
+        return iterations - self._iterations
 
     def ratios(self):
         """The ratios since the snapshot, by layer; forgets the snapshot."""

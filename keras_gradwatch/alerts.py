@@ -1,38 +1,48 @@
 """Gradient alerts: what they hold, how they are detected and reported.
 
-Three kinds of alert, each with a concrete suggestion in its message:
+The kinds of alert come from one registry (`KIND_SPECS`, see
+`keras_gradwatch._detectors.kinds`), each with a concrete suggestion in its
+message:
 
 - `"nonfinite"`: NaN or Inf in the loss or the gradients;
-- `"exploding"`: a gradient norm far above its recent median, or above a
-  user maximum, a loss jump, or a time profile that grows going back in time;
+- `"exploding"`: a loss jump, a gradient-norm spike followed by a rising
+  or non-finite loss, a gradient that overflows, a time profile that grows
+  going back in time, or updates that rewrite a layer;
 - `"vanishing"`: the far end of a measured profile receives less than a
-  small fraction of the gradient at the loss.
+  small fraction of the gradient at the loss, while the loss has stalled;
+- `"truncation"`: truncated BPTT cuts off most of the measured gradient
+  while the loss has stalled.
 
 An `AlertDispatcher` applies the action configured for each kind (`"warn"`,
 `"stop"`, `"raise"`, a callable, or None: the kind is off) and rate-limits
 repeats: the same kind on the same layer is reported at its 1st, 2nd, 4th,
 8th... occurrence, each report saying how many were left unreported since
 the previous one. Warnings point at the user's code that called `fit`, not
-at a line inside this package or Keras.
+at a line inside this package or Keras, and start on a line of their own
+when a Keras progress bar holds the current one.
 """
 
 import collections
 import dataclasses
 import inspect
 import logging
-import math
-import statistics
+import sys
 import warnings
 
+from keras_gradwatch._detectors import kinds as _kinds
+from keras_gradwatch._detectors.base import RollingWindow
 from keras_gradwatch.errors import GradientAlertError
 from keras_gradwatch.errors import GradientWarning
 from keras_gradwatch.errors import InvalidInputError
 
-KINDS = ("nonfinite", "exploding", "vanishing")
+KIND_SPECS = _kinds.KINDS
+KINDS = _kinds.NAMES
 ACTIONS = ("warn", "stop", "raise")
-DEFAULT_ACTIONS = {"nonfinite": "stop", "exploding": "warn", "vanishing": "warn"}
-# Actions only some kinds take: "clip" (AutoClip) and "rollback" (`_rollback`).
-EXTRA_ACTIONS = {"exploding": ("clip", "rollback"), "nonfinite": ("rollback",)}
+DEFAULT_ACTIONS = {spec.name: spec.default_action for spec in KIND_SPECS}
+
+__all__ = ["ACTIONS", "DEFAULT_ACTIONS", "KINDS", "KIND_SPECS", "Alert", "AlertDispatcher",
+           "ProgressLine", "RollingWindow", "clip_advice", "clip_suggestion",
+           "resolve_actions", "spike_ratio"]
 
 logger = logging.getLogger("keras_gradwatch")
 # A library logs only where the application configured logging; the
@@ -45,7 +55,8 @@ class Alert:
     """One gradient alert.
 
     Attributes:
-        kind: `"nonfinite"`, `"exploding"` or `"vanishing"`.
+        kind: A name in `KINDS`: `"nonfinite"`, `"exploding"`,
+            `"vanishing"` or `"truncation"`.
         step: Training step (counted across `fit` calls) it was seen at.
         epoch: Epoch (counted across `fit` calls), from 0.
         layer: Name of the layer concerned, or None for the whole model.
@@ -56,6 +67,9 @@ class Alert:
             `"profile"`, `"layer_norm"`.
         suppressed: Occurrences of the same alert left unreported since the
             previous report.
+        evidence: The numbers the verdict rests on, by name (as its message
+            states them), e.g. `{"grad_norm": 50.0, "spike_step": 31,
+            "loss": 3.0, "loss_top": 1.0, "loss_level": 1.0, ...}`.
     """
 
     kind: str
@@ -67,30 +81,73 @@ class Alert:
     message: str
     signal: str = ""
     suppressed: int = 0
+    evidence: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
-def resolve_actions(nonfinite, exploding, vanishing):
-    """Validates the action of each kind (None switches a kind off)."""
-    actions = {"nonfinite": nonfinite, "exploding": exploding, "vanishing": vanishing}
-    for kind, action in actions.items():
-        if action in EXTRA_ACTIONS.get(kind, ()):
-            continue
-        if action is not None and action not in ACTIONS and not callable(action):
-            extra = {
-                "exploding": " (or 'clip': warn and start adaptive clipping; 'rollback': warn, "
-                             "go back to the last healthy weights and lower the learning rate).",
-                "nonfinite": " (or 'rollback': warn, go back to the last healthy weights and "
-                             "lower the learning rate).",
-            }
+def resolve_actions(actions=None):
+    """The action of every kind: `actions` over the registry's defaults.
+
+    Args:
+        actions: Dict mapping kinds to actions (`"warn"`, `"stop"`,
+            `"raise"`, a callable taking the `Alert`, None to switch the
+            kind off, or a kind's extra action such as `"clip"` for
+            `"exploding"`). Kinds left out keep their default.
+
+    Returns:
+        A dict with every kind of `KINDS`.
+
+    Raises:
+        InvalidInputError: An unknown kind or action, naming it.
+
+    Example:
+
+    >>> resolve_actions({"vanishing": None})["vanishing"] is None
+    True
+    """
+    resolved = dict(DEFAULT_ACTIONS)
+    for kind, action in (actions or {}).items():
+        spec = _kinds.spec(kind)
+        if spec is None:
             raise InvalidInputError(
-                f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise', "
-                "a callable taking the Alert, or None to switch it off"
-                + extra.get(kind, ".")
+                f"Received an action for kind {kind!r}. The kinds are: "
+                + ", ".join(repr(k) for k in KINDS) + "."
             )
-    return actions
+        if action is not None and not callable(action) and action not in (
+            ACTIONS + spec.extra_actions
+        ):
+            extra = "".join(f" or {a!r}" for a in spec.extra_actions)
+            raise InvalidInputError(
+                f"Received: {kind}={action!r}. Pass 'warn', 'stop', 'raise'{extra}, "
+                "a callable taking the Alert, or None to switch it off."
+            )
+        resolved[kind] = action
+    return resolved
+
+
+class ProgressLine:
+    """Whether a Keras progress bar holds the console's current line.
+
+    Keras's `ProgbarLogger` (`fit(verbose=1)`) redraws its bar with a
+    carriage return and ends the line only when the epoch ends; a warning
+    printed meanwhile lands in the middle of the bar. The callback sets
+    `open` while the bar's line is open; `end` starts a new line first.
+    """
+
+    def __init__(self):
+        self.open = False
+
+    def end(self):
+        """Ends the bar's line (once) so that what follows has its own."""
+        if self.open:
+            self.open = False
+            try:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            except (OSError, ValueError, AttributeError):
+                pass  # a closed or missing stdout: nothing to end
 
 
 class AlertDispatcher:
@@ -102,13 +159,15 @@ class AlertDispatcher:
         stop: Function called for the `"stop"` action.
         clip: Function called for the `"clip"` action (exploding alerts:
             warn, and start clipping), or None.
+        line: A `ProgressLine` ended before a warning, or None.
         rollback: Function called for the `"rollback"` action (warn, and
             go back to the last healthy weights), or None. Both return a
             sentence saying what they did, added to the warning.
     """
 
-    def __init__(self, actions, record, stop, clip=None, rollback=None):
+    def __init__(self, actions, record, stop, clip=None, line=None, rollback=None):
         self.actions = actions
+        self.line = line
         self._record = record
         self._stop = stop
         self._clip = clip
@@ -171,9 +230,13 @@ class AlertDispatcher:
                     f" ({alert.suppressed} similar alerts not shown since the "
                     "last one.)"
                 )
+            if self.line is not None:
+                self.line.end()
             logger.warning(text)
             warnings.warn(text, GradientWarning, stacklevel=_user_stacklevel())
         elif action == "stop":
+            if self.line is not None:
+                self.line.end()
             logger.warning(alert.message + " Stopping training.")
             self._stop()
         elif action == "raise":
@@ -200,48 +263,6 @@ def _user_stacklevel():
         frame = frame.f_back
         level += 1
     return 2
-
-
-class RollingWindow:
-    """The last `size` finite values added, with their median and maximum.
-
-    Args:
-        size: Number of values kept.
-
-    Example:
-
-    >>> window = RollingWindow(3)
-    >>> for value in (1.0, 5.0, 2.0, 3.0):
-    ...     window.add(value)
-    >>> window.median(), window.max(), window.quantile(0.5)
-    (3.0, 5.0, 3.0)
-    """
-
-    def __init__(self, size=100):
-        self._values = collections.deque(maxlen=size)
-
-    def add(self, value):
-        if value is not None and math.isfinite(value):
-            self._values.append(float(value))
-
-    def __len__(self):
-        return len(self._values)
-
-    def median(self):
-        return statistics.median(self._values) if self._values else float("nan")
-
-    def quantile(self, q):
-        """The `q` quantile (0..1) of the values, linearly interpolated."""
-        if not self._values:
-            return float("nan")
-        ordered = sorted(self._values)
-        position = q * (len(ordered) - 1)
-        low = int(position)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-    def max(self):
-        return max(self._values) if self._values else float("nan")
 
 
 def spike_ratio(value, history, warmup):

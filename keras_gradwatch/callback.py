@@ -3,9 +3,10 @@
 This module holds the Keras hooks and the wiring; the work is done by:
 `_schedule` (when to measure, the time budget), `_train_step` (what is read
 from or added to the train step), `_probe` (the batch measured on),
-`measurement` (the measurement), `_checks` (what each step's logs and each
-measurement are checked for) with `_detectors` (what counts as exploding or
-vanishing), `_alerting` and `alerts` (making and acting on an alert),
+`measurement` (the measurement), `_checks` (the evidence each step's logs,
+each measurement and each epoch end give the detectors) with `_detectors`
+(the detectors, and the registry of alert kinds), `_alerting` and `alerts`
+(making and acting on an alert),
 `_recorder` (the run records), `_drawing` (when plots are drawn) and
 `_model_facts`.
 """
@@ -19,6 +20,7 @@ import time
 import warnings
 
 import keras
+import numpy as np
 
 from keras_gradwatch import _advice
 from keras_gradwatch import _alerting
@@ -40,6 +42,8 @@ from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
 from keras_gradwatch import records
 from keras_gradwatch import stats
+from keras_gradwatch._detectors import growth
+from keras_gradwatch._detectors.base import Settings
 from keras_gradwatch.errors import GradientAlertError
 
 PLOT_MODES = _settings.PLOT_MODES
@@ -69,9 +73,10 @@ class GradWatch(keras.callbacks.Callback):
       default before the first update, halfway through and at the end of
       every epoch, and beyond those as often as keeps the callback's time
       within `overhead` of the training time, first at steps 1, 2, 4, 8...;
-    - alerts (`"nonfinite"`, `"exploding"`, `"vanishing"`) that say what was
-      measured, with a concrete suggestion, acted on per kind, rate-limited
-      (see `keras_gradwatch.alerts`);
+    - alerts (`"nonfinite"`, `"exploding"`, `"vanishing"`, `"truncation"`)
+      that state the evidence they rest on, with a concrete suggestion,
+      acted on per kind, rate-limited (see `keras_gradwatch.alerts` and
+      docs/gradwatch.md);
     - run records in `log_dir` (see `keras_gradwatch.records`), and the plots
       and `report.html` drawn from them: at the end of a `fit` when the time
       budget allows (or it ended early), and in any case when the process
@@ -125,10 +130,15 @@ class GradWatch(keras.callbacks.Callback):
             Each rollback is in the alert's message and in `summary.json`
             (`rollbacks`). Opt-in: no other action changes training.
         vanishing: Action on vanishing gradients (default `"warn"`).
-        spike_factor: A gradient norm above `spike_factor` times the 90th
-            percentile of its last 100 values, or a loss above
-            `spike_factor` times the highest of the last 100, in the same
-            `fit` call, is a jump (default 10).
+        actions: Dict of the actions of the other kinds, e.g.
+            `{"truncation": None}` (default: each kind's default, `"warn"`
+            for `"truncation"`).
+        spike_factor: A loss above `spike_factor` times the highest of its
+            last 100 steps in the same `fit` call is a jump (exploding); a
+            gradient norm above `spike_factor` times the 90th percentile of
+            its last 100 values is a spike, exploding only when the loss
+            then rises above its recent level or turns non-finite within 3
+            steps (default 10).
         warmup: Number of values the histories need before `spike_factor`
             applies (default 5). Before that, from the second step on, a
             value above `spike_factor ** 2` times the largest so far is a
@@ -143,12 +153,13 @@ class GradWatch(keras.callbacks.Callback):
             The far end is the profile's last lag, or on `TruncatedBPTT`
             models the last lag within `backprop`.
         vanishing_patience: Vanishing is reported when it holds at this
-            many consecutive measurements (default 3), not counting the one
-            before the first update and the early ones (steps 1, 2, 4, ...:
-            the network is still almost the untrained one); after that,
-            again only while the training loss has stopped falling.
+            many consecutive measurements (default 3), not counting those of
+            the first epoch or of the first 200 optimizer updates, and the
+            loss has stalled (the validation loss, else the epoch-mean
+            training loss, not 1 % below its best earlier epoch).
         threshold: Relative threshold of the `horizon` statistic.
-        tolerance: Tolerance of the `suggested_window` statistic.
+        tolerance: Tolerance of the `suggested_window` statistic (and of
+            the span a `truncation` alert suggests).
         plots: `"end"` (default): draw the PNG plots and `report.html` into
             `log_dir` at the end of a `fit` when the time budget allows (a
             drawing takes about half a second), when training stops early
@@ -201,6 +212,7 @@ class GradWatch(keras.callbacks.Callback):
         nonfinite="stop",
         exploding="warn",
         vanishing="warn",
+        actions=None,
         spike_factor=10.0,
         warmup=5,
         max_grad_norm=None,
@@ -221,7 +233,7 @@ class GradWatch(keras.callbacks.Callback):
             spike_factor=spike_factor, warmup=warmup, max_grad_norm=max_grad_norm,
             max_decay_rate=max_decay_rate, vanishing_fraction=vanishing_fraction,
             vanishing_patience=vanishing_patience, plots=plots, tensorboard=tensorboard,
-            clip=clip, clip_percentile=clip_percentile,
+            clip=clip, clip_percentile=clip_percentile, actions=actions,
         )
         super().__init__()
         self.log_dir = log_dir
@@ -233,6 +245,7 @@ class GradWatch(keras.callbacks.Callback):
         self.nonfinite = nonfinite
         self.exploding = exploding
         self.vanishing = vanishing
+        self.actions = actions
         self.spike_factor = float(spike_factor)
         self.warmup = warmup
         self.max_grad_norm = max_grad_norm
@@ -249,9 +262,12 @@ class GradWatch(keras.callbacks.Callback):
         self.alerts = []  # every reported Alert
         self.last_measurement = None
         self._recorder = _recorder.RunRecorder(log_dir, tensorboard)
+        self._line = alerts_lib.ProgressLine()  # the progress bar's line
+        self._bar = False  # fit(verbose=1) draws a progress bar
         self._desk = _alerting.AlertDesk(
             actions, record=self._record_alert, stop=self._stop_training,
             where=lambda: (self._step, max(self._epoch, 0)), clip=self._start_clipping,
+            diagnose=self._first_nonfinite_layer, line=self._line,
             rollback=self._roll_back,
         )
         self._clipper = None  # AutoClip, with clip="auto" or exploding="clip"
@@ -273,23 +289,18 @@ class GradWatch(keras.callbacks.Callback):
         self._batch = -1  # last batch index seen in the epoch
         # Measurements.
         self._probe = None
+        self._content = {}  # the probe batch's content share per lag, by length
         self._measurements = 0
         self._measured_step = None
         self._measure_error = None
         self._sanity = _sanity.Sanity()  # measurements against the steps' grad_norm
         self._suspect_warned = False
-        # Per-step signals and their detectors (new for each fit).
-        # What each step's logs are checked for.
-        self._steps = _checks.StepChecks(
-            self._desk, spike_factor=self.spike_factor, warmup=warmup,
-            max_grad_norm=max_grad_norm,
-        )
-        # What the measurements are checked for.
-        self._measured_checks = _checks.MeasurementChecks(
-            self._desk, spike_factor=self.spike_factor, warmup=warmup,
-            max_grad_norm=max_grad_norm, max_decay_rate=self.max_decay_rate,
-            vanishing_fraction=self.vanishing_fraction, vanishing_patience=vanishing_patience,
-        )
+        # The detectors, and the evidence of steps, measurements and epochs.
+        self._checks = _checks.Checks(self._desk, Settings(
+            spike_factor=self.spike_factor, warmup=warmup, max_grad_norm=max_grad_norm,
+            max_decay_rate=self.max_decay_rate, vanishing_fraction=self.vanishing_fraction,
+            vanishing_patience=vanishing_patience, tolerance=tolerance,
+        ))
         self._facts = {}
         self._ratios = None  # update-to-weight ratios, from the first fit on
         self._epoch_started = None  # (time, step) when the epoch began
@@ -309,13 +320,16 @@ class GradWatch(keras.callbacks.Callback):
             self._resume()
             self._started = True
         self._status = "running"
-        self._steps.begin_fit(self.model, self._step)
+        verbose = (self.params or {}).get("verbose")
+        self._bar = verbose in (1, "auto") and keras.config.is_interactive_logging_enabled()
+        self._line.open = False
+        self._checks.begin_fit(self.model, self._step)
         self._sanity.new_fit()
         if self._ratios is None or self._ratios.model is not _model_facts.inner(self.model):
             self._ratios = _update_ratio.UpdateRatios(_model_facts.inner(self.model))
         # The first update is compared too: a first step too large for the
         # layer shows there before the loss moves.
-        self._ratios.snapshot()
+        self._ratios.snapshot(_model_facts.iterations(self.model))
         inner = _model_facts.inner(self.model)
         self._facts = _model_facts.layer_facts(inner)
         self._desk.optimizer = _model_facts.optimizer_name(self.model)
@@ -358,7 +372,8 @@ class GradWatch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch += 1
         self._batch = -1
-        self._steps.new_epoch()
+        self._line.open = False  # the previous epoch's bar ended its line
+        self._checks.new_epoch()
         self._epoch_started = (time.perf_counter(), self._step)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -383,16 +398,21 @@ class GradWatch(keras.callbacks.Callback):
                     if reason:
                         self._measure(reason)
                 if reason or self._ratios.every_step:
-                    self._ratios.snapshot()  # the next step's update is compared with it
+                    # The next step's update is compared with it.
+                    self._ratios.snapshot(_model_facts.iterations(self.model))
             except GradientAlertError:
                 self._finish("raised")
                 raise
+            finally:
+                # The progress bar draws this step next, on a line it keeps open.
+                self._line.open = self._bar
 
     def on_epoch_end(self, epoch, logs=None):
         with self._timed():
-            self._epoch_end()
+            self._epoch_end(logs if logs is not None else {})
 
-    def _epoch_end(self):
+    def _epoch_end(self, logs):
+        self._checks.epoch_end(max(self._epoch, 0), logs)
         started, first_step = self._epoch_started or (None, None)
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
@@ -412,6 +432,7 @@ class GradWatch(keras.callbacks.Callback):
             self._draw()
 
     def on_train_end(self, logs=None):
+        self._line.open = False  # the progress bar ended its line at the epoch end
         with self._timed():
             self._finish("stopped" if self.model.stop_training else "completed")
 
@@ -435,10 +456,13 @@ class GradWatch(keras.callbacks.Callback):
         rate = self._learning_rate.read()
         self._desk.learning_rates.add(self._step, rate)
         alerts_before = sum(self._desk.counts.values())
-        self._steps.check(
+        ratios = updates = None
+        if self._ratios.pending:
+            updates = self._ratios.updates(_model_facts.iterations(self.model))
+            ratios = self._ratios.ratios()
+        self._checks.step(
             logs, self._step, self._epoch, self._batch,
-            add_step=self._recorder.add_step, nonfinite=self._nonfinite,
-            update_ratios=self._ratios.ratios() if self._ratios.pending else None,
+            add_step=self._recorder.add_step, update_ratios=ratios, step_updates=updates,
             clip=self._clipper.state() if self._clipper is not None else None,
             lr=rate,
         )
@@ -489,6 +513,7 @@ class GradWatch(keras.callbacks.Callback):
 
     def _take_probe(self, batch):
         self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
+        self._content = {}
         _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
         if self._measurements == 0:
             with self._timed():
@@ -506,6 +531,7 @@ class GradWatch(keras.callbacks.Callback):
             )
         except Exception as error:  # noqa: BLE001 - never break training
             self._measure_error = measurement.not_measured(error)
+            self._line.end()
             warnings.warn(
                 "GradWatch does not measure this model; it only checks the "
                 f"logs from now on. {self._measure_error}",
@@ -535,28 +561,27 @@ class GradWatch(keras.callbacks.Callback):
         )
         self._measurements += 1
         self._measured_step = self._step
-        loss_level = self._steps.loss_level()
         if check and suspect is None:
-            self._check_measurement(result, loss_level, reason)
+            self._checks.measurement(
+                result, self._step, max(self._epoch, 0),
+                updates=_model_facts.iterations(self.model),
+                backprop=getattr(self.model, "backprop", None),
+                facts=self._facts,
+                inputs_finite=lambda: _probe.is_finite(self._probe)
+                and _model_facts.weights_finite(_model_facts.inner(self.model)),
+                content=self._content_share,
+            )
         return result
 
-    def _check_measurement(self, result, loss_level, reason):
-        self._measured_checks.check(
-            result, self._step, loss_level,
-            counts=reason not in ("start", "early"),
-            backprop=getattr(self.model, "backprop", None),
-            facts=self._facts,
-            step_norms_logged=self._steps.norm_logged,
-            overflowed=lambda: _probe.is_finite(self._probe) and _model_facts.weights_finite(
-                _model_facts.inner(self.model)
-            ),
-            nonfinite=self._nonfinite,
-        )
+    def _content_share(self, length):
+        """The probe batch's share of content (not padding) per lag."""
+        if length not in self._content:
+            x = self._probe[0]
+            arrays = [np.asarray(leaf) for leaf in keras.tree.flatten(x) if leaf is not None]
+            self._content[length] = growth.content_share(arrays, length)
+        return self._content[length]
 
     # Alerts -----------------------------------------------------------------
-
-    def _nonfinite(self, signal, value, what, layer=None):
-        self._desk.nonfinite(signal, value, what, self._first_nonfinite_layer, layer=layer)
 
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""
@@ -612,6 +637,11 @@ class GradWatch(keras.callbacks.Callback):
             own_time=self._own.totals(),
             updated=time.time(),
         )
+        if self.model is not None and getattr(self.model, "auto_window", False):
+            # TruncatedBPTT(window="auto"): its latest decision, and whether
+            # it sits at max_window with more than its tolerance cut off.
+            decisions = self.model.window_decisions
+            summary["auto_window"] = decisions[-1] if decisions else None
         return summary
 
     def draw(self):

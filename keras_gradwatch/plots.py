@@ -27,17 +27,17 @@ import numpy as np
 
 from keras_gradwatch import _update_ratio
 from keras_gradwatch import records
+from keras_gradwatch._detectors import kinds
 
 DECAY = records.DECAY_PLOT
 HEATMAP = "decay_heatmap.png"
 NORMS = "gradient_norms.png"
 UPDATES = "update_ratios.png"
 MAX_CURVES = 40
-ALERT_STYLE = {
-    "nonfinite": ("tab:red", "X"),
-    "exploding": ("tab:orange", "^"),
-    "vanishing": ("tab:purple", "v"),
-}
+# Colour and marker of each kind's alerts, from the registry of kinds; a
+# kind it does not know (another version's records) is drawn in grey.
+ALERT_STYLE = {kind.name: (kind.color, kind.marker) for kind in kinds.KINDS}
+_OTHER_KIND = ("tab:gray", "o")
 # What an alert's `signal` checked, in a legend.
 _SIGNAL_WORDS = {
     "grad_norm": "gradient norm jump",
@@ -593,7 +593,9 @@ def _draw_alerts(ax, low, top, alerts):
     """Alerts as markers along the top edge, one legend entry per kind and
     signal (colour: kind; shape: signal), with dotted lines through both
     panels."""
-    for kind, (colour, marker) in ALERT_STYLE.items():
+    found_kinds = {a.get("kind") for a in alerts}
+    for kind in list(ALERT_STYLE) + sorted(k for k in found_kinds - set(ALERT_STYLE) if k):
+        colour, marker = ALERT_STYLE.get(kind, _OTHER_KIND)
         of_kind = [a for a in alerts if a.get("kind") == kind]
         for step in sorted({a["step"] for a in of_kind}):
             for panel in (ax, low):

@@ -31,6 +31,7 @@ import numpy as np
 
 from keras_gradwatch import _html
 from keras_gradwatch import alerts
+from keras_gradwatch._detectors import kinds
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
 
@@ -335,7 +336,8 @@ class Totals:
         self.suspect = 0  # measurements marked suspect, left out of the figures
         self.last_measurement = {}
         self.alerts = 0
-        self.alert_counts = {kind: 0 for kind in ("nonfinite", "exploding", "vanishing")}
+        # Every registered kind, and any other kind the records hold.
+        self.alert_counts = dict.fromkeys(kinds.NAMES, 0)
         self._step_norms = array.array("d")
         self._measured_norms = array.array("d")
         # The suggested clipnorm reads the recent norms, as alerts do.
@@ -379,8 +381,10 @@ class Totals:
     def add_alert(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
         self.alerts += 1
-        if record.get("kind") in self.alert_counts:
-            self.alert_counts[record["kind"]] += 1 + int(record.get("suppressed") or 0)
+        kind = record.get("kind")
+        if kind:
+            count = 1 + int(record.get("suppressed") or 0)
+            self.alert_counts[kind] = self.alert_counts.get(kind, 0) + count
 
     def summary(self, status):
         """The figures, as in `summary.json` (see `summarize`)."""
@@ -489,8 +493,9 @@ def summarize(run):
     if not run.steps:
         summary["epochs"] = written.get("epochs", 0)
     for kind, count in (written.get("alerts") or {}).items():
-        if kind in summary["alerts"]:
-            summary["alerts"][kind] = max(summary["alerts"][kind], int(count))
+        summary["alerts"][kind] = max(summary["alerts"].get(kind, 0), int(count))
+    if written.get("auto_window") is not None:
+        summary["auto_window"] = written["auto_window"]
     # Known to the callback only: they come from summary.json.
     summary["measurement_error"] = written.get("measurement_error")
     summary["own_time"] = written.get("own_time")

@@ -15,6 +15,7 @@ import os
 from keras_gradwatch import _html
 from keras_gradwatch import plots
 from keras_gradwatch import records
+from keras_gradwatch._detectors import kinds
 
 REPORT = "report.html"
 
@@ -26,12 +27,11 @@ table { border-collapse: collapse; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status { display: inline-block; padding: 2px 8px; border-radius: 4px; background: #eee; }
-.nonfinite { color: #b00020; } .exploding { color: #c55a00; } .vanishing { color: #1f5fa8; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .muted { color: #666; }
 .note { background: #fff6d6; border: 1px solid #e8d48a; padding: 6px 10px; }
-"""
+""" + kinds.css() + "\n"
 
 
 def render(run, images, summary=None):

@@ -119,6 +119,31 @@ def test_auto_window_is_larger_when_the_gradient_decays_slowly(tmp_path):
     assert decisions[-1]["bias"] == pytest.approx(0.5**8, rel=1e-3)
 
 
+def test_auto_window_says_when_it_sits_at_max_window_above_tolerance(tmp_path):
+    # rho 0.97 on 128-step sequences: max_window=64 still cuts off
+    # (0.97**64 - 0.97**128) / (1 - 0.97**128) = 12.5 % of the gradient.
+    keras.utils.set_random_seed(0)
+    model = TruncatedBPTT(_linear_model(0.97), window="auto", max_window=64)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    x = np.random.default_rng(0).normal(size=(4, 128, 1)).astype("float32")
+    with pytest.warns(UserWarning) as caught:
+        model.fit(x, x, epochs=3, verbose=0, callbacks=[GradWatch(tmp_path, plots=None)])
+    capped = [w for w in caught if "sits at max_window" in str(w.message)]
+    assert len(capped) == 1  # once, while it stays there
+    expected = (0.97**64 - 0.97**128) / (1 - 0.97**128)
+    assert f"cuts off {expected:.0%} of the measured gradient, more than tolerance=0.1" in str(
+        capped[0].message)
+    assert capped[0].filename == __file__
+    last = model.window_decisions[-1]
+    assert last["window"] == 64 and last["capped"]
+    assert last["capped_bias"] == pytest.approx(expected, rel=1e-3)
+    summary = records.summarize(records.load_run(tmp_path))
+    assert summary["auto_window"]["capped"] is True
+    # Sequences no longer than max_window: nothing is cut off, nothing said.
+    slow, _ = _fit_auto(0.97)
+    assert slow.window == 64 and not any(d["capped"] for d in slow.window_decisions)
+
+
 def test_auto_window_grows_at_once_when_the_bias_is_too_large():
     keras.utils.set_random_seed(0)
     model = TruncatedBPTT(_linear_model(0.97), window="auto", max_window=64)

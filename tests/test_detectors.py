@@ -1,183 +1,452 @@
-"""Tests of `keras_gradwatch._detectors`: alerts from numbers alone."""
+"""The detectors (`_detectors`) on numbers alone: healthy patterns give no
+finding, failures give one that states its evidence."""
+
+import math
 
 import numpy as np
 import pytest
 
+from keras_gradwatch import _detectors
 from keras_gradwatch import stats
-from keras_gradwatch._detectors import GrowthInTime
-from keras_gradwatch._detectors import Jump
-from keras_gradwatch._detectors import LayerFacts
-from keras_gradwatch._detectors import VanishingTail
-from keras_gradwatch._detectors import jump_message
+from keras_gradwatch._detectors import kinds
+from keras_gradwatch._detectors.base import Evidence
+from keras_gradwatch._detectors.base import LayerFacts
+from keras_gradwatch._detectors.growth import GrowthInTime
+from keras_gradwatch._detectors.growth import content_mask
+from keras_gradwatch._detectors.growth import content_share
+from keras_gradwatch._detectors.nonfinite import NonFiniteStep
+from keras_gradwatch._detectors.spikes import Spikes
+from keras_gradwatch._detectors.trend import LossTrend
+from keras_gradwatch._detectors.truncation import TruncationBias
+from keras_gradwatch._detectors.update_ratio import UpdateRatio
+from keras_gradwatch._detectors.vanishing import MIN_UPDATES
+from keras_gradwatch._detectors.vanishing import VanishingTail
 from keras_gradwatch.measurement import LayerProfile
 
 LSTM = LayerFacts("LSTM", unit_forget_bias=True)
 RNN = LayerFacts("SimpleRNN")
 
 
-def record(profile, name="rnn", site="state", window=None):
-    return LayerProfile.from_profile(name, site, profile, window, 0.01, 0.05)
+def record(profile, site="state", window=None):
+    return LayerProfile.from_profile("rnn", site, profile, window, 0.01, 0.05)
 
 
-# Jumps ---------------------------------------------------------------------------
+def steps(detector, losses, norms=None, first=1):
+    """Feeds a detector step evidence; returns {step: finding}."""
+    norms = [None] * len(losses) if norms is None else norms
+    found = {}
+    for step, (loss, norm) in enumerate(zip(losses, norms), start=first):
+        finding = detector.check(Evidence("step", step, 0, loss=loss, grad_norm=norm))
+        if finding is not None:
+            found[step] = finding
+    return found
 
 
-def test_jump_after_warmup_against_the_recent_highs():
-    jump = Jump(factor=10.0, warmup=5)
-    for value in (1.0, 1.2, 0.9, 1.1, 1.0):
-        assert jump.check(value) is None
-    assert jump.check(10.0) is None  # 8.8x the 90th percentile (1.14)
-    assert jump.check(30.0) is None  # the history now holds the 10.0
-    ratio, base, warm = jump.check(200.0)
-    assert warm and base == pytest.approx(18.0) and ratio == pytest.approx(200 / 18)
+def layer(profile, step=500, epoch=2, updates=1000, trend=None, **kwargs):
+    return Evidence("layer", step, epoch, updates=updates, layer="rnn", profile=profile,
+                    trend=trend, **kwargs)
 
 
-def test_heavy_tailed_healthy_norms_are_not_jumps():
-    # A learning LSTM: norms swing far above their median, not their highs.
+# The registry --------------------------------------------------------------------
+
+
+def test_every_registered_detector_is_built_and_declares_its_kind():
+    built = _detectors.build(_detectors.Settings())
+    assert [d.kind for d in built] == [
+        spec.name for spec in kinds.KINDS for _ in spec.detectors
+    ]
+    for detector in built:
+        assert detector.moment in ("step", "measurement", "layer")
+        for need in detector.needs:
+            assert need in Evidence.__dataclass_fields__
+    assert len({spec.name for spec in kinds.KINDS}) == len(kinds.KINDS)
+    assert len({spec.color for spec in kinds.KINDS}) == len(kinds.KINDS)
+
+
+def test_a_detector_registered_under_another_kind_is_refused():
+    wrong = kinds.KindSpec("vanishing", "warn", "", "#000000", "o",
+                           detectors=("spikes.Spikes",))
+    with pytest.raises(TypeError, match="declares kind 'exploding'"):
+        _detectors.build(_detectors.Settings(), kinds=(wrong,))
+
+
+# Spikes, judged with the loss ----------------------------------------------------------
+
+
+def test_plateau_exit_is_learning_not_exploding():
+    # An LSTM classifier leaving the 0.693 plateau: its norm rises from
+    # 0.1-0.4 to 1-6 and stays there while the loss falls to 0.4.
     rng = np.random.default_rng(0)
-    jump = Jump(factor=10.0, warmup=5)
-    found = [jump.check(v) for v in 0.2 * np.exp(rng.normal(0, 1.0, size=500))]
-    assert not any(found)
-    median = Jump(factor=10.0, warmup=5, reference="median")
-    rng = np.random.default_rng(0)
-    assert any(median.check(v) for v in 0.2 * np.exp(rng.normal(0, 1.0, size=500)))
+    norms = np.concatenate([rng.uniform(0.1, 0.4, 80), rng.uniform(1.0, 6.0, 120)])
+    losses = np.concatenate([
+        0.693 + rng.normal(0, 0.004, 80),
+        np.linspace(0.69, 0.4, 120) + rng.normal(0, 0.01, 120),
+    ])
+    # The norm alone leaps far above its recent highs (what used to alert):
+    leaps = [t for t in range(5, 200)
+             if norms[t] > 10 * np.quantile(norms[max(0, t - 100):t], 0.9)]
+    assert leaps
+    assert steps(Spikes(), list(losses), list(norms)) == {}
 
 
-def test_jump_in_the_warmup_needs_orders_of_magnitude():
-    jump = Jump(factor=10.0, warmup=5)
-    assert jump.check(2.0) is None  # nothing to compare with
-    assert jump.check(50.0) is None  # 25x at step 2: early training moves fast
-    ratio, base, warm = jump.check(1e13)
-    assert not warm and base == 50.0 and ratio == pytest.approx(2e11)
-    message = jump_message("loss", 1e13, 3, (ratio, base, warm), 2)
-    assert "orders of magnitude" in message and "step 3" in message
+def test_norm_spike_followed_by_a_rising_loss_is_exploding():
+    losses = [1.0] * 30 + [1.0, 3.0]
+    norms = [0.5] * 30 + [50.0, 0.6]
+    found = steps(Spikes(), losses, norms)
+    assert list(found) == [32]  # the step where the loss rose, not the spike's
+    finding = found[32]
+    assert (finding.kind, finding.signal, finding.value, finding.threshold) == (
+        "exploding", "grad_norm", 50.0, 5.0
+    )
+    assert finding.evidence["spike_step"] == 31 and finding.evidence["loss"] == 3.0
+    assert finding.evidence["loss_top"] == 1.0 and finding.evidence["loss_level"] == 1.0
+    for text in ("jumped to 50 at step 31", "100x the 90th percentile of the last 30 steps",
+                 "rose to 3 at step 32", "above the highest (1) and 2x the median (1)"):
+        assert text in finding.message, text
 
 
-def test_jump_of_the_loss_uses_the_highest_recent_value():
-    jump = Jump(factor=10.0, warmup=3, reference="max")
-    for value in (5.0, 0.1, 0.1, 0.1):
-        jump.check(value)
-    assert jump.check(20.0) is None  # 4x the highest (5.0), not 200x the median
-    assert jump.check(250.0)[1] == 20.0
+def test_norm_spike_followed_by_a_nonfinite_loss_is_exploding():
+    found = steps(Spikes(), [1.0] * 31 + [math.nan], [0.5] * 30 + [50.0, math.nan])
+    assert list(found) == [32] and "turned nan at step 32" in found[32].message
 
 
-def test_non_finite_values_are_not_jumps_and_not_history():
-    jump = Jump(factor=10.0, warmup=1)
-    assert jump.check(float("nan")) is None and jump.check(None) is None
-    assert len(jump) == 0
+def test_a_spike_the_loss_does_not_follow_is_no_alert():
+    # A hard batch of a well-fitted model: its own loss and norm leap at the
+    # same step (computed before its update); the next steps are normal.
+    losses = [0.001, 0.0012] * 15 + [0.01, 0.0011, 0.0011, 0.0011, 0.0011]
+    norms = [0.004] * 30 + [1.0, 0.004, 0.004, 0.004, 0.004]
+    assert steps(Spikes(), losses, norms) == {}
+    # A rise after the spike's window (3 steps) is not its confirmation.
+    losses = [1.0] * 30 + [1.0, 1.0, 1.0, 1.0, 2.5]
+    assert steps(Spikes(), losses, [0.5] * 30 + [50.0] + [0.5] * 4) == {}
 
 
-# Growth in time --------------------------------------------------------------------
+def test_a_loss_jump_is_exploding_at_once():
+    losses = [1.0] * 20 + [0.9, 12.0]
+    found = steps(Spikes(), losses)
+    assert list(found) == [22] and found[22].signal == "loss"
+    assert found[22].threshold == 10.0 and found[22].value == 12.0
+    assert "12x the highest of the last 21 steps (1)" in found[22].message
+    assert "or of a bad batch" in found[22].message
+
+
+def test_in_the_warmup_only_orders_of_magnitude_count():
+    found = steps(Spikes(factor=10.0, warmup=5), [2.0, 50.0, 1e13])
+    assert list(found) == [3]  # 25x at step 2: early training moves fast
+    assert "2e+11x the largest of the first 2 steps" in found[3].message
+    assert "orders of magnitude" in found[3].message
+
+
+def test_a_creeping_blow_up_is_alerted_when_its_loss_first_reaches_10x():
+    # The loss doubles each step, the norm grows by 1.41x: no single step is
+    # a jump and no norm leaps 10x.
+    losses = [1.0] * 30 + [2.0**k for k in range(1, 8)]
+    norms = [0.5] * 30 + [0.5 * 1.41**k for k in range(1, 8)]
+    found = steps(Spikes(), losses, norms)
+    first_10x = next(30 + k for k in range(1, 8) if 2.0**k >= 10)
+    assert min(found) == first_10x == 34
+    assert "after rising at each of 3 steps" in found[34].message
+    # A step at 10x its level out of the blue, held at the next step, too.
+    # (16: above 10x the median 1.5, below 10x the highest 2, no jump.)
+    found = steps(Spikes(), [1.0, 2.0] * 15 + [16.0, 17.0])
+    assert list(found) == [32] and "two steps in a row" in found[32].message
+    assert found[32].evidence["first_step"] == 31 and found[32].threshold == 15.0
+    assert steps(Spikes(), [1.0, 2.0] * 15 + [16.0, 1.0]) == {}
+
+
+def test_user_ceiling_and_the_probe_norm():
+    found = steps(Spikes(max_grad_norm=1e-6), [1.0, 1.0], [0.5, 0.5])
+    assert list(found) == [1, 2] and "above max_grad_norm=1e-06" in found[1].message
+    detector = Spikes()
+    for step in range(1, 8):  # measurements of the probe batch, losses of steps
+        detector.check(Evidence("step", step, 0, grad_norm=1.0, norm_source="probe"))
+        detector.check(Evidence("step", step, 0, loss=1.0))
+    detector.check(Evidence("step", 8, 0, grad_norm=30.0, norm_source="probe"))
+    found = detector.check(Evidence("step", 9, 0, loss=5.0))
+    assert "gradient norm on the probe batch jumped to 30" in found.message
+    assert "last 7 measurements" in found.message
+
+
+def test_nonfinite_steps():
+    detector = NonFiniteStep()
+    found = detector.check(Evidence("step", 3, 1, loss=math.nan))
+    assert (found.kind, found.signal, found.diagnose) == ("nonfinite", "loss", True)
+    assert found.message == "The loss is not finite at step 3 (epoch 1)."
+    skipped = detector.check(Evidence("step", 4, 1, loss=1.0, new_skips=2))
+    assert skipped.signal == "skipped_updates" and skipped.value == 2.0
+    assert detector.check(Evidence("step", 4, 1, loss=1.0, new_skips=2, loss_scaled=True)) is None
+
+
+# Growth in time ------------------------------------------------------------------------
 
 
 def test_few_steps_with_one_jump_next_to_the_loss_are_not_exploding():
     # The decoder LSTM of keras-io's addition_rnn.py: a healthy run.
     profile = [0.0574, 0.0728, 0.0748, 0.0759]
-    assert stats.decay_rate(profile) > 1.05  # what used to raise the alert
-    assert GrowthInTime(1.05).check("lstm_1", profile, 100, LSTM, "Clip.") is None
-    # Ten steps, one 5x jump at lag 1 and flat after it: still no evidence.
+    assert stats.decay_rate(profile) > 1.05
+    assert GrowthInTime().check(layer(record(profile), facts=LSTM)) is None
     flat = [1.0, 5.0] + [5.1] * 8
-    assert GrowthInTime(1.05).check("lstm", flat, 100, LSTM, "Clip.") is None
+    assert GrowthInTime().check(layer(record(flat), facts=LSTM)) is None
 
 
-def test_sustained_growth_is_exploding_and_says_what_was_measured():
-    profile = 0.5 * 1.2 ** np.arange(30)
-    found = GrowthInTime(1.05).check("relu_rnn", profile, 7, RNN, "CLIP.", site="state")
-    assert found.kind == "exploding" and found.layer == "relu_rnn"
+def test_sustained_growth_of_the_state_gradient_is_exploding():
+    found = GrowthInTime().check(layer(record(0.5 * 1.2 ** np.arange(30)), step=7, facts=RNN))
+    assert found.kind == "exploding" and found.layer == "rnn"
     assert found.value == pytest.approx(1.2) and found.threshold == 1.05
-    for text in ("measured at step 7", "∂L/∂h_t", "29 steps", "1.200x", "CLIP.",
-                 "gated layer (LSTM/GRU)"):
+    assert found.evidence["lags"] == (1, 29) and found.advice == "clip"
+    for text in ("measured at step 7", "∂L/∂h_t", "29 steps", "1.200x"):
         assert text in found.message, text
+    assert "gated layer (LSTM/GRU)" in found.remedy
 
 
 def test_growth_after_a_dip_is_caught_by_the_far_quarter():
     profile = np.concatenate([0.8 ** np.arange(30), 0.8**29 * 1.5 ** np.arange(1, 11)])
     assert stats.decay_rate(profile[1:]) < 1.05
-    found = GrowthInTime(1.05).check("rnn", profile, 7, LSTM, "Clip.")
+    found = GrowthInTime().check(layer(record(profile), facts=LSTM))
     assert found is not None and "1.500x over the far quarter" in found.message
-    # Advice fits a gated layer: no "use an LSTM/GRU" for an LSTM.
-    assert "LSTM/GRU" not in found.message
+    assert "LSTM/GRU" not in found.remedy
 
 
 def test_mild_or_noisy_growth_is_not_exploding():
     rng = np.random.default_rng(0)
-    noisy = 40 * np.exp(rng.normal(0, 0.3, size=40))  # flat, with noise
-    assert GrowthInTime(1.05).check("rnn", noisy, 0, RNN, "Clip.") is None
-    mild = 1.02 ** np.arange(200)  # 52x over 200 steps, but 1.02 per step
-    assert GrowthInTime(1.05).check("rnn", mild, 0, LSTM, "Clip.") is None
+    noisy = 40 * np.exp(rng.normal(0, 0.3, size=40))
+    assert GrowthInTime().check(layer(record(noisy))) is None
+    assert GrowthInTime().check(layer(record(1.02 ** np.arange(200)))) is None
 
 
-# Vanishing ---------------------------------------------------------------------------
+def _padded_text_profile():
+    """An encoder's input gradient on sentences padded with spaces at the
+    end: below 5e-5 over the padding (lags 0-8), rising where the sentence
+    starts, about flat over it (as measured on the false alarm)."""
+    padding = 4e-5 * 0.97 ** np.arange(9)
+    sentence = padding[-1] * 1.77 ** np.arange(1, 6)
+    return np.concatenate([padding, sentence, sentence[-1] * (1 + 0.001 * np.arange(13))])
 
 
-def test_vanishing_needs_patience_and_ignores_step_zero():
+def test_padded_text_rise_is_not_exploding():
+    profile = _padded_text_profile()
+    assert profile.size == 27 and profile[:9].max() < 5e-5
+    assert stats.growth(profile) == pytest.approx(17.6, rel=0.02)  # "rises 17.6x"
+    # Judged over the whole profile, the rise from padding to the sentence
+    # passes the growth tests of a state gradient:
+    assert GrowthInTime().check(layer(record(profile, site="state"))) is not None
+    # At a stock layer's input, neither with the probe batch's content (the
+    # last 9 steps of some sentences are padding) nor without it.
+    lengths = [18, 20, 27, 15, 18, 22]
+    tokens = np.zeros((6, 27), int)
+    for row, length in enumerate(lengths):
+        tokens[row, :length] = np.arange(1, length + 1) % 7 + 1
+    content = content_share([tokens], 27)
+    assert content[:13].tolist() == pytest.approx(
+        [1 / 6] * 5 + [2 / 6] * 2 + [3 / 6] * 2 + [5 / 6] * 3 + [1.0]
+    )
+    for share in (content, None):
+        assert GrowthInTime().check(layer(record(profile, site="input"), content=share,
+                                          trend=_stalled())) is None
+
+
+def test_diverging_recurrence_seen_at_the_input_is_exploding():
+    # A ReLU RNN with large recurrent weights: the input gradient grows at
+    # every lag, padding or not.
+    profile = 1e-3 * 1.25 ** np.arange(27)
+    tokens = np.ones((4, 27), int)
+    tokens[:, 1::2] = 2
+    tokens[0, 20:] = 0  # two sentences padded: lags 0-6 not judged
+    tokens[1, 24:] = 0
+    found = GrowthInTime().check(layer(record(profile, site="input"), trend=_stalled(),
+                                       content=content_share([tokens], 27), facts=RNN))
+    assert found is not None and found.evidence["lags"] == (7, 26)
+    assert "over lags 7-26, where every probe sequence holds content" in found.message
+    assert "epoch-mean training loss has not fallen" in found.message
+    # At the input, a rise the loss does not follow is no verdict.
+    assert GrowthInTime().check(layer(record(profile, site="input"))) is None
+
+
+def test_one_lag_standing_out_at_the_input_is_not_growth():
+    # At a layer's input, the step whose value the answer needs stands out.
+    profile = 0.91 ** np.arange(51)
+    profile[50] = 14 * profile[1:].min()
+    assert stats.growth(profile) >= 10
+    assert GrowthInTime().check(layer(record(profile, site="input"))) is None
+    # A geometric rise held over the far span is growth.
+    held = profile.copy()
+    held[38:] = held[37] * 1.3 ** np.arange(1, 14)
+    assert GrowthInTime().check(layer(record(held, site="input"), trend=_stalled())) is not None
+    # A rise in one place (where the information sits), then flat: not.
+    step = np.concatenate([np.full(20, 1e-3), np.full(31, 5e-2)])
+    assert GrowthInTime().check(layer(record(step, site="input"), trend=_stalled())) is None
+
+
+def test_an_input_gradient_rising_while_the_loss_falls_is_learning():
+    # A stock LSTM classifier leaving its 0.693 plateau (its information in
+    # the first 10 of 30 steps), measured at step 72: the input gradient
+    # rises 90x going back, smoothly, while the loss falls to 0.02.
+    profile = np.array([
+        0.03453, 0.02764, 0.02623, 0.02609, 0.02724, 0.02944, 0.03358, 0.04054, 0.05068,
+        0.06518, 0.08414, 0.10963, 0.14208, 0.1836, 0.2337, 0.29623, 0.37617, 0.46653,
+        0.57062, 0.69105, 0.82982, 0.9654, 1.11477, 1.29408, 1.46039, 1.63927, 1.80633,
+        2.00153, 2.16366, 2.35414])
+    trend = LossTrend()
+    trend.epoch_end(0, 0.691, None)
+    falling = trend.epoch_end(1, 0.577, None)
+    assert GrowthInTime().check(layer(record(profile, site="input"), trend=falling)) is None
+    assert GrowthInTime().check(layer(record(profile, site="input"), trend=None)) is None
+
+
+def test_content_mask_finds_padding_at_either_end():
+    x = np.array([[0, 0, 0, 4, 5, 9], [0, 0, 3, 4, 9, 9], [5, 2, 3, 4, 9, 9], [1, 1, 3, 4, 5, 6]])
+    # Leading 0s (2 rows of 4 start with 0), trailing 9s (3 of 4 end with 9);
+    # the two 1s that start the last row are content: no other row starts so.
+    assert content_mask(x).astype(int).tolist() == [
+        [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]
+    one_hot = np.eye(10)[x]  # features: a step is padding when all are equal
+    assert content_mask(one_hot).tolist() == content_mask(x).tolist()
+    assert content_share([np.zeros((2, 5))], 4) is None  # no input of that length
+    # Random tokens hold no padding, whatever repeats by chance.
+    tokens = np.random.default_rng(0).integers(2, 10, size=(16, 30))
+    assert content_share([tokens], 30).min() == 1.0
+
+
+def test_the_detectors_docstring_examples_run():
+    import doctest
+
+    from keras_gradwatch._detectors import base
+    from keras_gradwatch._detectors import growth
+    from keras_gradwatch._detectors import kinds
+    from keras_gradwatch._detectors import trend
+
+    for module in (base, growth, kinds, trend):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+# The loss trend, vanishing and truncation -----------------------------------------------
+
+
+def test_loss_trend_uses_validation_loss_else_epoch_means():
+    trend = LossTrend()
+    trend.epoch_end(0, 0.385, 0.560)
+    # The forecasting LSTM on unshuffled data: learning.
+    falling = trend.epoch_end(1, 0.243, 0.278)
+    assert falling.series == "val_loss" and not falling.stalled
+    stalled = trend.epoch_end(2, 0.169, 0.2775)  # training falls, validation does not
+    assert stalled.stalled and stalled.best == 0.278 and stalled.best_epoch == 1
+    assert stalled.describe() == (
+        "the validation loss has not fallen by 1% below its best earlier value "
+        "(0.278 at epoch 1): 0.2775 at epoch 2"
+    )
+    trend = LossTrend()
+    for epoch, loss in enumerate([0.385, 0.243, 0.169]):
+        latest = trend.epoch_end(epoch, loss, None)
+    assert latest.series == "loss" and not latest.stalled
+
+
+def _stalled(epoch=2):
+    trend = LossTrend()
+    for e, value in enumerate([0.70, 0.66, 0.659][: epoch + 1]):
+        trend.epoch_end(e, value, None)
+    return trend.latest
+
+
+def test_vanishing_needs_patience_a_stalled_loss_and_a_trained_network():
     detector = VanishingTail(fraction=1e-3, patience=3)
     vanishing = record(0.5 ** np.arange(40))
-    assert detector.check("rnn", vanishing, 0, 39, None, RNN) is None
-    assert detector.check("rnn", vanishing, 1, 39, 1.0, RNN) is None
-    assert detector.check("rnn", vanishing, 2, 39, 1.0, RNN) is None
-    found = detector.check("rnn", vanishing, 4, 39, 1.0, RNN)
+    stalled = _stalled()
+    # First epoch, or fewer than MIN_UPDATES updates: never counted, whatever
+    # scheduled the measurement.
+    for step in (3, 5, 6):
+        assert detector.check(layer(vanishing, step=step, epoch=0, updates=step * 25,
+                                    trend=stalled)) is None
+    for step in range(10, 40):
+        assert detector.check(layer(vanishing, step=step, epoch=1, updates=MIN_UPDATES - 1,
+                                    trend=stalled)) is None
+    assert detector.check(layer(vanishing, step=50, trend=stalled)) is None
+    assert detector.check(layer(vanishing, step=51, trend=stalled)) is None
+    found = detector.check(layer(vanishing, step=52, trend=stalled, facts=RNN))
     assert found.kind == "vanishing" and found.value == pytest.approx(0.5**39)
-    assert "reaches 39 steps back" in found.message
-    assert "3 measurements in a row" in found.message
-    assert "cannot learn" not in found.message
-    assert "use an LSTM or GRU" in found.message
+    assert found.evidence["streak"] == 3 and found.evidence["far"] == 39
+    for text in ("reaches 39 steps back", "3 measurements in a row",
+                 "epoch-mean training loss has not fallen by 1%"):
+        assert text in found.message, text
+    assert "use an LSTM or GRU" in found.remedy
+    # Once per epoch verdict.
+    assert detector.check(layer(vanishing, step=53, trend=stalled)) is None
 
 
 def test_vanishing_is_not_reported_while_the_loss_falls():
-    # A short memory is only worth an alert once the model stops learning.
-    detector = VanishingTail(fraction=1e-3, patience=3)
-    vanishing = record(0.5 ** np.arange(40))
-    for step, loss in ((1, 2.0), (2, 1.5), (3, 1.2), (4, 1.0)):
-        assert detector.check("rnn", vanishing, step, 39, loss, RNN) is None
-    # Three measurements in a row with the loss within 1 %: reported.
-    assert detector.check("rnn", vanishing, 5, 39, 0.995, RNN) is None
-    found = detector.check("rnn", vanishing, 6, 39, 0.992, RNN)
-    assert found is not None and found.kind == "vanishing"
-
-
-def test_vanishing_is_not_repeated_while_the_loss_falls():
     detector = VanishingTail(fraction=1e-3, patience=1)
-    vanishing = record(0.5 ** np.arange(40), name="lstm")
-    first = detector.check("lstm", vanishing, 1, 39, 2.0, LSTM)
-    assert first is not None
-    # Keras LSTMs have unit_forget_bias=True: the advice knows it.
-    assert "already starts with a forget-gate bias of 1" in first.message
-    for step, loss in ((2, 1.8), (3, 1.5), (4, 1.2)):
-        assert detector.check("lstm", vanishing, step, 39, loss, LSTM) is None
-    stalled = detector.check("lstm", vanishing, 5, 39, 2.5, LSTM)
-    assert stalled is not None and "has not fallen" in stalled.message
-    # After it recovers, a new episode is reported again.
-    assert detector.check("lstm", record(np.ones(40), name="lstm"), 6, 39, 1.0, LSTM) is None
-    assert detector.check("lstm", vanishing, 7, 39, 0.5, LSTM) is not None
+    trend = LossTrend()
+    trend.epoch_end(0, 0.385, 0.560)
+    falling = trend.epoch_end(1, 0.243, 0.278)
+    vanishing = record(0.5 ** np.arange(40))
+    assert detector.check(layer(vanishing, trend=falling)) is None
+    assert detector.check(layer(vanishing, trend=None)) is None  # one epoch: no verdict
+    assert detector.check(layer(vanishing, trend=_stalled(), facts=LSTM)) is not None
 
 
 def test_vanishing_within_backprop_states_the_truncation_bias():
     detector = VanishingTail(fraction=1e-3, patience=1)
     profile = record(0.5 ** np.arange(40), window=20)
-    found = detector.check("rnn", profile, 3, 19, None, LayerFacts("GRU"), backprop=20)
+    found = detector.check(layer(profile, backprop=20, trend=_stalled(),
+                                 facts=LayerFacts("GRU")))
     assert "reaches 19 steps back" in found.message
     assert "Truncating at backprop=20 cuts off" in found.message
-    assert "skip connections or attention" in found.message
+    assert "skip connections or attention" in found.remedy
 
 
-def test_lstm_without_forget_bias_is_told_to_set_it():
-    detector = VanishingTail(fraction=1e-3, patience=1)
-    found = detector.check(
-        "lstm", record(0.5 ** np.arange(40)), 3, 39, None, LayerFacts("LSTM", False)
-    )
-    assert "unit_forget_bias=False" in found.message
+def test_truncation_needs_most_of_the_gradient_cut_and_a_stalled_loss():
+    # A GRU whose gradient reaches far: at backprop=10 the window cuts off
+    # 90 % of it.
+    profile = 0.99 ** np.arange(300)
+    cut = record(profile, window=10)
+    assert cut.truncation_bias == pytest.approx(0.90, abs=0.005)
+    detector = TruncationBias(tolerance=0.05)
+    trend = LossTrend()
+    for epoch, val in enumerate([0.69, 0.66, 0.65]):
+        learning = trend.epoch_end(epoch, None, val)
+    assert detector.check(layer(cut, backprop=10, trend=learning)) is None  # still falling
+    stalled = trend.epoch_end(3, None, 0.66)
+    found = detector.check(layer(cut, backprop=10, trend=stalled))
+    assert (found.kind, found.value, found.threshold) == ("truncation", cut.truncation_bias, 0.5)
+    assert "cuts off 90% of the measured gradient" in found.message
+    assert "validation loss has not fallen" in found.message
+    assert f"backprop={cut.suggested_window}" in found.remedy
+    assert detector.check(layer(cut, backprop=10, trend=stalled)) is None  # once per epoch
+    # A window that keeps most of it (window 100 here: 33 % cut) is no alert.
+    assert TruncationBias().check(layer(record(profile, window=100), backprop=100,
+                                        trend=stalled)) is None
 
 
-def test_one_lag_standing_out_is_not_growth():
-    # At a layer's input, the step whose value the answer needs stands out
-    # (the lag-adding task's first marker, 50 steps back): not a recurrence
-    # that amplifies.
-    profile = 0.91 ** np.arange(51)
-    profile[50] = 14 * profile[1:].min()
-    assert stats.growth(profile) >= 10
-    assert GrowthInTime(1.05).check("lstm", profile, 448, LSTM, "Clip.", site="input") is None
-    # The same rise held over the far quarter is growth.
-    held = profile.copy()
-    held[38:] = held[37] * 1.3 ** np.arange(1, 14)
-    assert GrowthInTime(1.05).check("lstm", held, 448, LSTM, "Clip.", site="input") is not None
+# Update ratios, per optimizer update ------------------------------------------------
+
+
+def _ratios(detector, ratios, losses, updates=1):
+    """Feeds (ratio, loss) steps after 5 steps at loss 1.0; returns findings."""
+    for step in range(1, 6):
+        assert detector.check(Evidence("step", step, 0, loss=1.0)) is None
+    return [detector.check(Evidence("step", step, 0, loss=loss, update_ratios={"gru": ratio},
+                                    step_updates=updates))
+            for step, (ratio, loss) in enumerate(zip(ratios, losses), start=6)]
+
+
+def test_update_ratio_is_judged_per_optimizer_update():
+    # A TruncatedBPTT GRU at window 10: one step holds 25 window updates.
+    found = _ratios(UpdateRatio(), (0.18, 0.15, 0.15, 0.16), (1.0, 1.2, 1.5, 2.0), updates=25)
+    assert found == [None] * 4
+    # The same ratios from single updates, while the loss rises above its
+    # recent range: the updates rewrite the layer.
+    found = _ratios(UpdateRatio(), (0.18, 0.15, 0.15), (1.0, 1.2, 1.5))
+    assert found[:2] == [None, None] and found[2].value == 0.15
+    assert "above 0.1 at 3 measured steps in a row, and the loss rose to 1.5, above the " \
+        "highest of the 20 steps before step 6 (1)" in found[2].message
+    wreck = UpdateRatio().check(Evidence("step", 1, 0, update_ratios={"a": 0.2, "b": 30.0},
+                                         step_updates=10))
+    assert wreck.layer == "b" and wreck.value == 3.0
+    assert "over its 10 updates, at least 3 per update" in wreck.message
+
+
+def test_large_updates_of_a_layer_while_the_loss_falls_are_learning():
+    # Adam at 1e-2 on an embedding drawn from +-0.05: its first updates each
+    # move it by a fifth to a third, while the loss sits or falls.
+    found = _ratios(UpdateRatio(), (0.35, 0.27, 0.2, 0.14, 0.12), (1.0, 0.99, 1.0, 0.9, 0.8))
+    assert found == [None] * 5
