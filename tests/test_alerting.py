@@ -43,7 +43,7 @@ def test_actions_come_from_the_registry():
 def test_findings_are_stamped_with_the_current_step_and_carry_advice():
     made, recorded, _, where = desk(exploding=lambda alert: None)
     made.step_norms.add(2.0)
-    made.optimizer = "keras.optimizers.SGD"
+    made.optimizer, made.family = "keras.optimizers.SGD", "sgd"
     made.report(Finding("exploding", None, 50.0, 20.0, "grad_norm", "It jumped.",
                         evidence={"grad_norm": 50.0}, advice="clip", remedy="Also this."))
     where["step"] = 9
@@ -51,7 +51,8 @@ def test_findings_are_stamped_with_the_current_step_and_carry_advice():
     assert [(a.step, a.epoch, a.kind) for a in recorded] == [(7, 1, "exploding"), (9, 1, "exploding")]
     assert recorded[0].message == (
         "It jumped. Clip gradients around the typical norm (Pascanu et al. 2013): "
-        "optimizer=keras.optimizers.SGD(..., global_clipnorm=2). Also this."
+        "optimizer=keras.optimizers.SGD(..., global_clipnorm=2). Or lower the "
+        "learning rate. Also this."
     )
     assert recorded[1].message == "Again."
     assert recorded[0].value == 50.0 and recorded[0].threshold == 20.0

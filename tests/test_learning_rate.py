@@ -120,7 +120,7 @@ def test_clip_note_only_where_clipping_cannot_bound_the_step():
 def test_the_alert_desk_asks_the_advice_with_its_history_at_the_current_step():
     where = {"step": 28}
     desk = _alerting.AlertDesk(
-        alerts.resolve_actions("stop", "warn", "warn"), record=lambda a: None,
+        alerts.resolve_actions(), record=lambda a: None,
         stop=lambda: None, where=lambda: (where["step"], 0),
     )
     desk.optimizer, desk.family = "keras.optimizers.Adam", _advice.ADAPTIVE

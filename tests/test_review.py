@@ -124,7 +124,7 @@ def test_one_clipnorm_for_alerts_and_summary(tmp_path):
     norms = [0.1 + 0.001 * i for i in range(120)] + [3.0 + 0.01 * i for i in range(80)]
     writer = records.RunWriter(tmp_path)
     writer.open()
-    desk = _alerting.AlertDesk(alerts.resolve_actions("stop", "warn", "warn"),
+    desk = _alerting.AlertDesk(alerts.resolve_actions(),
                                record=lambda a: None, stop=lambda: None,
                                where=lambda: (0, 0))
     for step, norm in enumerate(norms, 1):
