@@ -26,9 +26,12 @@ and prints one table. Run it against any checkout:
     PYTHONPATH=<checkout> python benchmarks/bench_real_runs.py [--only NAME ...] [--quick]
 
 Without PYTHONPATH the checkout holding this file is used. `--json PATH`
-writes every figure (the slow test reads it); `--keep DIR` keeps the run
-folders; `--control` also runs each script plain a second time, to show
-that the plain runs themselves repeat bit for bit.
+writes every figure; `--keep DIR` keeps the run folders, and `--rejudge DIR`
+judges kept runs again without running anything; `--control` also runs
+each script plain a second time, to show that the plain runs themselves
+repeat bit for bit; `--parallel` runs the plain and the watched run of a
+script side by side (faster; the default, one after the other, keeps
+the timings cleaner). The whole corpus takes about 17 minutes on 2 cores.
 """
 
 import argparse
@@ -37,7 +40,7 @@ import functools
 import json
 import os
 import pathlib
-import resource
+import re
 import shutil
 import subprocess
 import sys
@@ -69,25 +72,30 @@ CHILD_TIMEOUT = 1800
 class _Clock:
     """Adds up CPU and wall time inside wrapped callables (outermost calls)."""
 
-    def __init__(self):
+    def __init__(self, keep_calls=False):
         self.cpu = 0.0
         self.wall = 0.0
         self.calls = 0
+        # With keep_calls: (epoch start, epoch end, cpu, wall) of each call.
+        self.spans = [] if keep_calls else None
         self._depth = 0
 
     def wrap(self, method):
         @functools.wraps(method)  # signature kept: TruncatedBPTT.fit inspects Model.fit's
         def timed(*args, **kwargs):
             self._depth += 1
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, began = time.process_time(), time.perf_counter(), time.time()
             try:
                 return method(*args, **kwargs)
             finally:
                 self._depth -= 1
                 if not self._depth:
-                    self.cpu += time.process_time() - cpu
-                    self.wall += time.perf_counter() - wall
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    self.cpu += cpu
+                    self.wall += wall
                     self.calls += 1
+                    if self.spans is not None and wall > 0.05:  # the long calls only
+                        self.spans.append((began, time.time(), cpu, wall))
 
         return timed
 
@@ -167,7 +175,7 @@ def child(name, mode, seed, out, quick):
     out.mkdir(parents=True, exist_ok=True)
     watch_root = out / GW_DIR if mode == "watched" else None
     result = {"name": name, "mode": mode, "seed": seed, "error": None}
-    gw_clock, fit_clock = _Clock(), _Clock()
+    gw_clock, fit_clock = _Clock(keep_calls=True), _Clock()
     # The time inside fit, over every fit (outermost: TruncatedBPTT.fit
     # calls keras.Model.fit).
     keras.Model.fit = fit_clock.wrap(keras.Model.fit)
@@ -201,6 +209,7 @@ def child(name, mode, seed, out, quick):
         process_cpu_run=time.process_time() - started,
         fit_cpu=fit_clock.cpu, fit_wall=fit_clock.wall, fits_timed=fit_clock.calls,
         gw_cpu=gw_clock.cpu, gw_wall=gw_clock.wall, gw_calls=gw_clock.calls,
+        gw_spans=gw_clock.spans,
         watches=len(watches), steps=step_log.steps, fits=step_log.fits,
         package=os.path.dirname(keras_gradwatch.__file__),
     )
@@ -217,26 +226,59 @@ def child(name, mode, seed, out, quick):
 # ----------------------------------------------------------------------------
 
 
-def _run_child(name, mode, seed, out, quick, env):
+def _start_child(name, mode, seed, out, quick, env):
+    """Starts one run in a new process; `_finish_child` waits for it."""
     out.mkdir(parents=True, exist_ok=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", name,
                "--mode", mode, "--seed", str(seed), "--out", str(out)]
     if quick:
         command.append("--quick")
-    done = subprocess.run(command, env=env, capture_output=True, text=True,
-                          timeout=CHILD_TIMEOUT)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(out / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    return process, out, time.perf_counter()
+
+
+def _finish_child(started):
+    """Waits for a run; its result with the process's own CPU and wall time."""
+    process, out, start = started
+    deadline = start + CHILD_TIMEOUT
+    while True:  # os.wait4 gives this child's own resource usage
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            process.kill()
+            pid, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = (out / "stderr.txt").read_text(errors="replace")
     path = out / "result.json"
     result = json.loads(path.read_text()) if path.exists() else {
-        "error": f"process exited {done.returncode}: {done.stderr[-3000:]}"}
-    result["process_cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        "error": f"process exited {process.returncode}: {stderr[-3000:]}"}
+    result["process_cpu"] = usage.ru_utime + usage.ru_stime
     result["process_wall"] = time.perf_counter() - start
-    result["stderr_tail"] = done.stderr[-3000:]
-    result["warnings"] = [line.strip() for line in done.stderr.splitlines()
+    result["stderr_tail"] = stderr[-3000:]
+    result["warnings"] = [line.strip() for line in stderr.splitlines()
                           if "GradWatch" in line and "Warning" in line][:20]
+    path.write_text(json.dumps(result))  # what --rejudge reads back
     return result
+
+
+def _run_pair(name, seed, folder, quick, env, parallel):
+    """The plain and the watched run of a script, one after the other or
+    side by side."""
+    plain = _start_child(name, "plain", seed, folder / "plain", quick, env)
+    if not parallel:
+        plain = _finish_child(plain)
+    watched = _finish_child(_start_child(name, "watched", seed, folder / "watched", quick, env))
+    return (plain if not parallel else _finish_child(plain)), watched
+
+
+def _load_child(out):
+    path = out / "result.json"
+    return json.loads(path.read_text()) if path.exists() else {
+        "error": f"no result in {out}"}
 
 
 def _max_abs(a, b):
@@ -433,12 +475,21 @@ def _measurements_by_fit(watched, runs):
     return out
 
 
-def judge_measured(truth, watched, runs):
-    """Whether every model was measured on its loss, or said why not."""
+def _one_line(text):
+    """A message on one line, without terminal colour codes."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
+
+
+def judge_measured(truth, watched, runs, before_step=None):
+    """Whether every model was measured on its loss, or said why not.
+
+    A measurement is compared with the training `grad_norm` of the steps
+    around it (same fit); with `before_step`, only measurements before that
+    step (in a blow-up the norms swing by orders of magnitude per step)."""
     import math
     import statistics
 
-    reasons = [str(r) for _, run in runs for r in (
+    reasons = [_one_line(r) for _, run in runs for r in (
         (run.summary or {}).get("measurement_error"),
         (run.summary or {}).get("not_measured"),
     ) if r]
@@ -449,6 +500,8 @@ def judge_measured(truth, watched, runs):
         entry = per_model.setdefault(fit["model"], {"measurements": 0, "implausible": []})
         entry["measurements"] += len(measured)
         for record in measured:
+            if before_step is not None and record["step"] >= before_step:
+                continue
             norm = record.get("global_norm")
             near = [norms[s] for s in range(record["step"] - 5, record["step"] + 6)
                     if s in norms and fit["first_step"] < s <= fit.get("last_step", s)]
@@ -477,13 +530,31 @@ def judge_measured(truth, watched, runs):
 
 
 def overhead(watched, runs):
-    traced = sum(float(m.get("seconds") or 0) for _, run in runs for m in run.measurements
-                 if m.get("traced"))
+    """CPU time inside GradWatch as a share of the CPU time inside `fit`.
+
+    "steady" leaves out the measurements that traced (a one-off cost): the
+    wall seconds of each (from its record) converted to CPU seconds at the
+    CPU/wall ratio of the GradWatch call it ran in."""
     fit = watched.get("fit_cpu") or 0.0
-    gw = watched.get("gw_cpu") or 0.0
-    return {"gw_cpu": gw, "fit_cpu": fit, "traced_seconds": traced,
+    gw, gw_wall = watched.get("gw_cpu") or 0.0, watched.get("gw_wall") or 0.0
+    spans = watched.get("gw_spans") or []
+    traced = traced_cpu = 0.0
+    for _, run in runs:
+        for record in run.measurements:
+            if not record.get("traced"):
+                continue
+            seconds, at = float(record.get("seconds") or 0), record.get("time")
+            traced += seconds
+            span = next((s for s in spans if at is not None and s[0] <= at <= s[1] + 1e-3),
+                        None)
+            ratio = span[2] / span[3] if span and span[3] > 0 else (gw / gw_wall if gw_wall
+                                                                     else 1.0)
+            traced_cpu += seconds * ratio
+    traced_cpu = min(traced_cpu, gw)
+    return {"gw_cpu": gw, "gw_wall": gw_wall, "fit_cpu": fit, "fit_wall": watched.get("fit_wall"),
+            "traced_seconds": traced, "traced_cpu": traced_cpu,
             "share": gw / fit if fit else None,
-            "steady_share": max(gw - traced, 0.0) / fit if fit else None,
+            "steady_share": (gw - traced_cpu) / fit if fit else None,
             "measurements": sum(len(run.measurements) for _, run in runs)}
 
 
@@ -492,7 +563,8 @@ def evaluate(name, truth, plain, watched, plain_dir, watched_dir):
     if plain.get("error"):
         row["problems"].append("PLAIN RUN FAILED: " + plain["error"].strip().splitlines()[-1])
     if watched.get("error"):
-        row["problems"].append("CRASH with GradWatch: " + watched["error"].strip().splitlines()[-1])
+        row["problems"].append("CRASH with GradWatch: "
+                               + _one_line(watched["error"].strip().splitlines()[-1]))
         row["crash"] = watched["error"]
     runs = read_runs(watched_dir)
     row["identity"] = compare(plain, watched, plain_dir, watched_dir)
@@ -503,12 +575,13 @@ def evaluate(name, truth, plain, watched, plain_dir, watched_dir):
         worst = max((v for v in (ident["history"], ident["steps"], ident["weights"])
                      if v is not None), default=None)
         if worst is None or worst > 0:
-            row["problems"].append(f"DIFFERS from the plain run (max |diff| {worst})")
+            row["problems"].append(f"DIFFERS from the plain run (max |diff| {_fmt(worst)})")
     elif ident["steps"]:
-        row["problems"].append(f"DIFFERS before the stop (max |diff| {ident['steps']})")
+        row["problems"].append(f"DIFFERS before the stop (max |diff| {_fmt(ident['steps'])})")
     row["alerts"] = judge_alerts(truth, runs, plain)
     row["problems"] += row["alerts"]["problems"]
-    row["measured"] = judge_measured(truth, watched, runs)
+    jump = row["alerts"]["jump_step"] if truth["verdict"] == "blow-up" else None
+    row["measured"] = judge_measured(truth, watched, runs, before_step=jump)
     row["problems"] += row["measured"]["problems"]
     row["overhead"] = overhead(watched, runs)
     row["status"] = [(run.summary or {}).get("status") for _, run in runs]
@@ -533,8 +606,14 @@ def _fmt(value, spec=".3g"):
     return "-" if value is None else format(value, spec)
 
 
+# The verdict column's name for each kind of problem.
+SHORT = {"CRASH": "CRASH", "FALSE": "FALSE", "MISSED": "MISSED", "LATE": "LATE",
+         "ADVICE": "ADVICE", "DIFFERS": "DIFF", "NOT": "UNMEAS", "MEASURED": "STANDIN",
+         "PLAIN": "PLAIN-FAIL"}
+
+
 def print_table(rows):
-    head = (f"{'script':<18} {'truth':<8} {'alerts (kind x count)':<30} {'verdict':<12} "
+    head = (f"{'script':<18} {'truth':<8} {'alerts (kind x count)':<30} {'verdict':<14} "
             f"{'identical':<10} {'measured':<9} {'GW CPU %':>9} {'steady %':>9} "
             f"{'fit CPU s':>9}  loss first->last")
     print(head)
@@ -542,10 +621,8 @@ def print_table(rows):
     for row in rows:
         counts = row["alerts"]["counts"]
         alerts = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
-        kinds = {p.split()[0] for p in row["problems"]}
-        verdict = ("ok" if row["ok"] else "CRASH" if "CRASH" in kinds else
-                   "FALSE ALARM" if "FALSE" in kinds else "MISSED" if "MISSED" in kinds else
-                   "LATE" if "LATE" in kinds else "ADVICE" if "ADVICE" in kinds else "FAIL")
+        kinds = [p.split()[0].rstrip(":") for p in row["problems"]]
+        verdict = "ok" if row["ok"] else "+".join(dict.fromkeys(SHORT.get(k, k) for k in kinds))
         ident = row["identity"]
         if row.get("crash"):
             same = "crash"
@@ -563,8 +640,9 @@ def print_table(rows):
         loss = f"{_fmt(trend['first'])}->{_fmt(trend['last'])}"
         if trend["val_last"] is not None:
             loss += f" (val {_fmt(trend['val_first'])}->{_fmt(trend['val_last'])})"
-        print(f"{row['name']:<18} {row['truth']['verdict']:<8} {alerts:<30} {verdict:<12} "
-              f"{same:<10} {row['measured']['status']:<9} {_fmt(share, '9.2f')} "
+        measured = f"{row['measured']['status']} ({over['measurements']})"
+        print(f"{row['name']:<18} {row['truth']['verdict']:<8} {alerts:<30} {verdict:<14} "
+              f"{same:<10} {measured:<9} {_fmt(share, '9.2f')} "
               f"{_fmt(steady, '9.2f')} {_fmt(over['fit_cpu'], '9.1f')}  {loss}")
     print()
     for row in rows:
@@ -609,8 +687,14 @@ def _checkout_commit(paths):
     return "unknown"
 
 
-def run_corpus(names, seed, quick, keep=None, control=False, echo=print):
-    """Runs the scripts and returns one row per script (see `evaluate`)."""
+def run_corpus(names, seed, quick, keep=None, control=False, echo=print, rejudge=False,
+               parallel=False):
+    """Runs the scripts and returns one row per script (see `evaluate`).
+
+    With `rejudge`, runs nothing: judges the runs kept in `keep` by an
+    earlier call (e.g. after changing what is checked). With `parallel`,
+    the plain and the watched run of a script run side by side (faster on
+    an idle machine; the time shares are each process's own)."""
     env, paths = _env()
     sys.path[:0] = [p for p in paths if p not in sys.path]  # records of that checkout
     rows = []
@@ -618,24 +702,27 @@ def run_corpus(names, seed, quick, keep=None, control=False, echo=print):
     try:
         for name in names:
             folder = base / name
-            if folder.exists():
-                shutil.rmtree(folder)
-            plain = _run_child(name, "plain", seed, folder / "plain", quick, env)
-            watched = _run_child(name, "watched", seed, folder / "watched", quick, env)
+            if rejudge:
+                plain, watched = _load_child(folder / "plain"), _load_child(folder / "watched")
+            else:
+                if folder.exists():
+                    shutil.rmtree(folder)
+                plain, watched = _run_pair(name, seed, folder, quick, env, parallel)
             truth = plain.get("truth") or watched.get("truth") or {
                 "verdict": "unknown", "detect": [], "forbid": [], "by_loss_jump": False,
                 "advice": None, "measured": "all", "note": ""}
             row = evaluate(name, truth, plain, watched, folder / "plain", folder / "watched")
             row.update(title=plain.get("title"), modelled_on=plain.get("modelled_on"), seed=seed)
-            if control:
-                again = _run_child(name, "plain", seed, folder / "plain2", quick, env)
+            if control and not rejudge:
+                again = _finish_child(
+                    _start_child(name, "plain", seed, folder / "plain2", quick, env))
                 row["control"] = compare(plain, again, folder / "plain", folder / "plain2")
             rows.append(row)
             echo(f"[{name}] {'ok' if row['ok'] else '; '.join(row['problems'])[:300]} "
                  f"(plain {plain.get('process_wall', 0):.0f} s, watched "
                  f"{watched.get('process_wall', 0):.0f} s)", flush=True)
     finally:
-        if not keep:
+        if not keep and not rejudge:
             shutil.rmtree(base, ignore_errors=True)
     return rows
 
@@ -649,6 +736,10 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DIR", help="keep the run folders in DIR")
     parser.add_argument("--control", action="store_true",
                         help="also rerun each script plain, to check it repeats")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the plain and the watched run side by side")
+    parser.add_argument("--rejudge", metavar="DIR",
+                        help="run nothing: judge the runs kept in DIR by --keep")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -668,10 +759,14 @@ def main(argv=None):
     print(f"keras_gradwatch from {paths[0]} at commit {commit}; seed {args.seed}"
           + (", quick" if args.quick else ""), flush=True)
     start = time.perf_counter()
-    rows = run_corpus(names, args.seed, args.quick, keep=args.keep, control=args.control)
+    if args.rejudge:
+        names = [n for n in names if (pathlib.Path(args.rejudge) / n).is_dir()]
+    rows = run_corpus(names, args.seed, args.quick, keep=args.rejudge or args.keep,
+                      control=args.control, rejudge=bool(args.rejudge),
+                      parallel=args.parallel)
     print()
     print_table(rows)
-    if args.control:
+    if args.control and not args.rejudge:
         print()
         for row in rows:
             c = row["control"]
