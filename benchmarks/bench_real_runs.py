@@ -311,12 +311,14 @@ def compare(plain, watched, plain_dir, watched_dir):
     steps_p, steps_w = plain.get("steps", []), watched.get("steps", [])
     common = min(len(steps_p), len(steps_w))
     report["stopped_early"] = len(steps_w) < len(steps_p)
-    worst = 0.0
+    worst, report["first_differing_step"] = 0.0, None
     for sp, sw in zip(steps_p[:common], steps_w[:common]):
         for key in sp:
             if key == "step" or key.startswith("_"):
                 continue
             diff = _max_abs(sp[key], sw.get(key, float("nan")))
+            if diff and report["first_differing_step"] is None:
+                report["first_differing_step"] = sp["step"]
             worst = max(worst, diff)
     report["steps"] = worst if common else None
     if steps_w and steps_p:
@@ -523,8 +525,8 @@ def judge_measured(truth, watched, runs, before_step=None):
                             + (f" (reason: {reasons[0][:160]})" if reasons else " (no reason)"))
     if not per_model:
         problems.append("NOT MEASURED: no fit recorded")
-    status = ("all" if not unmeasured and not implausible else
-              f"{len(per_model) - len(unmeasured)}/{len(per_model)}")
+    good = sum(1 for m, e in per_model.items() if e["measurements"] and m not in implausible)
+    status = "all" if per_model and good == len(per_model) else f"{good}/{len(per_model)}"
     return {"per_model": per_model, "status": status, "reasons": reasons,
             "problems": problems}
 
@@ -658,6 +660,8 @@ def print_table(rows):
                 lines.append(f"model '{name}': {entry['measurements']} measurement(s)")
         if row["measured"]["reasons"]:
             lines.append(f"declared unmeasured: {row['measured']['reasons'][0][:200]}")
+        if row["identity"].get("first_differing_step") is not None:
+            lines.append(f"step logs differ from step {row['identity']['first_differing_step']}")
         lines += row["identity"]["details"][:3]
         if lines:
             print(f"{row['name']}:")
