@@ -605,7 +605,9 @@ def _loss_trend(result):
 
 
 def _fmt(value, spec=".3g"):
-    return "-" if value is None else format(value, spec)
+    if value is None:
+        return "-".rjust(int(re.match(r"\d*", spec).group() or 0))
+    return format(value, spec)
 
 
 # The verdict column's name for each kind of problem.

@@ -65,7 +65,8 @@ def build():
 def run(callbacks, seed, quick=False):
     steps = 16000 if quick else 128000
     x, y = make_streams(recording(steps, seed), STREAMS, chunk=CHUNK)
-    x_val, y_val = make_streams(recording(steps // 4, seed + 1000), STREAMS, chunk=CHUNK)
+    val_steps = max(steps // 4, 2 * STREAMS * CHUNK + 1)  # two batches at least
+    x_val, y_val = make_streams(recording(val_steps, seed + 1000), STREAMS, chunk=CHUNK)
     model = build()
     history = model.fit(x, y, batch_size=STREAMS, epochs=1 if quick else 5, shuffle=False,
                         validation_data=(x_val, y_val), verbose=0, callbacks=callbacks())
