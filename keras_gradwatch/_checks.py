@@ -9,8 +9,8 @@ turns what the callback sees into `Evidence` at three moments:
   update-to-weight ratios with the number of optimizer updates they span.
   It also writes the step record;
 - each measurement on the probe batch: the per-layer gradient norms, and
-  for each measured layer its profile, with the content of the probe batch
-  per lag, the `TruncatedBPTT` backprop span, the optimizer updates so far
+  for each measured layer its profile, the `TruncatedBPTT` backprop span,
+  the optimizer updates so far
   and the latest verdict of the loss trend;
 - each epoch end: the epoch's losses feed the loss trend
   (`_detectors.trend`).
@@ -126,7 +126,7 @@ class Checks:
         ))
 
     def measurement(self, result, step, epoch, *, updates=None, backprop=None, facts=None,
-                    inputs_finite=None, content=None):
+                    inputs_finite=None):
         """Checks a measurement (`measurement.Measurement`).
 
         Args:
@@ -138,8 +138,6 @@ class Checks:
             facts: The `LayerFacts` of the model's recurrent layers, by name.
             inputs_finite: Function returning whether the weights and the
                 probe batch are finite (called only if a gradient is not).
-            content: Function of a length returning the probe batch's
-                content share per lag (`growth.content_share`), or None.
         """
         norms = result.layer_norms or {}
         broken = any(not math.isfinite(v) for v in norms.values())
@@ -158,7 +156,6 @@ class Checks:
                 "layer", step, epoch, updates=updates, layer_norms=result.layer_norms,
                 layer=name, profile=record,
                 facts=(facts or {}).get(name.split("#")[0], LayerFacts()),
-                content=content(len(record.profile)) if content else None,
                 backprop=backprop, trend=self.trend.latest,
             ))
 

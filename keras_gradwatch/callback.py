@@ -18,9 +18,9 @@ import math
 import pathlib
 import time
 import warnings
+import weakref
 
 import keras
-import numpy as np
 
 from keras_gradwatch import _advice
 from keras_gradwatch import _alerting
@@ -30,6 +30,7 @@ from keras_gradwatch import _compat
 from keras_gradwatch import _drawing
 from keras_gradwatch import _learning_rate
 from keras_gradwatch import _model_facts
+from keras_gradwatch import _model_runs
 from keras_gradwatch import _probe
 from keras_gradwatch import _recorder
 from keras_gradwatch import _rollback
@@ -42,9 +43,9 @@ from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
 from keras_gradwatch import records
 from keras_gradwatch import stats
-from keras_gradwatch._detectors import growth
 from keras_gradwatch._detectors.base import Settings
 from keras_gradwatch.errors import GradientAlertError
+from keras_gradwatch.errors import NotMeasurableError
 
 PLOT_MODES = _settings.PLOT_MODES
 PROBE_ROWS = _probe.PROBE_ROWS
@@ -226,6 +227,8 @@ class GradWatch(keras.callbacks.Callback):
         clip=None,
         clip_percentile=_autoclip.DEFAULT_PERCENTILE,
     ):
+        # Kept to start a fresh run, with the same settings, for another model.
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         _compat.require_tensorflow_backend("GradWatch")
         actions = _settings.check(
             log_dir=log_dir, every=every, overhead=overhead, loss_steps=loss_steps,
@@ -236,6 +239,10 @@ class GradWatch(keras.callbacks.Callback):
             clip=clip, clip_percentile=clip_percentile, actions=actions,
         )
         super().__init__()
+        self._arguments = arguments
+        self._model_runs = _model_runs.ModelRuns(log_dir)  # one run folder per model
+        self._watched = None  # weak reference to the model this run records
+        self._measure_retry = False  # the measurement failed on this probe batch only
         self.log_dir = log_dir
         self.every = every
         self.overhead = overhead
@@ -289,7 +296,6 @@ class GradWatch(keras.callbacks.Callback):
         self._batch = -1  # last batch index seen in the epoch
         # Measurements.
         self._probe = None
-        self._content = {}  # the probe batch's content share per lag, by length
         self._measurements = 0
         self._measured_step = None
         self._measure_error = None
@@ -308,13 +314,35 @@ class GradWatch(keras.callbacks.Callback):
     # Lifecycle --------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._follow_model()
         self._budget = _schedule.budget_for(self.log_dir, self.overhead)
         self._budget.start_fit()
         self._own.start_fit()
         with self._timed():
             self._train_begin()
 
+    def _follow_model(self):
+        """A model other than the last `fit`'s gets a run of its own (see
+        `_model_runs`): the same settings, a fresh state, its own folder."""
+        inner = _model_facts.inner(self.model)
+        folder, _ = self._model_runs.folder_for(inner)
+        if self._watched is None or self._watched() is inner:
+            self._watched = weakref.ref(inner)
+            return
+        model, params, runs, said = self.model, self.params, self._model_runs, self.alerts
+        self.__init__(**{**self._arguments, "log_dir": folder})
+        self.set_model(model)
+        self.set_params(params)
+        self._model_runs, self.alerts = runs, said
+        self._watched = weakref.ref(inner)
+
     def _train_begin(self):
+        if self._measure_retry:
+            # It failed on the last fit's probe batch (e.g. another input
+            # shape): this fit's first batch is measured afresh.
+            self._measure_error, self._measure_retry = None, False
+            if self.probe_data is None:
+                self._probe = None
         self._recorder.open()
         if not self._started:
             self._resume()
@@ -513,7 +541,6 @@ class GradWatch(keras.callbacks.Callback):
 
     def _take_probe(self, batch):
         self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
-        self._content = {}
         _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
         if self._measurements == 0:
             with self._timed():
@@ -531,10 +558,13 @@ class GradWatch(keras.callbacks.Callback):
             )
         except Exception as error:  # noqa: BLE001 - never break training
             self._measure_error = measurement.not_measured(error)
+            self._measure_retry = not isinstance(error, NotMeasurableError)
             self._line.end()
             warnings.warn(
                 "GradWatch does not measure this model; it only checks the "
-                f"logs from now on. {self._measure_error}",
+                + ("logs until this fit ends (the next fit measures on its own "
+                   "first batch). " if self._measure_retry else "logs from now on. ")
+                + self._measure_error,
                 stacklevel=alerts_lib._user_stacklevel(),
             )
             return None
@@ -569,19 +599,8 @@ class GradWatch(keras.callbacks.Callback):
                 facts=self._facts,
                 inputs_finite=lambda: _probe.is_finite(self._probe)
                 and _model_facts.weights_finite(_model_facts.inner(self.model)),
-                content=self._content_share,
             )
         return result
-
-    def _content_share(self, length):
-        """The probe batch's share of content (not padding) per lag."""
-        if length not in self._content:
-            x = self._probe[0]
-            arrays = [np.asarray(leaf) for leaf in keras.tree.flatten(x) if leaf is not None]
-            self._content[length] = growth.content_share(arrays, length)
-        return self._content[length]
-
-    # Alerts -----------------------------------------------------------------
 
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""

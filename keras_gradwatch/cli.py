@@ -60,7 +60,21 @@ def summary_text(run):
     own = _html.own_time_text(summary)
     if own:
         lines.append(f"GradWatch's own time:      {own}")
+    lines += _model_lines(run.path)
     return "\n".join(lines)
+
+
+def _model_lines(path):
+    """Where the other models' runs are, when one GradWatch watched several."""
+    runs = records.model_runs(path)
+    if not runs:
+        return []
+    lines = [f"This GradWatch watched {len(runs)} models, each in a run of its own "
+             "(gradwatch summary FOLDER for each):"]
+    for entry in runs:
+        where = "this folder" if entry["folder"] == path else str(entry["folder"])
+        lines.append(f"  {entry['index']}. {entry['model']}: {where}")
+    return lines
 
 
 def _layer_lines(summary, alerts):

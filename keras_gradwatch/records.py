@@ -40,6 +40,8 @@ STEPS = "steps.jsonl"
 MEASUREMENTS = "measurements.jsonl"
 ALERTS = "alerts.jsonl"
 SUMMARY = "summary.json"
+# With several models watched by one GradWatch: each model's run folder.
+MODELS = "models.json"
 PROFILES = "profiles"
 DECAY_PLOT = "decay_profile.png"  # drawn by `plots`, shown by `Run._repr_html_`
 FORMAT_VERSION = 1
@@ -579,3 +581,37 @@ def run_labels(paths):
         count = seen[folder]
         labels.append(name_of[folder] + (f" #{count}" if count > 1 else ""))
     return labels
+
+
+def model_runs(log_dir):
+    """The runs of the models one `GradWatch` watched in `log_dir`.
+
+    Returns:
+        A list of dicts (`index`, `model`, `folder`: the path of its run
+        folder), the first model's run being `log_dir` itself; an empty
+        list when one model was watched (no `models.json`).
+
+    Raises:
+        RunDirectoryError: If `models.json` is damaged.
+    """
+    path = pathlib.Path(log_dir) / MODELS
+    if not path.is_file():
+        return []
+    try:
+        listing = json.loads(path.read_text(encoding="utf-8"))
+        entries = [
+            {"index": int(e["index"]), "model": str(e["model"]),
+             "folder": pathlib.Path(log_dir) / _inside(str(e["folder"]))}
+            for e in listing["models"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunDirectoryError(f"Damaged '{path}': {error}.") from error
+    return entries
+
+
+def _inside(relative):
+    """A relative folder that stays inside the run folder, or an error."""
+    parts = pathlib.PurePosixPath(relative).parts
+    if pathlib.PurePosixPath(relative).is_absolute() or ".." in parts:
+        raise ValueError(f"folder {relative!r} is outside the run folder")
+    return relative

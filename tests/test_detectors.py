@@ -12,8 +12,6 @@ from keras_gradwatch._detectors import kinds
 from keras_gradwatch._detectors.base import Evidence
 from keras_gradwatch._detectors.base import LayerFacts
 from keras_gradwatch._detectors.growth import GrowthInTime
-from keras_gradwatch._detectors.growth import content_mask
-from keras_gradwatch._detectors.growth import content_share
 from keras_gradwatch._detectors.nonfinite import NonFiniteStep
 from keras_gradwatch._detectors.spikes import Spikes
 from keras_gradwatch._detectors.trend import LossTrend
@@ -230,51 +228,24 @@ def test_padded_text_rise_is_not_exploding():
     # Judged over the whole profile, the rise from padding to the sentence
     # passes the growth tests of a state gradient:
     assert GrowthInTime().check(layer(record(profile, site="state"))) is not None
-    # At a stock layer's input, neither with the probe batch's content (the
-    # last 9 steps of some sentences are padding) nor without it.
-    lengths = [18, 20, 27, 15, 18, 22]
-    tokens = np.zeros((6, 27), int)
-    for row, length in enumerate(lengths):
-        tokens[row, :length] = np.arange(1, length + 1) % 7 + 1
-    content = content_share([tokens], 27)
-    assert content[:13].tolist() == pytest.approx(
-        [1 / 6] * 5 + [2 / 6] * 2 + [3 / 6] * 2 + [5 / 6] * 3 + [1.0]
-    )
-    for share in (content, None):
-        assert GrowthInTime().check(layer(record(profile, site="input"), content=share,
-                                          trend=_stalled())) is None
+    # At a stock layer's input the same rise is where the sentence starts:
+    # no verdict, stalled loss or not.
+    for trend in (_stalled(), None):
+        assert GrowthInTime().check(layer(record(profile, site="input"), trend=trend)) is None
 
 
-def test_diverging_recurrence_seen_at_the_input_is_exploding():
-    # A ReLU RNN with large recurrent weights: the input gradient grows at
-    # every lag, padding or not.
+def test_input_and_probe_sites_give_no_growth_verdict():
+    # A ReLU RNN with large recurrent weights rises at every lag; so does an
+    # LSTM classifier's input gradient when its cue sits in the first steps
+    # (the next test). At the input both look alike: only the state gradient
+    # speaks for the recurrence.
     profile = 1e-3 * 1.25 ** np.arange(27)
-    tokens = np.ones((4, 27), int)
-    tokens[:, 1::2] = 2
-    tokens[0, 20:] = 0  # two sentences padded: lags 0-6 not judged
-    tokens[1, 24:] = 0
-    found = GrowthInTime().check(layer(record(profile, site="input"), trend=_stalled(),
-                                       content=content_share([tokens], 27), facts=RNN))
-    assert found is not None and found.evidence["lags"] == (7, 26)
-    assert "over lags 7-26, where every probe sequence holds content" in found.message
-    assert "epoch-mean training loss has not fallen" in found.message
-    # At the input, a rise the loss does not follow is no verdict.
-    assert GrowthInTime().check(layer(record(profile, site="input"))) is None
-
-
-def test_one_lag_standing_out_at_the_input_is_not_growth():
-    # At a layer's input, the step whose value the answer needs stands out.
-    profile = 0.91 ** np.arange(51)
-    profile[50] = 14 * profile[1:].min()
-    assert stats.growth(profile) >= 10
-    assert GrowthInTime().check(layer(record(profile, site="input"))) is None
-    # A geometric rise held over the far span is growth.
-    held = profile.copy()
-    held[38:] = held[37] * 1.3 ** np.arange(1, 14)
-    assert GrowthInTime().check(layer(record(held, site="input"), trend=_stalled())) is not None
-    # A rise in one place (where the information sits), then flat: not.
-    step = np.concatenate([np.full(20, 1e-3), np.full(31, 5e-2)])
-    assert GrowthInTime().check(layer(record(step, site="input"), trend=_stalled())) is None
+    for site in ("input", "probe"):
+        assert GrowthInTime().check(layer(record(profile, site=site), trend=_stalled(),
+                                          facts=RNN)) is None
+    found = GrowthInTime().check(layer(record(profile, site="state"), facts=RNN))
+    assert found is not None and found.evidence["lags"] == (1, 26)
+    assert "over the 26 steps of the profile it rises" in found.message
 
 
 def test_an_input_gradient_rising_while_the_loss_falls_is_learning():
@@ -291,20 +262,6 @@ def test_an_input_gradient_rising_while_the_loss_falls_is_learning():
     falling = trend.epoch_end(1, 0.577, None)
     assert GrowthInTime().check(layer(record(profile, site="input"), trend=falling)) is None
     assert GrowthInTime().check(layer(record(profile, site="input"), trend=None)) is None
-
-
-def test_content_mask_finds_padding_at_either_end():
-    x = np.array([[0, 0, 0, 4, 5, 9], [0, 0, 3, 4, 9, 9], [5, 2, 3, 4, 9, 9], [1, 1, 3, 4, 5, 6]])
-    # Leading 0s (2 rows of 4 start with 0), trailing 9s (3 of 4 end with 9);
-    # the two 1s that start the last row are content: no other row starts so.
-    assert content_mask(x).astype(int).tolist() == [
-        [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]
-    one_hot = np.eye(10)[x]  # features: a step is padding when all are equal
-    assert content_mask(one_hot).tolist() == content_mask(x).tolist()
-    assert content_share([np.zeros((2, 5))], 4) is None  # no input of that length
-    # Random tokens hold no padding, whatever repeats by chance.
-    tokens = np.random.default_rng(0).integers(2, 10, size=(16, 30))
-    assert content_share([tokens], 30).min() == 1.0
 
 
 def test_the_detectors_docstring_examples_run():

@@ -63,8 +63,6 @@ class Evidence:
         layer: The measured layer's name.
         profile: Its `measurement.LayerProfile` (site, profile, statistics).
         facts: Its `LayerFacts`.
-        content: Per lag of the profile, the share of probe rows whose step
-            holds content (not padding); None when not known.
         backprop: `TruncatedBPTT`'s backprop span, or None.
         trend: The latest `trend.Trend` of the loss, or None before two
             epochs ended.
@@ -86,7 +84,6 @@ class Evidence:
     layer: object = None
     profile: object = None
     facts: object = None
-    content: object = None
     backprop: object = None
     trend: object = None
 
