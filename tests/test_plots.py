@@ -57,6 +57,7 @@ def test_comparison_of_runs(tmp_path):
     assert png_size(path)[0] >= 600
 
 
+@pytest.mark.slow  # a stress test: many drawings (about 30 s)
 def test_no_figure_is_left_open_after_many_plots(tmp_path):
     import matplotlib.pyplot as pyplot
 
