@@ -47,9 +47,6 @@ class ModelRuns:
             writer.write_json(records.MODELS, {"models": [e for _, e in self._runs]})
         return self.root / relative, False
 
-    def __len__(self):
-        return len(self._runs)
-
 
 def _safe(name):
     """A model name as one plain folder-name component."""
