@@ -129,3 +129,18 @@ def refused_before_any_step(model, method, match, *args, **kwargs):
     for got, want in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(got, want)
     return str(error.value)
+
+
+class LearningRateFault(keras.callbacks.Callback):
+    """Multiplies a variable learning rate by `factor` before step `at`
+    (counted from 1), as a faulty schedule callback would."""
+
+    def __init__(self, at, factor):
+        super().__init__()
+        self.at, self.factor, self.step = at, factor, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        if self.step == self.at:
+            rate = self.model.optimizer.learning_rate
+            rate.assign(rate * self.factor)

@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from conftest import LearningRateFault
 from conftest import write_synthetic_run
 
 from keras_gradwatch import GradWatch
@@ -195,20 +196,6 @@ def test_a_reader_that_fails_stops_reading_instead_of_raising():
 
 # In GradWatch's records --------------------------------------------------------
 
-class RaiseAt(keras.callbacks.Callback):
-    """Multiplies a variable learning rate by `factor` before step `at`."""
-
-    def __init__(self, at, factor):
-        super().__init__()
-        self.at, self.factor, self.step = at, factor, 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.step += 1
-        if self.step == self.at:
-            rate = self.model.optimizer.learning_rate
-            rate.assign(rate * self.factor)
-
-
 def step_records(folder):
     return [json.loads(line) for line in (folder / "steps.jsonl").read_text().splitlines()]
 
@@ -221,7 +208,7 @@ def test_steps_record_a_changed_learning_rate_and_training_is_unchanged(tmp_path
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         model.compile(keras.optimizers.SGD(0.01), "mse")
-        callbacks = [RaiseAt(5, 3.0)] + ([watch] if watch else [])
+        callbacks = [LearningRateFault(5, 3.0)] + ([watch] if watch else [])
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
         weights.append(model.get_weights())
     for a, b in zip(*weights):

@@ -9,6 +9,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import LearningRateFault
 
 from keras_gradwatch import GradientWarning
 from keras_gradwatch import GradWatch
@@ -19,21 +20,6 @@ from keras_gradwatch.errors import InvalidInputError
 
 FAULT_STEP = 27
 FAULT_FACTOR = 1000.0
-
-
-class LearningRateFault(keras.callbacks.Callback):
-    """Multiplies the learning rate by `factor` before step `at` (counted
-    from 1), as a faulty schedule callback would."""
-
-    def __init__(self, at=FAULT_STEP, factor=FAULT_FACTOR):
-        super().__init__()
-        self.at, self.factor, self.step = at, factor, 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.step += 1
-        if self.step == self.at:
-            rate = self.model.optimizer.learning_rate
-            rate.assign(rate * self.factor)
 
 
 def regression(n, seed):
@@ -50,7 +36,7 @@ def fit_with_fault(watch, epochs=10):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
                               keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(1e-2), "mse")
-    callbacks = [LearningRateFault()] + ([watch] if watch is not None else [])
+    callbacks = [LearningRateFault(FAULT_STEP, FAULT_FACTOR)] + ([watch] if watch is not None else [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GradientWarning)
         history = model.fit(*regression(512, 0), batch_size=64, epochs=epochs, verbose=0,
@@ -113,7 +99,7 @@ def test_a_non_finite_loss_is_rolled_back_too(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GradientWarning)
         history = model.fit(*regression(512, 0), batch_size=64, epochs=5, verbose=0,
-                            callbacks=[LearningRateFault(factor=1e4), watch])
+                            callbacks=[LearningRateFault(FAULT_STEP, 1e4), watch])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and len(summary["rollbacks"]) == 1
     (rolled,) = [a for a in watch.alerts if "Rolled back" in a.message]
