@@ -46,6 +46,14 @@ _SIGNAL_WORDS = {
     "profile": "time profile",
     "update_ratio": "update/weight ratio",
 }
+# What turned non-finite, for `nonfinite` alerts.
+_NONFINITE_WORDS = {
+    "grad_norm": "the gradient norm",
+    "loss": "the loss",
+    "layer_norm": "a layer's gradient on the probe batch",
+    "profile": "a time profile",
+    "skipped_updates": "gradients (updates skipped)",
+}
 # Shapes of a kind's further signals (its first has the kind's own marker).
 _SIGNAL_MARKERS = ("s", "D", "P", "*", "o", "h", "^", "v", "X")
 # Colours of per-layer norms: none is an alert's colour.
@@ -480,7 +488,10 @@ def plot_norms(run, path=None, summary=None):
     losses = [(s["step"], records.number(s.get("loss"))) for s in run.steps
               if records.number(s.get("loss")) is not None]
     losses = [(x, v) for x, v in losses if math.isfinite(v)]
-    width, legend_room = 11.5, 3.3
+    # The legend sits right of the axes, past the learning rate's axis when
+    # the steps record one: room for both.
+    rated = any(s.get("lr") is not None for s in run.steps)
+    width, legend_room = (12.5, 4.3) if rated else (11.5, 3.3)
     height = 5.8 if losses else 4.4
     with _figure(width, height) as figure:
         figure.subplots_adjust(left=1.0 / width, right=1 - legend_room / width,
@@ -584,7 +595,10 @@ def plot_norms(run, path=None, summary=None):
 
 def _alert_label(kind, signal, alerts):
     """What fired, for the legend: e.g. "exploding: gradient norm jump (3)"."""
-    words = _SIGNAL_WORDS.get(signal, signal or "alert")
+    if kind == "nonfinite":  # a value that turned NaN/Inf, not a jump
+        words = "NaN/Inf in " + _NONFINITE_WORDS.get(signal, signal or "a value")
+    else:
+        words = _SIGNAL_WORDS.get(signal, signal or "alert")
     count = sum(1 + int(a.get("suppressed") or 0) for a in alerts)
     return f"{kind}: {words} ({count})"
 

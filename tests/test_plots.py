@@ -144,7 +144,7 @@ def test_alert_markers_say_what_fired(tmp_path, monkeypatch):
         for line in f.axes[0].get_lines() if ":" in line.get_label()})
     plots.plot_norms(run)
     assert {"exploding: gradient norm jump (3)", "exploding: time profile (1)",
-            "vanishing: time profile (1)", "nonfinite: loss jump (1)"} <= set(texts[0])
+            "vanishing: time profile (1)", "nonfinite: NaN/Inf in the loss (1)"} <= set(texts[0])
     shapes = markers[0]
     # One colour per kind, one shape per signal within it.
     assert shapes["exploding: gradient norm jump (3)"][1] == shapes["exploding: time profile (1)"][1]
@@ -219,3 +219,22 @@ def test_comparison_labels_runs_by_their_distinguishing_path(tmp_path, monkeypat
     texts = drawn(monkeypatch, legend_texts)
     plots.plot_comparison(runs, tmp_path / "compare.png")
     assert [t.split(":")[0] for t in texts[0]] == ["w_10/gw", "w_40/gw"]
+
+
+@pytest.mark.parametrize("rated", [False, True])
+def test_the_norms_legend_fits_in_the_figure(tmp_path, monkeypatch, rated):
+    run = write_norms_run(tmp_path, [1.0 + 0.1 * i for i in range(12)],
+                          [{"kind": "exploding", "step": 3, "signal": "update_ratio"}])
+    if rated:  # the learning rate's axis sits between the axes and the legend
+        for number, record in enumerate(run.steps):
+            record["lr"] = 1e-3 if number < 6 else 1.0
+
+    def right_edges(figure):
+        figure.canvas.draw()
+        legend = figure.axes[0].get_legend().get_window_extent()
+        return legend.x1, figure.bbox.x1
+
+    edges = drawn(monkeypatch, right_edges)
+    plots.plot_norms(run)
+    legend_right, figure_right = edges[0]
+    assert legend_right <= figure_right
