@@ -92,9 +92,13 @@ def test_sparse_logits_per_step_with_sample_weights(weights):
         assert abs(plain.global_norm - result.global_norm) > 1e-3 * norm
 
 
-def test_multi_output_with_loss_weights_leaves_the_metrics_alone():
+def two_outputs(dropout=None, **compile_kwargs):
+    """An LSTM with a regression output "a" and a 3-class output "b",
+    compiled with per-output losses weighted 0.3 and 2.0."""
     inputs = keras.Input((None, 2))
     hidden = keras.layers.LSTM(4, name="lstm")(inputs)
+    if dropout:
+        hidden = keras.layers.Dropout(dropout)(hidden)
     model = keras.Model(
         inputs,
         {"a": keras.layers.Dense(1, name="a")(hidden),
@@ -102,8 +106,13 @@ def test_multi_output_with_loss_weights_leaves_the_metrics_alone():
     )
     model.compile(
         "adam", loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-        loss_weights={"a": 0.3, "b": 2.0},
+        loss_weights={"a": 0.3, "b": 2.0}, **compile_kwargs,
     )
+    return model
+
+
+def test_multi_output_with_loss_weights_leaves_the_metrics_alone():
+    model = two_outputs()
     x = rng().normal(size=(6, 9, 2)).astype("float32")
     y = {"a": rng(1).normal(size=(6,)).astype("float32"), "b": rng(2).integers(0, 3, size=(6,))}
     result = measure(model, x, y, gradient_norms=True)
@@ -291,17 +300,7 @@ def test_gradwatch_on_a_multi_output_model_changes_no_figure_of_training(tmp_pat
 
     def run(callbacks):
         keras.utils.set_random_seed(0)
-        inputs = keras.Input((None, 2))
-        hidden = keras.layers.Dropout(0.3)(keras.layers.LSTM(4)(inputs))
-        model = keras.Model(
-            inputs,
-            {"a": keras.layers.Dense(1, name="a")(hidden),
-             "b": keras.layers.Dense(3, activation="softmax", name="b")(hidden)},
-        )
-        model.compile(
-            "adam", loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-            loss_weights={"a": 0.3, "b": 2.0}, metrics={"b": ["accuracy"]},
-        )
+        model = two_outputs(dropout=0.3, metrics={"b": ["accuracy"]})
         history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
         return history.history, model.get_weights()
 
