@@ -121,7 +121,7 @@ class Checks:
             self.desk.step_norms.add(grad_norm)
         self.run(Evidence(
             "step", step, epoch, loss=instant, grad_norm=grad_norm, new_skips=new_skips,
-            loss_scaled=scaled, update_ratios=update_ratios or None,
+            loss_scaled=scaled, lr=lr, update_ratios=update_ratios or None,
             step_updates=step_updates,
         ))
 
@@ -162,6 +162,12 @@ class Checks:
     def epoch_end(self, epoch, logs):
         """An epoch ended: its losses feed the loss trend."""
         self.trend.epoch_end(epoch, _number(logs.get("loss")), _number(logs.get("val_loss")))
+
+    @property
+    def suspect(self):
+        """Whether a detector waits to confirm a possible blow-up (a loss
+        jump or norm spike): the model may be damaged."""
+        return any(getattr(detector, "suspect", False) for detector in self.detectors)
 
     def run(self, evidence):
         """Hands `evidence` to the detectors of its moment; reports findings."""

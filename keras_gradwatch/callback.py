@@ -498,7 +498,7 @@ class GradWatch(keras.callbacks.Callback):
             loss = logs.get("loss")
             healthy = sum(self._desk.counts.values()) == alerts_before and (
                 loss is None or math.isfinite(float(loss))
-            )
+            ) and not self._checks.suspect
             self._rollback.after_step(self._step, healthy)
 
     def _roll_back(self):

@@ -47,8 +47,7 @@ def summary_text(run):
     alerts = ", ".join(f"{k} {n}" for k, n in summary["alerts"].items())
     lines += [
         f"median gradient norm:      {_number(summary['median_grad_norm'])} (whole run)",
-        f"suggested global_clipnorm: {_number(summary['suggested_clipnorm'])} "
-        f"({records.CLIP_BASIS}, as in the alerts)",
+        f"suggested global_clipnorm: {records.clip_suggestion_text(summary)}",
         f"skipped updates:           {_number(summary['skipped_updates'])}",
     ]
     if summary.get("clipped_updates") is not None:

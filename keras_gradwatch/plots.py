@@ -548,7 +548,7 @@ def plot_norms(run, path=None, summary=None):
             ax.step(clip_x, clip_v, where="post", color="tab:blue", lw=1.4,
                     label=f"AutoClip threshold ({clipped} updates clipped)")
         clip = summary.get("suggested_clipnorm")
-        if clip:
+        if clip and not summary.get("clip_note"):  # an adaptive optimizer: no clipnorm helps
             ax.axhline(clip, color="tab:green", ls="--", lw=1.2,
                        label=f"suggested global_clipnorm = {clip:g}\n({records.CLIP_BASIS})")
         top = blended_transform_factory(ax.transData, ax.transAxes)

@@ -507,6 +507,28 @@ def summarize(run):
     return summary
 
 
+def clip_suggestion_text(summary):
+    """The suggested `global_clipnorm` in words: the value and its basis, or
+    why none is suggested (an adaptive optimizer, whose step clipping cannot
+    bound: `summary["clip_note"]`).
+
+    Example:
+
+    >>> clip_suggestion_text({"suggested_clipnorm": 0.52})
+    '0.52 (median of the last 100 step norms, as in the alerts)'
+    >>> clip_suggestion_text({"suggested_clipnorm": 0.52, "clip_note": "Clipping cannot..."})
+    'none: clipping cannot bound the step of this optimizer (an adaptive one: the learning rate sets it)'
+    """
+    if summary.get("clip_note"):
+        return ("none: clipping cannot bound the step of this optimizer (an adaptive one: "
+                "the learning rate sets it)")
+    value = summary.get("suggested_clipnorm")
+    value = None if value is None else number(value)
+    if value is None:
+        return "-"
+    return f"{value:g} ({CLIP_BASIS}, as in the alerts)"
+
+
 def trend_note(summary):
     """A sentence on what the run's measurements can show, or "": why a
     model was not measured, that measuring stopped (and why), or that too

@@ -70,8 +70,8 @@ def render(run, images, summary=None):
     parts += [
         "<h2>Gradient norms</h2><table>",
         f"<tr><th>median gradient norm (whole run)</th><td class='num'>{_html.fmt(summary['median_grad_norm'])}</td></tr>",
-        f"<tr><th>suggested global_clipnorm ({records.CLIP_BASIS}, as in the alerts)</th>"
-        f"<td class='num'>{_html.fmt(summary['suggested_clipnorm'])}</td></tr>",
+        f"<tr><th>suggested global_clipnorm</th>"
+        f"<td>{e(records.clip_suggestion_text(summary))}</td></tr>",
         f"<tr><th>skipped updates</th><td class='num'>{_html.fmt(summary['skipped_updates'])}</td></tr>",
         *(
             [f"<tr><th>updates clipped by AutoClip</th><td class='num'>{_html.fmt(summary['clipped_updates'])}</td></tr>",

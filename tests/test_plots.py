@@ -163,6 +163,21 @@ def test_probe_batch_norm_says_it_is_the_probe_batch(tmp_path, monkeypatch):
             in texts[0])
 
 
+def test_no_clipnorm_is_drawn_for_an_adaptive_optimizer(tmp_path, monkeypatch):
+    # Adam's step is set by its learning rate: the alerts suggest no
+    # clipnorm, and neither does the plot.
+    run = write_norms_run(tmp_path, [1.0] * 10)
+    writer = records.RunWriter(tmp_path)
+    writer.open()
+    writer.write_json(records.SUMMARY, {"status": "completed", "clip_note": "Clipping cannot"})
+    writer.close()
+    run = records.load_run(tmp_path)
+    texts = drawn(monkeypatch, legend_texts)
+    plots.plot_norms(run)
+    assert not any("clipnorm" in text for text in texts[0])
+    assert records.clip_suggestion_text(records.summarize(run)).startswith("none: clipping")
+
+
 def tick_labels(figure):
     """Per log axis: its visible y tick labels and whether any two touch."""
     renderer = figure.canvas.get_renderer()

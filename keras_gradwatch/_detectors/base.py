@@ -54,6 +54,7 @@ class Evidence:
         new_skips: Updates skipped at this step for non-finite gradients.
         loss_scaled: The optimizer scales the loss (it skips non-finite
             updates by itself).
+        lr: The learning rate of the step's update, when known.
         update_ratios: ‖Δw‖/‖w‖ by layer over the step's updates.
         step_updates: Optimizer updates the ratios span (a `TruncatedBPTT`
             step holds one per window).
@@ -77,6 +78,7 @@ class Evidence:
     norm_source: str = "step"
     new_skips: object = None
     loss_scaled: bool = False
+    lr: object = None
     update_ratios: object = None
     step_updates: object = None
     layer_norms: object = None
