@@ -2,6 +2,7 @@
 finding, failures give one that states its evidence."""
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -181,6 +182,36 @@ def test_a_creeping_blow_up_is_alerted_when_its_loss_first_reaches_10x():
     assert list(found) == [34] and "(up to 18 at step 34)" in found[34].message
     assert found[34].evidence["jump_step"] == 31 and found[34].threshold == 15.0
     assert steps(Spikes(), [1.0, 2.0] * 15 + [16.0, 17.0, 1.0, 18.0]) == {}
+
+
+SERIES = np.load(pathlib.Path(__file__).parent / "data" / "step_series.npz")
+
+
+def run_series(name):
+    """Feeds a stored run's steps (loss, grad_norm, lr) to a new `Spikes`."""
+    losses, norms, rates = (list(map(lambda v: None if math.isnan(v) else float(v), column))
+                            for column in SERIES[name].T)
+    return steps(Spikes(), losses, norms, rates=rates)
+
+
+@pytest.mark.parametrize("name", [n for n in SERIES.files if n.startswith("healthy__")])
+def test_no_exploding_verdict_on_a_healthy_real_run(name):
+    # The corpus's healthy scripts and MLPs with heavy-tailed batch losses
+    # (tools/heavy_tailed_runs.py): hard batches 10-250x their median.
+    assert run_series(name) == {}
+
+
+def test_real_blow_ups_are_found_where_they_show():
+    # The ReLU RNN: loss 17x its median at step 24, 3.6 at 25, 620 at 26.
+    found = run_series("blowup__relu_rnn")
+    assert min(found) == 26 and found[26].evidence["jump_step"] == 24
+    # The learning rate raised 1000x at step 27: the jump of step 28 at once.
+    found = run_series("blowup__lr_fault")
+    assert min(found) == 28 and found[28].evidence["cause"] == "learning_rate"
+    # SGD meets the outlier row at step 83 and the ReLU network dies: its
+    # loss stays above the usual ones.
+    found = run_series("blowup__outlier_regression_sgd")
+    assert min(found) == 86 and found[86].evidence["jump_step"] == 83
 
 
 def test_user_ceiling_and_the_probe_norm():
