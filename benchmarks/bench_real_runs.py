@@ -19,7 +19,11 @@ says about it. For each script this harness:
    measuring something else), and
 4. the time inside GradWatch (CPU time of the process while one of its
    callback methods runs, outermost calls) as a share of the CPU time inside
-   `fit`; "steady" leaves out the measurements that traced (one-off cost).
+   `fit`; "steady" leaves out the measurements that traced (one-off cost);
+   "own" is GradWatch's own account of it (`own_time` in summary.json,
+   steady): a light hook counts its own thread's CPU, not the process's
+   (TensorFlow's pool winding down after a step runs during it, with or
+   without GradWatch), a measurement or drawing the process's.
 
 and prints one table. Run it against any checkout:
 
@@ -553,7 +557,14 @@ def overhead(watched, runs):
                                                                      else 1.0)
             traced_cpu += seconds * ratio
     traced_cpu = min(traced_cpu, gw)
-    return {"gw_cpu": gw, "gw_wall": gw_wall, "fit_cpu": fit, "fit_wall": watched.get("fit_wall"),
+    # GradWatch's own account (summary.json `own_time`): light hooks at
+    # their thread's CPU, measurements and drawings at the process's.
+    own = [(run.summary or {}).get("own_time") or {} for _, run in runs]
+    own_cpu = sum(float(o.get("cpu_seconds") or 0) - float(o.get("one_off_cpu_seconds") or 0)
+                  for o in own)
+    own_fit = sum(float(o.get("fit_cpu_seconds") or 0) for o in own)
+    return {"own_steady_share": own_cpu / own_fit if own_fit else None,
+            "gw_cpu": gw, "gw_wall": gw_wall, "fit_cpu": fit, "fit_wall": watched.get("fit_wall"),
             "traced_seconds": traced, "traced_cpu": traced_cpu,
             "share": gw / fit if fit else None,
             "steady_share": (gw - traced_cpu) / fit if fit else None,
@@ -619,7 +630,7 @@ SHORT = {"CRASH": "CRASH", "FALSE": "FALSE", "MISSED": "MISSED", "LATE": "LATE",
 def print_table(rows):
     head = (f"{'script':<18} {'truth':<8} {'alerts (kind x count)':<30} {'verdict':<14} "
             f"{'identical':<10} {'measured':<9} {'GW CPU %':>9} {'steady %':>9} "
-            f"{'fit CPU s':>9}  loss first->last")
+            f"{'own %':>7} {'fit CPU s':>9}  loss first->last")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -640,6 +651,7 @@ def print_table(rows):
         over = row["overhead"]
         share = None if over["share"] is None else 100 * over["share"]
         steady = None if over["steady_share"] is None else 100 * over["steady_share"]
+        own = None if over.get("own_steady_share") is None else 100 * over["own_steady_share"]
         trend = row["plain_loss"]
         loss = f"{_fmt(trend['first'])}->{_fmt(trend['last'])}"
         if trend["val_last"] is not None:
@@ -647,7 +659,7 @@ def print_table(rows):
         measured = f"{row['measured']['status']} ({over['measurements']})"
         print(f"{row['name']:<18} {row['truth']['verdict']:<8} {alerts:<30} {verdict:<14} "
               f"{same:<10} {measured:<9} {_fmt(share, '9.2f')} "
-              f"{_fmt(steady, '9.2f')} {_fmt(over['fit_cpu'], '9.1f')}  {loss}")
+              f"{_fmt(steady, '9.2f')} {_fmt(own, '7.2f')} {_fmt(over['fit_cpu'], '9.1f')}  {loss}")
     print()
     for row in rows:
         jump = row["alerts"]["jump_step"]

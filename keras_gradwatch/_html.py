@@ -156,7 +156,7 @@ def own_time_text(summary):
 
     >>> own_time_text({"own_time": {"seconds": 0.5, "fit_seconds": 20.0,
     ...                             "cpu_seconds": 1.0, "fit_cpu_seconds": 50.0}})
-    '0.5 s of 20 s in fit (2.5 %) wall clock; 1 s of 50 s (2 %) process CPU'
+    '0.5 s of 20 s in fit (2.5 %) wall clock; 1 s of 50 s (2 %) CPU'
     """
     own = summary.get("own_time") or {}
 
@@ -181,7 +181,14 @@ def own_time_text(summary):
     if isinstance(one_off, (int, float)) and one_off > 0:
         text += f", of which {_seconds(one_off, 2)} s one-off tracing"
     cpu = share("cpu_seconds", "fit_cpu_seconds")
-    return text + (f"; {cpu[0]} ({cpu[1]}) process CPU" if cpu else "")
+    if cpu is None:
+        return text
+    text += f"; {cpu[0]} ({cpu[1]}) CPU"
+    one_off_cpu, total = own.get("one_off_cpu_seconds"), own.get("fit_cpu_seconds")
+    if isinstance(one_off_cpu, (int, float)) and one_off_cpu > 0:
+        steady = max(float(own["cpu_seconds"]) - one_off_cpu, 0.0)
+        text += f", {_seconds(100 * steady / float(total), 2)} % without the tracing"
+    return text
 
 
 def own_time(summary, report=False):

@@ -2,19 +2,26 @@
 
 Two parts:
 
-- `Budget`: the time accounting of one run folder in this process. It adds
-  up the time spent in `fit` (over every `fit` call) and the time spent
-  inside the callback, and answers whether a measurement or a drawing fits
-  within `overhead` of the training time. One-off costs (tracing a
-  measurement) are waived, never charged: a short run must not pay for
-  them with its later measurements.
-- `MeasurementSchedule`: the measurements that are always made (before the
-  first update, at log-spaced steps 1, 2, 4, 8, ..., mid-epoch and at each
-  epoch end), and beyond those whatever the budget allows; or, with
-  `every=N`, every N steps.
+- `Budget`: the accounting of one run folder in this process, in CPU
+  time. It adds up the process CPU time spent in `fit` (over every `fit`
+  call) and the CPU time spent inside the callback (`OwnTime`'s measure),
+  and answers whether a measurement or a drawing fits within `overhead` of
+  the training's. One-off costs (tracing a measurement) are waived, never
+  charged: a short run must not pay for them with its later measurements.
+- `MeasurementSchedule`: the measurement before the first update, always;
+  then the steps where a measurement is most useful (log-spaced steps 1, 2,
+  4, 8, ..., mid-epoch and each epoch end) whenever the budget allows one,
+  and any other step when it allows one and a drawing; or, with `every=N`,
+  every N steps. There is no floor: a measurement that costs many training
+  steps waits until training has paid for it (a large model's measurement
+  at 15 steps' cost and `overhead=0.03` comes about every 500 steps).
+
+CPU, not wall-clock time: on a busy machine the wall clock of a step and of
+a measurement both stretch, by different amounts, and the promise to the
+user ("GradWatch costs at most 3 % of training") is about the work added.
 
 Both are plain Python, driven by the callback with the step counts Keras
-gives it; `Budget` takes its clock as an argument so that tests can drive it.
+gives it; they take their clocks as arguments so that tests can drive them.
 """
 
 import time
@@ -44,18 +51,22 @@ class Budget:
     """Time spent in `fit` and inside the callback, and what fits in it.
 
     Args:
-        overhead: Share of the training time the callback may take.
-        clock: Function returning seconds (default `time.perf_counter`).
+        overhead: Share of the training's CPU time the callback may take.
+        clock: Function returning the process's CPU seconds (default
+            `time.process_time`), for the time in `fit`.
+        wall_clock: Function returning wall-clock seconds (default
+            `time.perf_counter`), for the age of the last drawing.
     """
 
-    def __init__(self, overhead, clock=time.perf_counter):
+    def __init__(self, overhead, clock=time.process_time, wall_clock=time.perf_counter):
         self.overhead = overhead
         self.clock = clock
+        self.wall_clock = wall_clock
         self.spent = 0.0  # charged seconds inside the callback
         self.waived = 0.0  # one-off seconds, not charged
-        self.measure_seconds = None  # steady-state cost of a measurement
-        self.draw_seconds = None  # cost of the last drawing
-        self.drawn_at = None  # clock time of the last drawing
+        self.measure_seconds = None  # steady-state CPU cost of a measurement
+        self.draw_seconds = None  # CPU cost of the last drawing
+        self.drawn_at = None  # wall-clock time of the last drawing
         self._fit_seconds = 0.0  # over finished fits
         self._fit_start = None
 
@@ -68,7 +79,7 @@ class Budget:
             self._fit_start = None
 
     def elapsed(self):
-        """Seconds spent in `fit` so far, over every `fit` call."""
+        """CPU seconds spent in `fit` so far, over every `fit` call."""
         running = 0.0 if self._fit_start is None else self.clock() - self._fit_start
         return self._fit_seconds + running
 
@@ -98,11 +109,11 @@ class Budget:
 
     def drew(self, seconds):
         self.draw_seconds = seconds
-        self.drawn_at = self.clock()
+        self.drawn_at = self.wall_clock()
 
     def since_drawing(self):
-        """Seconds since the last drawing (infinite if none)."""
-        return float("inf") if self.drawn_at is None else self.clock() - self.drawn_at
+        """Wall-clock seconds since the last drawing (infinite if none)."""
+        return float("inf") if self.drawn_at is None else self.wall_clock() - self.drawn_at
 
     def draw_estimate(self):
         return DEFAULT_DRAW_SECONDS if self.draw_seconds is None else self.draw_seconds
@@ -126,17 +137,20 @@ class MeasurementSchedule:
 
     With `every=None`, `due` returns a reason for:
 
-    - `"start"`: step 0, before the first update;
-    - `"mid-epoch"`: the step halfway through an epoch of known length;
-    - `"early"`: steps 1, 2, 4, 8, 16, ... (log-spaced: training changes
-      fastest at its start), when the budget allows one more, even if it
-      takes the room kept for drawing;
+    - `"start"`: step 0, before the first update (always);
+    - `"mid-epoch"`: the step halfway through an epoch of known length,
+      and `"early"`: steps 1, 2, 4, 8, 16, ... (log-spaced: training
+      changes fastest at its start), when the budget allows one more, even
+      if it takes the room kept for drawing;
     - `"budget"`: any other step, when the budget allows one more and keeps
-      room for drawing the plots.
+      room for drawing the plots;
 
-    and `epoch_end` for the last step of every epoch. So a run of E epochs
-    (or E one-epoch `fit` calls) has at least 2E measurements; the budget
-    adds as many as fit, placed first at the log-spaced steps.
+    and `epoch_end` `"epoch-end"` for the last step of an epoch when the
+    budget allows one more (`due` leaves the last step of an epoch of known
+    length to it: measured after the epoch's loss is in, the verdicts that
+    need the loss trend see the measurement and the trend together). So a cheap measurement comes at least twice an
+    epoch and at the log-spaced steps, an expensive one as often as
+    training pays for it.
     """
 
     def __init__(self, every=None):
@@ -161,22 +175,25 @@ class MeasurementSchedule:
             return "every" if step // self.every > previous // self.every or step == 0 else None
         if step == 0:
             return "start"
-        if steps_per_epoch and steps_per_epoch >= 3:
-            middle = (steps_per_epoch + 1) // 2  # batches done at mid-epoch
-            done = batch + 1
-            if done >= middle > done - (step - previous):
-                return "mid-epoch"
-        if _power_of_two_in(previous + 1, step) and budget.can_measure(False):
-            return "early"
+        if steps_per_epoch and batch + 1 >= steps_per_epoch:
+            return None  # `epoch_end` measures it, after the epoch's loss is in
+        if budget.can_measure(False):
+            if steps_per_epoch and steps_per_epoch >= 3:
+                middle = (steps_per_epoch + 1) // 2  # batches done at mid-epoch
+                done = batch + 1
+                if done >= middle > done - (step - previous):
+                    return "mid-epoch"
+            if _power_of_two_in(previous + 1, step):
+                return "early"
         if budget.can_measure(reserve_drawing):
             return "budget"
         return None
 
-    def epoch_end(self, step, last_measured_step):
+    def epoch_end(self, step, last_measured_step, budget):
         """Why the end of an epoch at `step` needs a measurement, or None."""
         if self.every is not None or step == last_measured_step:
             return None
-        return "epoch-end"
+        return "epoch-end" if budget.can_measure(False) else None
 
 
 def _power_of_two_in(low, high):
@@ -189,27 +206,39 @@ def _power_of_two_in(low, high):
 class OwnTime:
     """GradWatch's own time and the time in `fit`, for the run's summary.
 
-    Wall clock and process CPU time (all threads: TensorFlow runs a
-    measurement on several), from train begin to train end for `fit`, and
-    inside the callback's hooks (outermost calls only) for GradWatch. Unlike
-    `Budget`, which waives one-off tracing, it counts every second: it says
-    what GradWatch cost the run. Not counted: the global norm each training
-    step computes for `grad_norm` (inside the compiled step, not separable)
-    and plots drawn when the process exits (after every `fit`).
+    Wall clock and CPU time from train begin to train end for `fit` (the
+    process's CPU, all threads), and inside the callback's hooks (outermost
+    calls only) for GradWatch. A hook's CPU time is the process's when it
+    did heavy work (`heavy()`: a measurement or a drawing, which run on
+    TensorFlow's or matplotlib's threads too), else its own thread's: the
+    other threads' CPU during a light hook (reading the logs, writing a
+    record) is TensorFlow's pool winding down after the step, or a
+    `tf.data` pipeline, which run without GradWatch too (measured: a
+    learning-rate read costs 33 µs alone, 200 µs of process CPU after a
+    step). Unlike `Budget`, which waives one-off tracing, it counts every
+    second: it says what GradWatch cost the run. Not counted: the global
+    norm each training step computes for `grad_norm` (inside the compiled
+    step, not separable) and plots drawn when the process exits (after
+    every `fit`).
 
     Args:
         clock: Function returning wall-clock seconds.
         cpu_clock: Function returning the process's CPU seconds.
+        thread_clock: Function returning the calling thread's CPU seconds.
     """
 
-    FIELDS = ("seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds", "one_off_seconds")
+    FIELDS = ("seconds", "cpu_seconds", "fit_seconds", "fit_cpu_seconds", "one_off_seconds",
+              "one_off_cpu_seconds")
 
-    def __init__(self, clock=time.perf_counter, cpu_clock=time.process_time):
+    def __init__(self, clock=time.perf_counter, cpu_clock=time.process_time,
+                 thread_clock=time.thread_time):
         self.clock = clock
         self.cpu_clock = cpu_clock
+        self.thread_clock = thread_clock
         self._done = dict.fromkeys(self.FIELDS, 0.0)  # finished fits and blocks
         self._fit_start = None  # (wall, cpu) of the running fit
-        self._entered = None  # (wall, cpu) of the open callback block
+        self._entered = None  # (wall, cpu, thread cpu) of the open callback block
+        self._heavy = False  # the open block measured or drew
 
     def resume(self, earlier):
         """Adds the times of the run's earlier `fit` calls (a summary's
@@ -233,37 +262,48 @@ class OwnTime:
         """Starts a block inside the callback; False if one is open."""
         if self._entered is not None:
             return False
-        self._entered = (self.clock(), self.cpu_clock())
+        self._entered = (self.clock(), self.cpu_clock(), self.thread_clock())
+        self._heavy = False
         return True
 
+    def heavy(self):
+        """Marks the open block as doing heavy work: its process CPU counts."""
+        self._heavy = True
+
     def leave(self):
-        """Ends the open block; returns its wall-clock seconds."""
-        wall, cpu = self._since(self._entered)
+        """Ends the open block; returns its CPU seconds (as counted)."""
+        wall, cpu = self._block(self._entered)
         self._entered = None
         self._done["seconds"] += wall
         self._done["cpu_seconds"] += cpu
-        return wall
+        return cpu
 
-    def one_off(self, seconds):
-        """Notes wall-clock seconds of a one-off cost (tracing a
-        measurement), already counted in `seconds`, so it can be told apart."""
+    def one_off(self, seconds, cpu_seconds=0.0):
+        """Notes the wall-clock and CPU seconds of a one-off cost (tracing a
+        measurement), already counted in the block, so it can be told apart."""
         self._done["one_off_seconds"] += seconds
+        self._done["one_off_cpu_seconds"] += cpu_seconds
 
     def totals(self):
         """The `own_time` of the summary: `seconds` and `cpu_seconds` inside
         GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`, and
-        `one_off_seconds` (wall clock, part of `seconds`: tracing), so far
-        (the running fit and open block included)."""
+        `one_off_seconds` and `one_off_cpu_seconds` (part of the former:
+        tracing), so far (the running fit and open block included)."""
         out = dict(self._done)
-        for start, wall_key, cpu_key in (
-            (self._fit_start, "fit_seconds", "fit_cpu_seconds"),
-            (self._entered, "seconds", "cpu_seconds"),
-        ):
-            if start is not None:
-                wall, cpu = self._since(start)
-                out[wall_key] += wall
-                out[cpu_key] += cpu
+        if self._fit_start is not None:
+            wall, cpu = self._since(self._fit_start)
+            out["fit_seconds"] += wall
+            out["fit_cpu_seconds"] += cpu
+        if self._entered is not None:
+            wall, cpu = self._block(self._entered)
+            out["seconds"] += wall
+            out["cpu_seconds"] += cpu
         return out
 
     def _since(self, start):
         return self.clock() - start[0], self.cpu_clock() - start[1]
+
+    def _block(self, start):
+        """`(wall, cpu)` of a block: process CPU if heavy, else the thread's."""
+        wall, cpu = self._since(start)
+        return wall, cpu if self._heavy else self.thread_clock() - start[2]

@@ -445,7 +445,7 @@ class GradWatch(keras.callbacks.Callback):
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
         if self._probe is not None and self._measure_error is None:
-            reason = self._schedule.epoch_end(self._step, self._measured_step)
+            reason = self._schedule.epoch_end(self._step, self._measured_step, self._budget)
             if reason:
                 try:
                     self._measure(reason)
@@ -547,7 +547,8 @@ class GradWatch(keras.callbacks.Callback):
                 self._measure("start")
 
     def _measure(self, reason, check=True):
-        start = time.perf_counter()
+        self._own.heavy()
+        start, cpu_start = time.perf_counter(), time.process_time()
         traces = measurement._traces(self.model)
         x, y, sample_weight = self._probe
         try:
@@ -578,12 +579,12 @@ class GradWatch(keras.callbacks.Callback):
                     f"suspect, not reported as a profile: {suspect}.",
                     stacklevel=alerts_lib._user_stacklevel(),
                 )
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         traced = measurement._traces(self.model) > traces
         if self._budget is not None:
-            self._budget.measured(seconds, traced)
+            self._budget.measured(cpu, traced)
         if traced:
-            self._own.one_off(seconds)
+            self._own.one_off(seconds, cpu)
         self.last_measurement = result
         self._recorder.add_measurement(
             result, index=self._measurements, step=self._step, epoch=max(self._epoch, 0),
@@ -713,20 +714,21 @@ class GradWatch(keras.callbacks.Callback):
         self._recorder.close()
         if self.plots is not None:
             try:
-                self._draw_at_end(abnormal=status != "completed")
+                self._draw_at_end()
             except KeyboardInterrupt:
                 self._defer_drawing()  # a second Ctrl-C: draw at exit
         # The drawing is part of the fit: the final figures count it.
         self._own.end_fit()
         self._recorder.write_summary(self.summary())
 
-    def _draw_at_end(self, abnormal):
-        """Draws now if training ended early or the budget allows (or, in
-        an interactive session, if the last drawing is a minute old);
-        otherwise when the process exits."""
+    def _draw_at_end(self):
+        """Draws now if the budget allows (or, in an interactive session,
+        if the last drawing is a minute old); otherwise when the process
+        exits, also when training ended early (a short fit stopped by an
+        alert would pay a second of drawing for a few seconds of training)."""
         budget = self._budget
         stale = budget.since_drawing() > _drawing.INTERACTIVE_SECONDS
-        if abnormal or budget.can_draw() or (stale and _drawing._interactive()):
+        if budget.can_draw() or (stale and _drawing._interactive()):
             self._draw()
         else:
             self._defer_drawing()
@@ -735,10 +737,12 @@ class GradWatch(keras.callbacks.Callback):
         _drawing.defer(self.log_dir, self._recorder.images_later(self._step))
 
     def _draw(self):
+        self._own.heavy()
+        cpu_start = time.process_time()
         seconds = _drawing.draw(self.log_dir)
         if seconds is None:
             return None
         if self._budget is not None:
-            self._budget.drew(seconds)
+            self._budget.drew(time.process_time() - cpu_start)
         self._recorder.images(self._step)
         return seconds

@@ -481,8 +481,9 @@ def summarize(run):
         `alerts` (counts per kind), `alerts_reported`; from `summary.json`
         (None without it): `measurement_error` (why the model was not, or
         no longer, measured) and `own_time` (`seconds` and `cpu_seconds`
-        inside GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`:
-        wall clock and process CPU, over the run's `fit` calls);
+        inside GradWatch, `fit_seconds` and `fit_cpu_seconds` in `fit`,
+        `one_off_seconds` and `one_off_cpu_seconds` of tracing: wall clock
+        and CPU, over the run's `fit` calls);
         `rollbacks` (the `"rollback"` action's) and `clip_note` (why
         clipping cannot bound the optimizer's step, or None).
     """
@@ -539,8 +540,8 @@ def trend_note(summary):
 
     Example:
 
-    >>> trend_note({"measured_steps": 1, "measured_at_step": 0})
-    'Only 1 measurement step(s): too few to show a trend over training; the figures describe the network at step 0.'
+    >>> print(trend_note({"measured_steps": 1, "measured_at_step": 0})[:109])
+    Only 1 measurement step(s): too few to show a trend over training; the figures describe the network at step 0.
     >>> trend_note({"measured_steps": 0, "measurement_error": "ValueError: rank"})
     'Not measured: ValueError: rank'
     """
@@ -559,7 +560,9 @@ def trend_note(summary):
     return " ".join(filter(None, (
         f"Only {count} measurement step(s): too few to show a trend over "
         "training; the figures describe the network at step "
-        f"{summary.get('measured_at_step')}.",
+        f"{summary.get('measured_at_step')}. (GradWatch measures as often as "
+        "keeps it within `overhead` of the CPU time of training: pass a larger "
+        "overhead, or every=N, to measure more.)",
         stopped,
     )))
 

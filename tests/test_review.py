@@ -90,10 +90,10 @@ def test_own_time_is_shown_the_same_everywhere(tmp_path):
     run_dir = write_synthetic_run(tmp_path)
     write_summary(run_dir, own_time={"seconds": 0.5, "fit_seconds": 20.0,
                                      "cpu_seconds": 1.0, "fit_cpu_seconds": 50.0,
-                                     "one_off_seconds": 0.3})
+                                     "one_off_seconds": 0.3, "one_off_cpu_seconds": 0.5})
     page, card, text = views(run_dir)
     said = ("0.5 s of 20 s in fit (2.5 %) wall clock, of which 0.3 s one-off tracing; "
-            "1 s of 50 s (2 %) process CPU")
+            "1 s of 50 s (2 %) CPU, 1 % without the tracing")
     assert f"GradWatch's own time (up to the drawing of this page): {said}." in page
     assert f"GradWatch's own time: {said}." in card
     assert f"GradWatch's own time:      {said}" in text.splitlines()
