@@ -71,9 +71,10 @@ class GradWatch(keras.callbacks.Callback):
     - measurements on the probe batch: global and per-layer gradient norms,
       and for recurrent layers the profile ‖∂L/∂h_t‖ against steps back from
       the loss with its statistics (see `keras_gradwatch.measure`). By
-      default before the first update, halfway through and at the end of
-      every epoch, and beyond those as often as keeps the callback's time
-      within `overhead` of the training time, first at steps 1, 2, 4, 8...;
+      default before the first update, then as often as keeps the
+      callback's CPU time within `overhead` of the training's: first at
+      steps 1, 2, 4, 8..., halfway through and at the end of every epoch,
+      then at any step;
     - alerts (`"nonfinite"`, `"exploding"`, `"vanishing"`, `"truncation"`)
       that state the evidence they rest on, with a concrete suggestion,
       acted on per kind, rate-limited (see `keras_gradwatch.alerts` and
@@ -106,8 +107,8 @@ class GradWatch(keras.callbacks.Callback):
             train begin, before any step).
         every: Measure at step 0 and every `every` steps, and at no other
             step. Default None: the schedule above.
-        overhead: Share of the training time the callback may take beyond
-            its scheduled measurements (default 0.03). One-off costs
+        overhead: Share of the training's CPU time the callback may take
+            (default 0.03), all its work counted. One-off costs
             (tracing the measurement, once per model and probe shape) are
             not charged to it.
         probe_data: `(x, y)`, `(x, y, sample_weight)` or `x` to measure

@@ -540,7 +540,7 @@ def trend_note(summary):
 
     Example:
 
-    >>> print(trend_note({"measured_steps": 1, "measured_at_step": 0})[:109])
+    >>> print(trend_note({"measured_steps": 1, "measured_at_step": 0})[:110])
     Only 1 measurement step(s): too few to show a trend over training; the figures describe the network at step 0.
     >>> trend_note({"measured_steps": 0, "measurement_error": "ValueError: rank"})
     'Not measured: ValueError: rank'
