@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "api.md"
+# The package of this checkout, not another one installed (a git worktree).
+sys.path.insert(0, str(ROOT))
 
 # (module, names): the public API, in reading order.
 SECTIONS = [
