@@ -13,6 +13,8 @@ Public API:
   `LayerProfile`).
 - `layers`: recurrent layers (`SimpleRNN`, `GRU`, `LSTM`, `RNN`) whose
   per-step state gradient can be measured, and the `Probe` marker layer.
+- `depth`: `DepthProfile`, the gradient reaching each layer, in execution
+  order (`Measurement.depth`, recorded with every `GradWatch` measurement).
 - `stats`: pure functions on a profile (`decay_rate`, `horizon`,
   `truncation_bias`, `suggested_window`).
 - `records`, `plots`, `report`, `cli`: the run records, the plots and the
@@ -24,7 +26,7 @@ Public API:
 - `errors`: the package's exceptions.
 
 Importing the package is light: `records`, `plots`, `report`, `cli`,
-`stats`, `alerts` and `errors` do not import TensorFlow (the `gradwatch`
+`stats`, `depth`, `alerts` and `errors` do not import TensorFlow (the `gradwatch`
 command starts in a fraction of a second). The Keras parts (`GradWatch`,
 `TruncatedBPTT`, `measure`, `layers`...) are imported on first use. The
 package's layers and `TruncatedBPTT` are registered with Keras (for
@@ -37,6 +39,7 @@ import importlib
 from keras_gradwatch import _registration
 from keras_gradwatch import alerts
 from keras_gradwatch import cli
+from keras_gradwatch import depth
 from keras_gradwatch import errors
 from keras_gradwatch import inference
 from keras_gradwatch import plots
@@ -104,6 +107,7 @@ __all__ = [
     "TruncatedBPTT",
     "alerts",
     "cli",
+    "depth",
     "errors",
     "inference",
     "layers",

@@ -8,7 +8,8 @@ turns what the callback sees into `Evidence` at three moments:
   its gradient norm, updates skipped for non-finite gradients, and the
   update-to-weight ratios with the number of optimizer updates they span.
   It also writes the step record;
-- each measurement on the probe batch: the per-layer gradient norms, and
+- each measurement on the probe batch: the per-layer gradient norms, the
+  depth profile (with the loss trend and the updates so far), and
   for each measured layer its profile, the `TruncatedBPTT` backprop span,
   the optimizer updates so far
   and the latest verdict of the loss trend;
@@ -150,6 +151,7 @@ class Checks:
         self.run(Evidence(
             "measurement", step, epoch, updates=updates, layer_norms=result.layer_norms,
             inputs_finite=inputs_finite() if broken and inputs_finite else None,
+            depth=getattr(result, "depth", None), trend=self.trend.latest,
         ))
         for name, record in result.layers.items():
             self.run(Evidence(

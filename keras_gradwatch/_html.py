@@ -249,9 +249,11 @@ def alert_table(alerts, limit=None):
     return "".join(parts)
 
 
-def run_card(title, model_line, summary, options, alerts, decay_png=None, note=None):
+def run_card(title, model_line, summary, options, alerts, decay_png=None, note=None,
+             depth_png=None):
     """The compact view of a run a notebook shows: status, layers, the latest
-    alerts and the decay plot, in one `<div>` with its own scoped style.
+    alerts, the decay plot and the depth plot, in one `<div>` with its own
+    scoped style.
 
     Args:
         title: The run's name.
@@ -260,6 +262,7 @@ def run_card(title, model_line, summary, options, alerts, decay_png=None, note=N
         options: The GradWatch settings recorded in `run.json`.
         alerts: The alert records.
         decay_png: Path of the decay plot, if drawn.
+        depth_png: Path of the depth plot, if drawn.
         note: A sentence to show first (e.g. too few measurements), or None.
     """
     counts = ", ".join(f"{kind} {count}" for kind, count in summary["alerts"].items())
@@ -282,8 +285,8 @@ def run_card(title, model_line, summary, options, alerts, decay_png=None, note=N
     parts.append(own_time(summary))
     parts.append(ratio_table(summary))
     parts.append(alert_table(alerts, limit=5))
-    if decay_png is not None:
-        parts.append(image(decay_png))
+    if decay_png is not None or depth_png is not None:
+        parts += [image(png) for png in (decay_png, depth_png) if png is not None]
     else:
         parts.append(
             "<p class='muted'>No plot drawn yet: <code>gradwatch report RUN</code> "

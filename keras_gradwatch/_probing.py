@@ -15,6 +15,11 @@ Three kinds of sites ask for probes:
 - stock Keras recurrent layers get a probe added to their input while a
   session patches them (site `"input"`): ∂L/∂x_t;
 - `keras_gradwatch.layers.Probe` identity layers (site `"probe"`).
+
+Across depth, a session also collects the outputs of given layers (the
+depth profile's units, see `measurement`) while it patches them: their
+gradient is ∂L/∂(layer output). These are `DepthSite`s, named apart from
+the sites in time (a stock recurrent layer can be both).
 """
 
 import contextlib
@@ -37,6 +42,22 @@ class Site:
         self.probe = probe
 
 
+class DepthSite:
+    """The outputs of one call of a depth unit.
+
+    Attributes:
+        name: The layer's name (`#2` for a shared layer's second call).
+        layer: The layer.
+        outputs: Its float output tensors (batch first): the gradient is
+            taken with respect to them.
+    """
+
+    def __init__(self, name, layer, outputs):
+        self.name = name
+        self.layer = layer
+        self.outputs = outputs
+
+
 class Session:
     """Creates, watches and collects the probes of one forward pass.
 
@@ -48,6 +69,34 @@ class Session:
     def __init__(self, tape):
         self.tape = tape
         self.sites = []
+        self.depth = []
+
+    def add_outputs(self, layer, outputs):
+        """Records the float outputs of `layer` (a depth unit) as a
+        `DepthSite`; returns them unchanged.
+
+        No probe is added: a layer's output is a tensor of the traced graph
+        (not a state inside a loop), so its gradient is taken with respect
+        to the output itself, at no cost beyond the backward pass.
+        """
+        leaves = [
+            leaf for leaf in keras.tree.flatten(outputs)
+            if isinstance(leaf, tf.Tensor)
+            and leaf.shape.rank is not None
+            and leaf.shape.rank >= 1
+            and leaf.dtype.is_floating
+        ]
+        if leaves:
+            if self.tape is not None:
+                for leaf in leaves:
+                    self.tape.watch(leaf)
+            taken = {site.name for site in self.depth}
+            name, count = layer.name, 2
+            while name in taken:  # a shared layer called twice
+                name = f"{layer.name}#{count}"
+                count += 1
+            self.depth.append(DepthSite(name, layer, leaves))
+        return outputs
 
     def add(self, layer, probe, kind):
         """Records a zero probe `(batch, time, ...)` and its site."""
@@ -69,16 +118,19 @@ def current():
 
 
 @contextlib.contextmanager
-def session(tape, stock_layers=()):
-    """Opens a probing session; patches `stock_layers` to probe inputs."""
+def session(tape, stock_layers=(), depth_layers=()):
+    """Opens a probing session; patches `stock_layers` to probe inputs and
+    `depth_layers` to probe outputs."""
     if current() is not None:
         raise RuntimeError("A probing session is already open.")
     opened = Session(tape)
     _local.session = opened
     patched = []
+    inputs = {id(layer) for layer in stock_layers}
+    outputs = {id(layer) for layer in depth_layers}
     try:
-        for layer in stock_layers:
-            _patch_input(layer)
+        for layer in {id(item): item for item in (*stock_layers, *depth_layers)}.values():
+            _patch(layer, id(layer) in inputs, id(layer) in outputs)
             patched.append(layer)
         yield opened
     finally:
@@ -87,11 +139,18 @@ def session(tape, stock_layers=()):
         _local.session = None
 
 
-def _patch_input(layer):
+def _patch(layer, inputs, outputs):
+    """Shadows the layer's `call` (one shadow per layer, whatever it probes)."""
     original = layer.call
 
-    def call(inputs, *args, **kwargs):
-        return original(add_input_probe(layer, inputs, "input"), *args, **kwargs)
+    def call(first, *args, **kwargs):
+        if inputs:
+            first = add_input_probe(layer, first, "input")
+        result = original(first, *args, **kwargs)
+        opened = current()
+        if outputs and opened is not None:
+            result = opened.add_outputs(layer, result)
+        return result
 
     # Shadows the class's `call` until the session ends.
     _compat.shadow_call(layer, call)

@@ -164,6 +164,8 @@ def measurement_record(result, profiles, *, index, step, epoch, reason, seconds,
         # Why the measurement is not the gradient training follows (absent
         # when it is): its profiles are no picture of training.
         **({"suspect": result.suspect} if getattr(result, "suspect", None) else {}),
+        # The gradient across depth (`depth.DepthProfile.to_record`), when measured.
+        **({"depth": result.depth.to_record()} if getattr(result, "depth", None) else {}),
         "layers": {
             name: {
                 "site": r.site,

@@ -19,6 +19,7 @@ from keras_gradwatch import _probing
 from keras_gradwatch import _random_state
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
+from keras_gradwatch import depth as depth_lib
 from keras_gradwatch import layers as probed_layers
 from keras_gradwatch import stats
 from keras_gradwatch.errors import InvalidInputError
@@ -98,6 +99,9 @@ class Measurement:
         suspect: None, or why this measurement is not to be trusted as a
             picture of training (set by `GradWatch` when its gradient norm
             is far from the training steps', see `_sanity`).
+        depth: With `gradient_norms=True`, the gradient across depth (a
+            `keras_gradwatch.depth.DepthProfile`: what reaches each layer
+            with trainable weights, in execution order); else None.
     """
 
     layers: dict
@@ -108,6 +112,7 @@ class Measurement:
     global_norm: object = None
     layer_norms: object = None
     suspect: object = None
+    depth: object = None
 
     def summary(self):
         """A plain-text table of the layers' statistics."""
@@ -193,7 +198,8 @@ def measure(
         tolerance: Tolerance of `suggested_window` (default 0.05).
         gradient_norms: Also return the global and per-layer norms of the
             weights' gradient of the training loss (mean over sequences and
-            steps), from the same forward pass.
+            steps), and the gradient across depth (`Measurement.depth`),
+            from the same forward and backward pass.
 
     Returns:
         A `Measurement`; `.layers[name].profile` is the profile of a layer.
@@ -249,8 +255,12 @@ def _measure(
     gradient_norms,
     profiles,
     stand_in=False,
+    depth=None,
 ):
     """`measure`, where `profiles=None` measures time profiles if it can.
+
+    `depth` (default: `gradient_norms`) measures the depth profile; only
+    with `gradient_norms` (it shares its backward pass).
 
     With `profiles=None`, a model with nothing to probe (e.g. feed-forward),
     or inputs without a time axis, gets gradient norms only. With
@@ -274,9 +284,10 @@ def _measure(
     elif not _has_time_axis(x):
         profiles = False  # inputs without a time axis: gradient norms only
     rows = int(_sequence.first_leaf(x).shape[0])
+    depth = gradient_norms if depth is None else bool(depth and gradient_norms)
     measurer = _measurer(
         model, inner, loss, loss_steps, gradient_norms, profiles, stand_in,
-        shapes=(y is None, sample_weight is None),
+        shapes=(y is None, sample_weight is None), depth=depth,
     )
     scale = _loss_scale(model)
     with _random_state.preserved(inner):  # training draws the same masks
@@ -308,6 +319,7 @@ def _measure(
             else None
         ),
         layer_norms=norms if gradient_norms else None,
+        depth=measurer.depth_profile(out) if depth else None,
     )
 
 
@@ -321,8 +333,12 @@ class _Measurer:
         loss_steps, gradient_norms, profiles: See `_measure`.
     """
 
-    def __init__(self, model, inner, loss, loss_steps, gradient_norms, profiles, stand_in):
+    def __init__(self, model, inner, loss, loss_steps, gradient_norms, profiles, stand_in,
+                 depth=False):
         self.model = inner
+        self.depth = depth
+        self.depth_names = ()  # the depth units' names and whether each is
+        self.depth_outputs = ()  # a model output, known once traced
         self.objective = _objective.Objective(model, inner, loss, stand_in)
         self.loss_steps = loss_steps
         self.loss_steps_used = None  # known once traced
@@ -360,10 +376,13 @@ class _Measurer:
         # symbolic (`tf.gradients`, not a tape): a tape records each
         # recurrent loop as a function of its own, which doubles tracing.
         with _state.stateless(self.model), _probing.session(
-            None, self.stock if self.profiles else ()
+            None, self.stock if self.profiles else (),
+            depth_units(self.model) if self.depth else (),
         ) as session:
             y_pred = self.model(x, training=False)
         sites = session.sites
+        depth_sites = session.depth
+        depth_probes = [leaf for site in depth_sites for leaf in site.outputs]
         out = {"profiles": {}, "norms": {}}
         # Weight gradients are reported per top-level layer. Read once the
         # model has run: a subclassed model may have built its weights only
@@ -382,17 +401,21 @@ class _Measurer:
         profile_loss, weight_loss, shared = self._losses(
             x, y, y_pred, sample_weight, has_time
         )
-        weight_grads = None
+        weight_grads = depth_grads = None
+        rows = tf.cast(tf.shape(_sequence.first_leaf(y_pred))[0], "float32")
         if self.profiles:
             grads = tf.gradients(
-                scale * profile_loss, probes + (variables if shared else [])
+                scale * profile_loss,
+                probes + (variables + depth_probes if shared else []),
             )
-            if shared and variables:
-                rows = tf.cast(tf.shape(_sequence.first_leaf(y_pred))[0], "float32")
+            if shared and (variables or depth_probes):
+                # profile_loss is the batch size times the objective: per row.
+                after = grads[len(probes):]
                 weight_grads = [
                     None if g is None else tf.cast(g, "float32") / rows
-                    for g in grads[len(probes):]
+                    for g in after[: len(variables)]
                 ]
+                depth_grads, per_row = after[len(variables):], 1.0
             grads = grads[: len(probes)]
             if all(g is None for g in grads):
                 raise InvalidInputError(
@@ -411,21 +434,79 @@ class _Measurer:
             }
         if self.gradient_norms:
             if weight_grads is None:
-                weight_grads = tf.gradients(scale * weight_loss, variables)
-            grads = iter(weight_grads)
-            # One backward pass for every weight, split by layer afterwards.
+                # The depth probes per row: the batch size times the objective.
+                both = tf.gradients(scale * weight_loss, variables + depth_probes)
+                weight_grads = both[: len(variables)]
+                depth_grads, per_row = both[len(variables):], rows
+            # One backward pass for every weight, split by layer afterwards;
+            # each weight's sum of squares is computed once, for the layer
+            # norms and the depth profile alike.
+            norms = _GroupNorms(_square_sums(weight_grads), scale)
+            start = 0
             for name, weights in weight_groups:
-                present = [
-                    tf.cast(g, "float32")
-                    for g in (next(grads) for _ in weights)
-                    if g is not None
-                ]
-                out["norms"][name] = (
-                    tf.linalg.global_norm(present) / scale
-                    if present
-                    else tf.constant(0.0)
+                out["norms"][name] = norms.of(range(start, start + len(weights)))
+                start += len(weights)
+            if self.depth:
+                out["depth"] = self._depth(
+                    depth_sites, depth_grads, per_row, y_pred, weight_groups, norms, scale
                 )
         return out
+
+    def _depth(self, sites, grads, per_row, y_pred, weight_groups, norms, scale):
+        """The depth profile's values, one (3, units) tensor: output
+        gradient, weight gradient and weight norm per unit (traced). The
+        names and which units are model outputs are kept on the measurer
+        (Python values, known once traced)."""
+        produced = {id(t) for t in keras.tree.flatten(y_pred)}
+        self.depth_names = tuple(site.name for site in sites)
+        self.depth_outputs = tuple(
+            any(id(t) in produced for t in site.outputs) for site in sites
+        )
+        if not sites:
+            return tf.zeros([3, 0])
+        flat = [v for _, weights in weight_groups for v in weights]
+        position = {id(v): i for i, v in enumerate(flat)}
+        grads = iter(grads)
+        output_grad, weight_grad, owners = [], [], []
+        for index, site in enumerate(sites):
+            # Per row: one fused norm per output (several: combined).
+            norms_per_row = [
+                tf.math.reduce_euclidean_norm(
+                    tf.cast(g, "float32"), axis=list(range(1, max(g.shape.rank, 1)))
+                )
+                for g in (next(grads) for _ in site.outputs)
+                if g is not None
+            ]
+            if len(norms_per_row) > 1:
+                row_norm = tf.norm(tf.stack(norms_per_row), axis=0)
+            else:
+                row_norm = norms_per_row[0] if norms_per_row else tf.zeros([1])
+            output_grad.append(tf.reduce_mean(row_norm))
+            own = site.layer.trainable_variables
+            weight_grad.append(norms.of(position[id(v)] for v in own if id(v) in position))
+            owners += [index] * len(own)
+        # Every unit's weights: one fused norm per weight, summed by unit.
+        weights = [v.value for site in sites for v in site.layer.trainable_variables]
+        per_weight = tf.stack(
+            [tf.math.reduce_euclidean_norm(tf.cast(v, "float32")) for v in weights]
+        )
+        weight_norm = tf.sqrt(tf.math.unsorted_segment_sum(
+            tf.square(per_weight), tf.constant(owners, "int32"), len(sites)
+        ))
+        return tf.stack([
+            tf.stack(output_grad) * (per_row / scale), tf.stack(weight_grad), weight_norm,
+        ])
+
+    def depth_profile(self, out):
+        """The `DepthProfile` of one run's outputs."""
+        values = out.get("depth")
+        if values is None:
+            return None
+        values = values.numpy().astype("float64")
+        return depth_lib.DepthProfile(
+            layers=self.depth_names, output_grad=values[0], weight_grad=values[1],
+            weight_norm=values[2], outputs=self.depth_outputs,
+        )
 
     def _losses(self, x, y, y_pred, sample_weight, has_time):
         """`(profile_loss, weight_loss, shared)` of one traced pass.
@@ -459,6 +540,26 @@ class _Measurer:
         return rows * total, total, True
 
 
+class _GroupNorms:
+    """L2 norms of groups of weights' gradients, from each weight's sum of
+    squares (None: no gradient), divided by the loss scale; a group asked
+    for twice (a top-level layer that is also a depth unit) is one tensor."""
+
+    def __init__(self, squares, scale):
+        self.squares = squares
+        self.scale = scale
+        self._made = {}
+
+    def of(self, indices):
+        key = tuple(i for i in indices if self.squares[i] is not None)
+        if key not in self._made:
+            self._made[key] = (
+                tf.sqrt(tf.add_n([self.squares[i] for i in key])) / self.scale
+                if key else tf.constant(0.0)
+            )
+        return self._made[key]
+
+
 def _output_sums(y_pred, has_time, last):
     """The sum of the outputs of each sequence (at its final step with
     `last`), shape (batch,): the stand-in loss of a model with none."""
@@ -489,18 +590,19 @@ def not_measured(error):
     return f"not measured: the measurement failed ({type(error).__name__}: {first})"
 
 
-def _measurer(model, inner, loss, loss_steps, gradient_norms, profiles, stand_in, shapes):
+def _measurer(model, inner, loss, loss_steps, gradient_norms, profiles, stand_in, shapes,
+              depth=False):
     per_model = _compiled.setdefault(inner, {})
     # With and without targets (or weights) are different passes, whatever
     # the loss; so are the wrapper's objective and the wrapped model's, and
     # the loss of each `compile`.
     key = (
         id(model), _compat.compiled_loss_id(model), _loss_key(loss), shapes,
-        loss_steps, gradient_norms, profiles, stand_in,
+        loss_steps, gradient_norms, profiles, stand_in, depth,
     )
     if key not in per_model:
         per_model[key] = _Measurer(
-            model, inner, loss, loss_steps, gradient_norms, profiles, stand_in
+            model, inner, loss, loss_steps, gradient_norms, profiles, stand_in, depth
         )
     return per_model[key]
 
@@ -540,6 +642,28 @@ def _per_step_norm(grad):
     grad = tf.cast(grad, "float32")
     axes = list(range(2, grad.shape.rank))
     return tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes)) if axes else tf.abs(grad)
+
+
+def depth_units(model):
+    """The layers a depth profile measures: every layer with trainable
+    weights, looking inside nested models (a `keras.Model` inside the
+    model is opened, any other layer is one unit, whatever it holds: a
+    `Bidirectional`, an RNN and its cell, a custom block)."""
+    units = []
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.Model):
+            units.extend(depth_units(layer))
+        elif layer.trainable_weights:
+            units.append(layer)
+    return units
+
+
+def _square_sums(tensors):
+    """Each tensor's sum of squares in float32 (one fused operation each);
+    None for None."""
+    return [
+        None if t is None else 2.0 * tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors
+    ]
 
 
 def _stock_recurrent_layers(model):

@@ -9,7 +9,9 @@ crashed half-way plots as well as a finished one, and writes one PNG:
 - `plot_heatmap`: per measured layer, training step x steps back, coloured
   by log10 of the gradient norm;
 - `plot_norms`: global and per-layer gradient norms over training, with the
-  alerts and the suggested clipping threshold, above the per-step loss.
+  alerts and the suggested clipping threshold, above the per-step loss;
+- `plot_depth`: the gradient across depth, layer by layer from the output
+  back to the input, one curve per measurement coloured by training step.
 
 Plotting is headless: figures are `matplotlib.figure.Figure` objects drawn
 on the Agg canvas, never registered with pyplot, and cleared once saved.
@@ -26,6 +28,7 @@ import pathlib
 import numpy as np
 
 from keras_gradwatch import _update_ratio
+from keras_gradwatch import depth as depth_lib
 from keras_gradwatch import records
 from keras_gradwatch._detectors import kinds
 
@@ -33,6 +36,9 @@ DECAY = records.DECAY_PLOT
 HEATMAP = "decay_heatmap.png"
 NORMS = "gradient_norms.png"
 UPDATES = "update_ratios.png"
+DEPTH = records.DEPTH_PLOT
+# Layer names on the depth plot's axis: at most this many (thinned beyond).
+MAX_LAYER_TICKS = 40
 MAX_CURVES = 40
 # Colour and marker of each kind's alerts, from the registry of kinds; a
 # kind it does not know (another version's records) is drawn in grey.
@@ -45,6 +51,7 @@ _SIGNAL_WORDS = {
     "layer_norm": "layer gradient on the probe batch",
     "profile": "time profile",
     "update_ratio": "update/weight ratio",
+    "depth": "depth profile",
 }
 # What turned non-finite, for `nonfinite` alerts.
 _NONFINITE_WORDS = {
@@ -702,6 +709,128 @@ def plot_update_ratios(run, path=None):
         return _save(figure, path or run.path / UPDATES)
 
 
+def depth_series(run):
+    """The measurements' depth profiles: `(steps, profiles, names)`, the
+    layer names those of the latest profile (output first), each profile
+    a `DepthProfile`; None when the records hold none."""
+    taken = [(int(m["step"]), depth_lib.DepthProfile.from_record(m.get("depth")))
+             for m in run.measurements if m.get("depth") and not m.get("suspect")]
+    taken = [(step, profile) for step, profile in taken if profile is not None and len(profile)]
+    if not taken:
+        return None
+    steps, profiles = zip(*taken)
+    return list(steps), list(profiles), list(reversed(profiles[-1].layers))
+
+
+def _by_name(profile, values, names):
+    """`values` of `profile` (by its layers) at `names`, NaN where absent."""
+    position = {name: i for i, name in enumerate(profile.layers)}
+    return np.array([values[position[n]] if n in position else np.nan for n in names])
+
+
+def _layer_ticks(ax, names):
+    """Layer names on the x axis, thinned to at most MAX_LAYER_TICKS."""
+    count = len(names)
+    step = max(1, math.ceil(count / MAX_LAYER_TICKS))
+    ticks = list(range(0, count, step))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([names[i] for i in ticks], rotation=90,
+                       fontsize=8 if count <= 20 else 6.5)
+    ax.set_xlim(-0.5, count - 0.5)
+
+
+def plot_depth(run, path=None):
+    """Draws the gradient across depth; returns the PNG path, or None.
+
+    Two panels share the layers (from the output, left, back to the input,
+    right; names thinned past 40 layers): the gradient reaching each
+    layer's output ‖∂L/∂a‖, and its weights' gradient relative to the
+    weights ‖∇w‖/‖w‖; one curve per measurement (at most 40), coloured by
+    training step. The layer the depth alerts compare with is marked, with
+    the latest measurement's vanishing threshold below it; depth alerts
+    are marked at the layer they name.
+
+    Args:
+        run: A `records.Run`.
+        path: Where to write the PNG (default `depth_profile.png`).
+    """
+    from matplotlib import cm
+    from matplotlib.colors import Normalize
+
+    series = depth_series(run)
+    if series is None:
+        return None
+    steps, profiles, names = series
+    fraction = (run.settings.get("settings") or {}).get("vanishing_fraction", 1e-3)
+    count = len(names)
+    width = min(22.0, max(9.0, 3.5 + 0.16 * count))
+    height = 7.6
+    with _figure(width, height) as figure:
+        figure.subplots_adjust(left=1.0 / width, right=1 - 1.3 / width,
+                               top=1 - 0.75 / height, bottom=1.5 / height, hspace=0.12)
+        top, low = figure.subplots(2, 1, sharex=True)
+        norm = Normalize(min(steps), max(max(steps), min(steps) + 1))
+        picked = _picked(len(steps))
+        x = np.arange(count)
+        for i in picked:
+            profile = profiles[i]
+            style = dict(color=cm.viridis(norm(steps[i])), lw=1.6 if i == picked[-1] else 0.9,
+                         alpha=1.0 if i == picked[-1] else 0.6,
+                         marker="o" if count <= 30 else None, ms=3)
+            top.plot(x, _positive(_by_name(profile, profile.output_grad, names)), **style)
+            low.plot(x, _positive(_by_name(profile, profile.weight_ratio, names)), **style)
+        latest = profiles[-1]
+        reference = latest.reference
+        if reference is not None:
+            at = names.index(latest.layers[reference])
+            value = latest.output_grad[reference]
+            for ax in (top, low):
+                ax.axvline(at, color="0.4", ls="--", lw=1)
+            if value > 0:
+                top.axhline(value * fraction, color=ALERT_STYLE["vanishing"][0], ls=":", lw=1.2,
+                            label=f"vanishing_fraction={fraction:g} of the reference "
+                                  "(latest)")
+            top.annotate(f"reference: {latest.layers[reference]}\n(last layer before "
+                         "the output)", xy=(at, 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(4, -4), textcoords="offset points", ha="left", va="top",
+                         fontsize=8, color="0.3")
+        for alert in run.alerts:
+            if alert.get("signal") == "depth" and alert.get("layer") in names:
+                colour, marker = ALERT_STYLE.get(alert.get("kind"), _OTHER_KIND)
+                top.plot([names.index(alert["layer"])], [0.97], marker, color=colour, ms=9,
+                         mec="black", mew=0.4, ls="none", clip_on=False,
+                         transform=top.get_xaxis_transform(),
+                         label=f"{alert.get('kind')} across depth (step {alert.get('step')})")
+        for ax in (top, low):
+            if ax.has_data():
+                ax.set_yscale("log")
+                _readable_log_ticks(ax)
+            ax.grid(True, which="major", alpha=0.3)
+        top.set_ylabel("gradient reaching the layer\n‖∂L/∂output‖ (L2, mean per row)")
+        low.set_ylabel("weights' gradient / weights\n‖∇w‖ / ‖w‖")
+        _layer_ticks(low, names)
+        low.set_xlabel("layers, from the output (left) back to the input (right)")
+        handles, labels = top.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        if unique:
+            top.legend(unique.values(), unique.keys(), loc="lower left", fontsize=8)
+        if len(set(steps)) > 1:
+            bar_axes = figure.add_axes([1 - 1.0 / width, 1.5 / height, 0.18 / width,
+                                        1 - 2.25 / height])
+            bar = figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cm.viridis), cax=bar_axes)
+            bar.set_label("training step of the measurement")
+        first = latest.fractions()[0] if reference is not None else float("nan")
+        said = (f"\nlatest (step {steps[-1]}): the first layer gets {first:.2g} of the "
+                "reference's gradient" + (" (below float32's range)" if first == 0 else "")
+                if math.isfinite(first) else "")
+        figure.suptitle(
+            f"Gradient across depth, {count} layers, {len(steps)} measurement(s)"
+            + (f" ({len(picked)} drawn)" if len(steps) > len(picked) else "") + said,
+            y=1 - 0.12 / height, va="top",
+        )
+        return _save(figure, path or run.path / DEPTH)
+
+
 def plot_all(run, summary=None):
     """Draws every plot the records allow; returns the written paths.
 
@@ -729,6 +858,7 @@ def plot_all(run, summary=None):
         plot_heatmap(run, series=series),
         plot_norms(run, summary=summary),
         plot_update_ratios(run),
+        plot_depth(run),
     ]
     return [p for p in paths if p is not None]
 

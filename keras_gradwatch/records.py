@@ -44,6 +44,7 @@ SUMMARY = "summary.json"
 MODELS = "models.json"
 PROFILES = "profiles"
 DECAY_PLOT = "decay_profile.png"  # drawn by `plots`, shown by `Run._repr_html_`
+DEPTH_PLOT = "depth_profile.png"  # likewise
 FORMAT_VERSION = 1
 # Measurements at fewer distinct steps than this show no trend over training.
 TREND_MEASUREMENTS = 3
@@ -217,9 +218,11 @@ class Run:
         elif self.measurements and decay.stat().st_mtime < (self.path / MEASUREMENTS).stat().st_mtime:
             notes.append("The plot was drawn before the latest measurement: "
                          "GradWatch.draw() or `gradwatch report` redraws it.")
+        depth = self.path / DEPTH_PLOT
         return _html.run_card(
             self.path.name, model_line, summary, self.settings.get("settings") or {},
             self.alerts, decay_png=decay, note=" ".join(n for n in notes if n) or None,
+            depth_png=depth if depth.exists() else None,
         )
 
 

@@ -121,3 +121,16 @@ def test_learning_rate_fault_is_named_and_rolled_back(tmp_path):
         first = json.loads((tmp_path / folder / "alerts.jsonl").read_text().splitlines()[0])
         assert "The learning rate rose 1000x at step 27, from 0.01 to 10" in first["message"]
         assert "global_clipnorm" not in first["message"]
+
+
+def test_deep_mlp_depth_sigmoid_alerts_and_relu_twin_does_not(tmp_path, capsys):
+    results = run_example("deep_mlp_depth", "--runs", str(tmp_path))
+    sigmoid, relu = results["sigmoid"], results["relu_he"]
+    kinds = [(kind, epoch) for kind, _, epoch, _, _ in sigmoid["alerts"]]
+    assert ("vanishing", 3) in kinds and sigmoid["fraction"] < 1e-9
+    assert relu["alerts"] == [] and relu["fraction"] > 1e-2
+    assert relu["accuracy"] > 0.7 > 0.56 > sigmoid["accuracy"]  # it learns; the sigmoid: chance
+    for name in ("sigmoid", "relu_he"):
+        assert (tmp_path / name / "depth_profile.png").exists()
+    out = capsys.readouterr().out
+    assert "vanishes across depth" in out and "GradWatch: no alert." in out

@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "api.md"
+# The package of this checkout, not another one installed (a git worktree).
+sys.path.insert(0, str(ROOT))
 
 # (module, names): the public API, in reading order.
 SECTIONS = [
@@ -26,10 +28,11 @@ SECTIONS = [
     ("keras_gradwatch.inference", ["with_batch_size"]),
     ("keras_gradwatch.stats", ["decay_rate", "tail_decay_rate", "horizon",
                                "truncation_bias", "suggested_window"]),
+    ("keras_gradwatch.depth", ["DepthProfile"]),
     ("keras_gradwatch.records", ["load_run", "Run", "summarize", "RunWriter",
                                  "number"]),
     ("keras_gradwatch.plots", ["plot_decay", "plot_heatmap", "plot_norms",
-                               "plot_all", "plot_comparison"]),
+                               "plot_depth", "plot_all", "plot_comparison"]),
     ("keras_gradwatch.report", ["write_report"]),
     ("keras_gradwatch.cli", ["main"]),
     ("keras_gradwatch.errors", ["KerasGradwatchError", "InvalidInputError",

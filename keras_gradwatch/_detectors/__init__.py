@@ -9,7 +9,8 @@
   `nonfinite` (NaN/Inf, overflow), `growth` (growth in time),
   `update_ratio` (updates that rewrite a layer), `vanishing` (a vanishing
   tail while the loss stalls), `truncation` (truncated BPTT that cuts off
-  most of the gradient while the loss stalls).
+  most of the gradient while the loss stalls), `depth` (a gradient that
+  vanishes or explodes across the layers).
 
 Adding an alert kind: a module here with a `base.Detector` subclass, and
 one `kinds.KindSpec` entry naming it. `build` makes one of each registered

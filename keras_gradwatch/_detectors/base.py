@@ -67,6 +67,8 @@ class Evidence:
         backprop: `TruncatedBPTT`'s backprop span, or None.
         trend: The latest `trend.Trend` of the loss, or None before two
             epochs ended.
+        depth: A measurement's `depth.DepthProfile` (the gradient reaching
+            each layer, in execution order), when measured.
     """
 
     moment: str
@@ -88,6 +90,7 @@ class Evidence:
     facts: object = None
     backprop: object = None
     trend: object = None
+    depth: object = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,18 +59,19 @@ KINDS = (
         "exploding", "warn",
         "A gradient blow-up: a loss jump, a norm spike followed by a rising or "
         "non-finite loss, an overflow, a recurrence that amplifies gradients, "
+        "a gradient that grows by orders of magnitude toward the input layers, "
         "or updates that rewrite a layer.",
         "#c55a00", "^",
         extra_actions=("clip", "rollback"),
         detectors=("spikes.Spikes", "nonfinite.ProbeOverflow", "growth.GrowthInTime",
-                   "update_ratio.UpdateRatio"),
+                   "update_ratio.UpdateRatio", "depth.DepthGrowth"),
     ),
     KindSpec(
         "vanishing", "warn",
-        "The far end of a measured profile gets almost none of the gradient "
-        "while the loss has stalled.",
+        "The far end of a measured profile, in time or across depth (the first "
+        "layers), gets almost none of the gradient while the loss has stalled.",
         "#6a3d9a", "v",
-        detectors=("vanishing.VanishingTail",),
+        detectors=("vanishing.VanishingTail", "depth.DepthVanishing"),
     ),
     KindSpec(
         "truncation", "warn",
