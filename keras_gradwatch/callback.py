@@ -344,7 +344,7 @@ class GradWatch(keras.callbacks.Callback):
             if self.probe_data is None:
                 self._probe = None
         self._recorder.open()
-        if not self._started:
+        if not self._started or self._recorder.continued_elsewhere:
             self._resume()
             self._started = True
         self._status = "running"
@@ -719,6 +719,7 @@ class GradWatch(keras.callbacks.Callback):
         # The drawing is part of the fit: the final figures count it.
         self._own.end_fit()
         self._recorder.write_summary(self.summary())
+        self._recorder.release()  # another writer may have the folder now
 
     def _draw_at_end(self, abnormal):
         """Draws now if training ended early or the budget allows (or, in
