@@ -65,8 +65,8 @@ def check_ownership(path):
     if os.path.lexists(run):
         if _is_run(run):
             return
-        if _readable_json(run):
-            foreign = [records.RUN]  # another tool's run.json
+        if _readable_json(run):  # another tool's run.json, and what goes with it
+            foreign = [e for e in entries if not _own(path, e, with_records=False)]
         else:  # GradWatch's, damaged? Only with nothing foreign beside it.
             foreign = [e for e in entries if not _own(path, e, with_records=True)]
     else:

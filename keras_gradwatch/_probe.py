@@ -18,6 +18,9 @@ from keras_gradwatch import records
 # Sequences of the first training batch that make the probe batch: enough
 # for a mean profile, and a measurement's cost does not grow with the batch.
 PROBE_ROWS = 16
+# Probe batches replaced at most, in a run, when one measured nothing (all
+# its sequences masked): data that is masked throughout gets no more tries.
+RETAKES = 3
 
 # The probe batch of each run folder in this process, with its model.
 _by_folder = {}

@@ -122,6 +122,43 @@ def suspect_reason(global_norm, step_norms, previous=None, factor=SUSPECT_FACTOR
     )
 
 
+def measured_nothing(profiles):
+    """Why a measurement measured nothing, or None.
+
+    A probe batch whose sequences are all fully masked (or all zero inputs
+    under a mask) gives no gradient through time at all: every profile is
+    exactly zero. Its statistics (decay 0, horizon 0, a suggested window of
+    1) describe the batch, not the network. A single layer at zero can be
+    a finding (a dead recurrence); every measured layer at zero at once is
+    the probe batch.
+
+    Args:
+        profiles: Dict of layer name -> profile (sequence of numbers).
+
+    Returns:
+        None, or a sentence saying what was measured.
+
+    Example:
+
+    >>> measured_nothing({"lstm": [0.0, 0.0]}) is not None
+    True
+    >>> measured_nothing({"lstm": [0.0, 0.1], "gru": [0.0, 0.0]}) is None
+    True
+    """
+    if not profiles:
+        return None
+    for profile in profiles.values():
+        values = [float(v) for v in profile]
+        if not values or any(v != 0.0 for v in values):
+            return None
+    return (
+        "the probe batch gives no gradient through time at any measured layer "
+        f"(every profile is exactly 0 over {max(len(p) for p in profiles.values())} "
+        "lags): its sequences are fully masked or empty, so this measurement "
+        "measured nothing"
+    )
+
+
 class Sanity:
     """Judges a run's measurements against its training steps' norms.
 

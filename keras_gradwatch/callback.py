@@ -300,6 +300,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measured_step = None
         self._measure_error = None
         self._sanity = _sanity.Sanity()  # measurements against the steps' grad_norm
+        self._probe_retakes = 0  # probe batches replaced: they measured nothing
         self._suspect_warned = False
         # The detectors, and the evidence of steps, measurements and epochs.
         self._checks = _checks.Checks(self._desk, Settings(
@@ -542,7 +543,7 @@ class GradWatch(keras.callbacks.Callback):
     def _take_probe(self, batch):
         self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
         _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
-        if self._measurements == 0:
+        if self._measurements == 0 or self._probe_retakes:
             with self._timed():
                 self._measure("start")
 
@@ -569,6 +570,8 @@ class GradWatch(keras.callbacks.Callback):
             )
             return None
         suspect = self._sanity.judge(result.global_norm)
+        if suspect is None:
+            suspect = self._measured_nothing(result)
         if suspect is not None:
             result = dataclasses.replace(result, suspect=suspect)
             if not self._suspect_warned:
@@ -601,6 +604,19 @@ class GradWatch(keras.callbacks.Callback):
                 and _model_facts.weights_finite(_model_facts.inner(self.model)),
             )
         return result
+
+    def _measured_nothing(self, result):
+        """Why a measurement measured nothing (a fully masked probe batch),
+        or None; the next training batch then becomes the probe batch
+        (unless `probe_data` was given: the user chose it)."""
+        reason = _sanity.measured_nothing({n: r.profile for n, r in result.layers.items()})
+        if reason is None:
+            return None
+        if self.probe_data is None and self._probe_retakes < _probe.RETAKES:
+            self._probe_retakes += 1
+            self._probe = None  # the hook takes the next batch
+            return reason + "; the next training batch is taken as the probe batch"
+        return reason
 
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""

@@ -529,6 +529,7 @@ class Totals:
         self.measurements = 0
         self.measured_steps = 0  # distinct steps with a measurement
         self.suspect = 0  # measurements marked suspect, left out of the figures
+        self.suspect_reason = None  # why the latest of them was
         self.last_measurement = {}
         self.alerts = 0
         # Every registered kind, and any other kind the records hold.
@@ -562,9 +563,10 @@ class Totals:
         self.step = max(self.step, int(record.get("step", 0)))
         self.measurements += 1
         if record.get("suspect"):
-            # Its numbers disagree with training's (see `_sanity`): counted,
-            # never summarised as the run's profile or norm.
+            # Its numbers disagree with training's, or it measured nothing
+            # (see `_sanity`): counted, never summarised as the run's profile.
             self.suspect += 1
+            self.suspect_reason = record["suspect"]
             return
         if record.get("step") != self.last_measurement.get("step"):
             self.measured_steps += 1
@@ -596,6 +598,7 @@ class Totals:
             "measurements": self.measurements,
             "measured_steps": self.measured_steps,
             "suspect_measurements": self.suspect,
+            "suspect_reason": self.suspect_reason,
             "measured_at_step": last.get("step"),
             "layers": {
                 # Records of format 1 before this name: "window".
@@ -742,6 +745,15 @@ def trend_note(summary):
     >>> trend_note({"measured_steps": 0, "measurement_error": "ValueError: rank"})
     'Not measured: ValueError: rank'
     """
+    suspect = summary.get("suspect_measurements") or 0
+    if suspect and summary.get("suspect_reason"):
+        # Left out of the figures: the reader is told why.
+        left_out = (f"{suspect} measurement(s) left out of the figures: the latest "
+                    f"{summary['suspect_reason']}.")
+        rest = trend_note({**summary, "suspect_measurements": 0})
+        if not (summary.get("measured_steps") or 0) and rest == "No measurement yet.":
+            rest = "No other measurement."
+        return f"{left_out} {rest}".strip()
     count = summary.get("measured_steps") or 0
     error = summary.get("measurement_error")
     if error and not count:
