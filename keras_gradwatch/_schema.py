@@ -17,15 +17,14 @@ NONFINITE = frozenset(("NaN", "Infinity", "-Infinity"))
 
 
 def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int  # noqa: E721 - bool is no count (and this is fast)
 
 
 def _is_number(value):
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
+    kind = type(value)
+    if kind is float or kind is int:  # noqa: E721 - bool is no number
         return True
-    return value in NONFINITE if isinstance(value, str) else False
+    return kind is str and value in NONFINITE
 
 
 def _is_number_map(value):
@@ -143,6 +142,11 @@ RUN = {
 }
 
 
+# The fields each definition requires.
+_REQUIRED = {id(schema): tuple(field for field, (_, required) in schema.items() if required)
+             for schema in (STEP, MEASUREMENT, ALERT, SUMMARY, RUN)}
+
+
 def check(record, schema, strict=False):
     """Why `record` does not fit `schema`, in words, or None if it does.
 
@@ -163,23 +167,22 @@ def check(record, schema, strict=False):
     """
     if not isinstance(record, dict):
         return f"expected a JSON object, received {_short(record)}"
-    for field, ((test, words), required) in schema.items():
-        value = record.get(field)
-        if value is None:
-            if required:
-                return f"field {field!r} is missing"
+    for field, value in record.items():  # the record's fields: fewer than the definition's
+        spec = schema.get(field)
+        if spec is None:
+            if strict:
+                return f"field {field!r} is not in the record's definition"
             continue
-        if not test(value):
-            return f"field {field!r}: expected {words}, received {_short(value)}"
+        if value is not None and not spec[0][0](value):
+            return f"field {field!r}: expected {spec[0][1]}, received {_short(value)}"
+    for field in _REQUIRED[id(schema)]:
+        if record.get(field) is None:
+            return f"field {field!r} is missing"
     if schema is MEASUREMENT and isinstance(record.get("layers"), dict):
         for name, values in record["layers"].items():
             problem = _check_layer(values)
             if problem:
                 return f"field 'layers' ({name!r}): {problem}"
-    if strict:
-        unknown = sorted(set(record) - set(schema))
-        if unknown:
-            return f"field {unknown[0]!r} is not in the record's definition"
     return None
 
 

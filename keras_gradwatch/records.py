@@ -64,6 +64,7 @@ SCHEMAS = {RUN: _schema.RUN, STEPS: _schema.STEP, MEASUREMENTS: _schema.MEASUREM
 # Values the whole-run median of the gradient norm is taken over: all of
 # them up to this many, then a uniform sample of this many (`Reservoir`).
 RESERVOIR_SIZE = 10_000
+_DECODER = json.JSONDecoder()
 # With NOFOLLOW, a symlink planted at a record's name is not written through.
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
 # Measurements at fewer distinct steps than this show no trend over training.
@@ -439,18 +440,26 @@ def _read_lines(path, name, damaged):
     if not path.exists():
         return
     schema, bad = SCHEMAS[name], []
+    decode = _DECODER.raw_decode  # a third faster than json.loads on a line
     try:
-        with open(path, "rb") as f:
+        # Bytes that are no UTF-8 read as U+FFFD: one damaged line cannot
+        # stop the reading of the others.
+        with open(path, encoding="utf-8", errors="replace") as f:
             for number_, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                cut = not line.endswith(b"\n")  # only the last line can be
+                cut = not line.endswith("\n")  # only the last line can be
                 try:
-                    record = json.loads(line)
+                    record, end = decode(line)
+                    if line[end:].strip():
+                        raise ValueError("extra data after the record")
                 except ValueError as error:
-                    if not cut:
-                        bad.append((number_, f"not JSON ({getattr(error, 'msg', error)})"))
-                    continue
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)  # e.g. leading spaces
+                    except ValueError:
+                        if not cut:
+                            bad.append((number_, f"not JSON ({getattr(error, 'msg', error)})"))
+                        continue
                 problem = _schema.check(record, schema)
                 if problem is None:
                     yield record
@@ -541,23 +550,29 @@ class Totals:
         self._recent_measured_norms = alerts.RollingWindow()
 
     def add_step(self, record):
+        get = record.get  # once per step of a million-step run: kept lean
         self.step_records += 1
-        self.step = max(self.step, int(record.get("step", 0)))
-        self.epoch = max(self.epoch, int(record.get("epoch", 0)))
-        if record.get("skipped_updates") is not None:
+        step, epoch = get("step", 0), get("epoch", 0)
+        if step > self.step:
+            self.step = int(step)
+        if epoch is not None and epoch > self.epoch:
+            self.epoch = int(epoch)
+        if get("skipped_updates") is not None:
             self.skipped = record["skipped_updates"]
-        if record.get("window") is not None:
+        if get("window") is not None:
             self.window = int(record["window"])
-        if record.get("clipped_updates") is not None:
+        if get("clipped_updates") is not None:
             self.clipped_updates = int(record["clipped_updates"])
-            self.clip = record.get("clip")
-        if record.get("update_ratios"):
+            self.clip = get("clip")
+        if get("update_ratios"):
             self.update_ratios = record["update_ratios"]
-            self.update_ratio_step = record.get("step")
-        norm = number(record.get("grad_norm"))
-        if norm is not None and math.isfinite(norm):
-            self._step_norms.add(norm)
-            self._recent_step_norms.add(norm)
+            self.update_ratio_step = get("step")
+        norm = get("grad_norm")
+        if norm is not None:
+            norm = float(norm)
+            if math.isfinite(norm):
+                self._step_norms.add(norm)
+                self._recent_step_norms.add(norm)
 
     def add_measurement(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
