@@ -109,7 +109,8 @@ def training(steps):
     with tempfile.TemporaryDirectory() as folder:
         watch = GradWatch(folder, plots=None)
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[watch, Drive(watch)])
-        lines = sum(1 for _ in open(os.path.join(folder, "steps.jsonl")))
+        with open(os.path.join(folder, "steps.jsonl")) as f:
+            lines = sum(1 for _ in f)
     first, last = rss[min(rss)], rss[max(rss)]
     print(f"training process: RSS {first:.1f} MB at step {min(rss)}, {last:.1f} MB at "
           f"step {max(rss)} (change {last - first:+.1f} MB); {lines} step records written")

@@ -16,6 +16,7 @@
   appended, so that no record is glued onto it.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -183,15 +184,11 @@ class FolderLock:
             return
         handle, self._handle = self._handle, None
         if fcntl is None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(handle)
-            except OSError:
-                pass
             return
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(handle, 0)
-        except OSError:
-            pass
         os.close(handle)  # releases the flock
 
 
@@ -199,10 +196,8 @@ def _close_box(box):
     """Closes a lock left held by a writer that was never closed."""
     handle, box[0] = box[0], None
     if isinstance(handle, int):
-        try:
+        with contextlib.suppress(OSError):
             os.close(handle)
-        except OSError:
-            pass
 
 
 def _read_pid(descriptor):
@@ -237,10 +232,8 @@ def _exclusive_file(lock):
             pid = int(text) if text.isdigit() else None
             if pid is not None and _alive(pid):
                 raise _locked(lock.parent, pid) from None
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(lock)  # stale: its process is gone
-            except OSError:
-                pass
             continue
         os.write(descriptor, f"{os.getpid()}\n".encode())
         os.close(descriptor)

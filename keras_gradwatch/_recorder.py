@@ -17,6 +17,7 @@ measurements goes on after the highest one found. A write that fails
 `warnings.simplefilter("error", RunRecordWarning)`, to stop it instead).
 """
 
+import contextlib
 import os
 import pathlib
 import re
@@ -128,6 +129,7 @@ class RunRecorder:
         try:
             run = records.load_run(self.log_dir)
         except RunFormatError:
+            self.release()  # refused: the folder stays as it was
             raise  # continuing it could damage it
         except RunDirectoryError:
             return None  # an empty or new folder
@@ -152,10 +154,8 @@ class RunRecorder:
     def write_summary(self, summary):
         if self.failed is not None and self._lock.held and not self._lock.superseded:
             summary = {**summary, "recording_error": self.failed}
-            try:  # once more, quietly: the disk may have room again
+            with contextlib.suppress(OSError):  # once more, quietly: the disk may have room
                 self._writer.write_json(records.SUMMARY, summary)
-            except OSError:
-                pass
         else:
             self._guard(records.SUMMARY,
                         lambda: self._writer.write_json(records.SUMMARY, summary))

@@ -27,6 +27,7 @@ reads it line by line, and `Run.steps` loads it only when asked.
 """
 
 import array
+import contextlib
 import json
 import math
 import os
@@ -198,14 +199,10 @@ class RunWriter:
         """Drops the open files without writing what they buffer (after a
         write error: their buffers cannot be written)."""
         for handle in self._files.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(handle.fileno())
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 handle.close()
-            except (OSError, ValueError):
-                pass
         self._files = {}
 
     @staticmethod
@@ -239,10 +236,8 @@ def _link_new(source, target):
 
 
 def _remove(path):
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 class Run:

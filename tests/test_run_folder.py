@@ -576,3 +576,64 @@ def test_8_html_pieces_escape_every_value_they_are_given():
     ]
     for piece in pieces:
         assert "<img src=x" not in piece
+
+
+# Slow: the targets at full size --------------------------------------------------------
+
+_TRAINER = """
+import sys, numpy as np, keras
+from keras_gradwatch import GradWatch, layers, RunLockedError
+x = np.random.default_rng(0).uniform(size=(64, 10, 2)).astype("float32")
+model = keras.Sequential([keras.Input((None, 2)), layers.LSTM(4), keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+class Count(keras.callbacks.Callback):
+    batches = 0
+    def on_train_batch_begin(self, batch, logs=None):
+        Count.batches += 1
+try:
+    model.fit(x, x.sum(axis=1)[:, :1], batch_size=8, epochs=3, verbose=0,
+              callbacks=[Count(), GradWatch(sys.argv[1], every=2, plots=None)])
+except RunLockedError as error:
+    print("refused", Count.batches, error)
+    sys.exit(0)
+print("trained", Count.batches)
+"""
+
+
+@pytest.mark.slow
+def test_4_two_trainer_processes_on_one_folder(tmp_path):
+    path = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAINER, str(path)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    trained = [o for o in outs if o.startswith("trained")]
+    refused = [o for o in outs if o.startswith("refused")]
+    if len(trained) == 2:  # one finished before the other began: one run, continued
+        steps = [s["step"] for s in records.load_run(path).steps]
+        assert steps == list(range(1, 49))
+        return
+    assert len(trained) == 1 and len(refused) == 1, outs
+    assert refused[0].startswith("refused 0 ")  # before its first step
+    steps = [s["step"] for s in records.load_run(path).steps]
+    assert steps == list(range(1, 25))
+
+
+@pytest.mark.slow
+def test_9_summary_of_a_million_steps_under_100_mb(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import bench_run_folder
+    finally:
+        sys.path.pop(0)
+    bench_run_folder.write_run(str(tmp_path), 1_000_000)
+    done = subprocess.run([sys.executable, "-c", bench_run_folder._SUMMARY, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    status, seconds, peak, first = done.stdout.split(" ", 3)
+    assert status == "0" and "1000000 steps" in first
+    assert float(peak) < 100
