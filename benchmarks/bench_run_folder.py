@@ -101,7 +101,7 @@ def training(steps):
             for step in range(1, steps + 1):
                 self.watch.on_train_batch_end(
                     step, {"loss": 1.0 / step, "grad_norm": rng.lognormvariate(0.0, 0.5)})
-                if step % 100_000 == 0:
+                if step % (steps // 10) == 0:
                     rss[step] = rss_bytes() / 2**20
                     print(f"  step {step:>9}: RSS {rss[step]:.1f} MB "
                           f"({time.perf_counter() - start:.0f} s)", flush=True)
