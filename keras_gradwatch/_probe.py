@@ -71,6 +71,13 @@ def is_finite(probe):
     )
 
 
+def is_empty(probe):
+    """Whether every input value of the probe batch is zero (its sequences
+    fully masked, as `Masking(0.0)` or `Embedding(mask_zero=True)` mask)."""
+    leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(probe[0]) if leaf is not None]
+    return bool(leaves) and not any(np.any(leaf) for leaf in leaves)
+
+
 def _first_rows(structure, rows):
     if structure is None:
         return None

@@ -609,7 +609,8 @@ class GradWatch(keras.callbacks.Callback):
         """Why a measurement measured nothing (a fully masked probe batch),
         or None; the next training batch then becomes the probe batch
         (unless `probe_data` was given: the user chose it)."""
-        reason = _sanity.measured_nothing({n: r.profile for n, r in result.layers.items()})
+        reason = _sanity.measured_nothing({n: r.profile for n, r in result.layers.items()},
+                                          empty_inputs=_probe.is_empty(self._probe))
         if reason is None:
             return None
         if self.probe_data is None and self._probe_retakes < _probe.RETAKES:

@@ -316,10 +316,31 @@ def masked_model():
 
 
 def test_6_measured_nothing_oracle():
-    assert _sanity.measured_nothing({"a": np.zeros(5), "b": [0.0]}).startswith(
+    assert _sanity.measured_nothing({"a": np.zeros(5), "b": [0.0]}, True).startswith(
         "the probe batch gives no gradient")
-    assert _sanity.measured_nothing({"a": np.zeros(5), "b": [0.0, 1e-30]}) is None
-    assert _sanity.measured_nothing({}) is None
+    assert _sanity.measured_nothing({"a": np.zeros(5), "b": [0.0, 1e-30]}, True) is None
+    assert _sanity.measured_nothing({}, True) is None
+    # Zero profiles on inputs that carry something: the network's finding.
+    assert _sanity.measured_nothing({"a": np.zeros(5)}, False) is None
+
+
+def test_6_dead_recurrence_is_not_marked_as_measuring_nothing(tmp_path):
+    model = keras.Sequential([
+        keras.Input((T, F)),
+        layers.SimpleRNN(4, activation="relu", kernel_initializer="zeros",
+                         recurrent_initializer="zeros", bias_initializer="zeros", name="rnn"),
+        keras.layers.Dense(1, kernel_initializer="zeros", name="head"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    x, y = data(n=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=B, epochs=1, verbose=0,
+                  callbacks=[GradWatch(tmp_path, every=1, plots=None)])
+    run = records.load_run(tmp_path)
+    assert run.measurements
+    assert not np.any(run.profiles(run.measurements[0])["rnn"])  # no gradient through time
+    assert not any("measured nothing" in (m.get("suspect") or "") for m in run.measurements)
 
 
 def test_6_fully_masked_probe_batch_is_marked_and_replaced(tmp_path):
