@@ -39,7 +39,11 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out):
     status = cli.main(["summary", sys.argv[1]])
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+try:  # this process's own peak: ru_maxrss keeps the forking parent's across exec
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
 print(status, round(seconds, 2), round(peak, 1), out.getvalue().splitlines()[0])
 """
 
