@@ -80,7 +80,8 @@ class RunRecorder:
             RunLockedError: If another writer holds the folder.
         """
         path = pathlib.Path(self.log_dir)
-        _folder.check_ownership(path)
+        if self._left is None:  # this recorder's own folder from its first fit on
+            _folder.check_ownership(path)
         self._writer.open()
         self._lock.acquire()
         self.failed = None  # a new fit tries again (the disk may have room)
