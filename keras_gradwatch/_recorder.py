@@ -153,8 +153,8 @@ class RunRecorder:
             records.RUN, {"writer": records.WRITER, **settings}))
 
     def write_summary(self, summary):
+        summary = {**summary, "recording_error": self.failed}  # None: every record written
         if self.failed is not None and self._lock.held and not self._lock.superseded:
-            summary = {**summary, "recording_error": self.failed}
             with contextlib.suppress(OSError):  # once more, quietly: the disk may have room
                 self._writer.write_json(records.SUMMARY, summary)
         else:
