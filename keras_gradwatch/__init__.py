@@ -55,6 +55,8 @@ from keras_gradwatch.errors import KerasGradwatchError
 from keras_gradwatch.errors import NotMeasurableError
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
+from keras_gradwatch.errors import RunLockedError
+from keras_gradwatch.errors import RunRecordWarning
 
 # Names whose modules import Keras (and so TensorFlow): imported on first
 # use, so that the records, plots, report and CLI start fast.
@@ -104,6 +106,8 @@ __all__ = [
     "NotMeasurableError",
     "RunDirectoryError",
     "RunFormatError",
+    "RunLockedError",
+    "RunRecordWarning",
     "TruncatedBPTT",
     "alerts",
     "cli",

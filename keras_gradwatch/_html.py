@@ -43,7 +43,10 @@ def fmt(value, digits=4):
 
 
 def percent(fraction):
-    return f"{100 * float(fraction):g} %"
+    try:
+        return f"{100 * float(fraction):g} %"
+    except (TypeError, ValueError):
+        return str(fraction)  # a damaged setting: shown as it is (and escaped)
 
 
 def image(path):
@@ -55,8 +58,12 @@ def image(path):
 def status_line(summary):
     return (
         f"<p>Status: <span class='status'>{escape(str(summary['status']))}</span> "
-        f"after {summary['steps']} steps, {summary['epochs']} epoch(s), "
-        f"{summary['measurements']} measurement(s).</p>"
+        f"after {escape(str(summary['steps']))} steps, "
+        f"{escape(str(summary['epochs']))} epoch(s), "
+        f"{escape(str(summary['measurements']))} measurement(s).</p>"
+        + (f"<p class='note'>Recording stopped: {escape(str(summary['recording_error']))}; "
+           "the records after it are missing.</p>"
+           if summary.get("recording_error") else "")
     )
 
 
@@ -130,7 +137,7 @@ def layer_table(summary, options, explain=True, alerts=None):
             f"<td>{escape(layer_alerts(alerts, name))}</td></tr>"
         )
     parts.append("</table>")
-    where = f"From the latest measurement, at step {summary.get('measured_at_step')}."
+    where = f"From the latest measurement, at step {escape(str(summary.get('measured_at_step')))}."
     if not explain:
         return "".join(parts) + (
             f"<p class='muted'>{where} A decay rate above 1 is not by itself "
@@ -213,7 +220,7 @@ def ratio_table(summary):
     return (
         "<table><tr><th>layer</th><th>update / weights (‖Δw‖/‖w‖)</th></tr>"
         f"{rows}</table><p class='muted'>One training step, at step "
-        f"{summary.get('update_ratio_step')}. About 1e-3 is healthy (CS231n); "
+        f"{escape(str(summary.get('update_ratio_step')))}. About 1e-3 is healthy (CS231n); "
         "far below, the learning rate is likely too low; above 0.1 steps "
         "rewrite the layer (an exploding alert when it lasts).</p>"
     )
@@ -235,14 +242,14 @@ def alert_table(alerts, limit=None):
         kind = escape(str(alert.get("kind")))
         more = alert.get("suppressed") or 0
         parts.append(
-            f"<tr><td class='num'>{alert.get('step')}</td>"
-            f"<td class='num'>{alert.get('epoch')}</td>"
+            f"<tr><td class='num'>{escape(str(alert.get('step')))}</td>"
+            f"<td class='num'>{escape(str(alert.get('epoch')))}</td>"
             f"<td class='{kind}'>{kind}</td>"
             f"<td>{escape(str(alert.get('layer') or '—'))}</td>"
             f"<td class='num'>{fmt(alert.get('value'))}</td>"
             f"<td class='num'>{fmt(alert.get('threshold'))}</td>"
             f"<td>{escape(str(alert.get('message')))}"
-            + (f" <span class='muted'>({more} similar not shown)</span>" if more else "")
+            + (f" <span class='muted'>({escape(str(more))} similar not shown)</span>" if more else "")
             + "</td></tr>"
         )
     parts.append("</table>")

@@ -15,9 +15,11 @@ folder.
 
 import pathlib
 import re
+import warnings
 import weakref
 
 from keras_gradwatch import records
+from keras_gradwatch.errors import RunRecordWarning
 
 
 class ModelRuns:
@@ -44,7 +46,12 @@ class ModelRuns:
         if index > 1:
             # A listing only once there is more than one model to list.
             writer = records.RunWriter(self.root)
-            writer.write_json(records.MODELS, {"models": [e for _, e in self._runs]})
+            try:
+                writer.write_json(records.MODELS, {"models": [e for _, e in self._runs]})
+            except OSError as error:  # never break training: the runs are whole
+                warnings.warn(f"GradWatch could not list the models' runs in "
+                              f"'{self.root / records.MODELS}': {error}.",
+                              RunRecordWarning, stacklevel=4)
         return self.root / relative, False
 
 

@@ -18,6 +18,9 @@ from keras_gradwatch import records
 # Sequences of the first training batch that make the probe batch: enough
 # for a mean profile, and a measurement's cost does not grow with the batch.
 PROBE_ROWS = 16
+# Probe batches replaced at most, in a run, when one measured nothing (all
+# its sequences masked): data that is masked throughout gets no more tries.
+RETAKES = 3
 
 # The probe batch of each run folder in this process, with its model.
 _by_folder = {}
@@ -66,6 +69,13 @@ def is_finite(probe):
         for leaf in keras.tree.flatten(probe)
         if leaf is not None
     )
+
+
+def is_empty(probe):
+    """Whether every input value of the probe batch is zero (its sequences
+    fully masked, as `Masking(0.0)` or `Embedding(mask_zero=True)` mask)."""
+    leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(probe[0]) if leaf is not None]
+    return bool(leaves) and not any(np.any(leaf) for leaf in leaves)
 
 
 def _first_rows(structure, rows):

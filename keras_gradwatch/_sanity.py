@@ -122,6 +122,47 @@ def suspect_reason(global_norm, step_norms, previous=None, factor=SUSPECT_FACTOR
     )
 
 
+def measured_nothing(profiles, empty_inputs):
+    """Why a measurement measured nothing, or None.
+
+    A probe batch whose sequences are all fully masked (every input zero,
+    as `Masking(0.0)` and `Embedding(mask_zero=True)` mask) gives no
+    gradient through time: every profile is exactly zero, and its
+    statistics (decay 0, horizon 0, a suggested window of 1) describe the
+    batch, not the network. Both must hold: profiles at zero on inputs
+    that carry something are a finding about the network (a dead
+    recurrence), which the alerts must see.
+
+    Args:
+        profiles: Dict of layer name -> profile (sequence of numbers).
+        empty_inputs: Whether every input value of the probe batch is 0.
+
+    Returns:
+        None, or a sentence saying what was measured.
+
+    Example:
+
+    >>> measured_nothing({"lstm": [0.0, 0.0]}, empty_inputs=True) is not None
+    True
+    >>> measured_nothing({"lstm": [0.0, 0.0]}, empty_inputs=False) is None
+    True
+    >>> measured_nothing({"lstm": [0.0, 0.1], "gru": [0.0]}, empty_inputs=True) is None
+    True
+    """
+    if not profiles or not empty_inputs:
+        return None
+    for profile in profiles.values():
+        values = [float(v) for v in profile]
+        if not values or any(v != 0.0 for v in values):
+            return None
+    return (
+        "the probe batch gives no gradient through time at any measured layer "
+        f"(every profile is exactly 0 over {max(len(p) for p in profiles.values())} "
+        "lags) and its inputs are all zero: its sequences are fully masked or "
+        "empty, so this measurement measured nothing"
+    )
+
+
 class Sanity:
     """Judges a run's measurements against its training steps' norms.
 

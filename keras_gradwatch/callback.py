@@ -301,6 +301,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measured_step = None
         self._measure_error = None
         self._sanity = _sanity.Sanity()  # measurements against the steps' grad_norm
+        self._probe_retakes = 0  # probe batches replaced: they measured nothing
         self._suspect_warned = False
         # The detectors, and the evidence of steps, measurements and epochs.
         self._checks = _checks.Checks(self._desk, Settings(
@@ -345,7 +346,7 @@ class GradWatch(keras.callbacks.Callback):
             if self.probe_data is None:
                 self._probe = None
         self._recorder.open()
-        if not self._started:
+        if not self._started or self._recorder.continued_elsewhere:
             self._resume()
             self._started = True
         self._status = "running"
@@ -543,7 +544,7 @@ class GradWatch(keras.callbacks.Callback):
     def _take_probe(self, batch):
         self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
         _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
-        if self._measurements == 0:
+        if self._measurements == 0 or self._probe_retakes:
             with self._timed():
                 self._measure("start")
 
@@ -571,6 +572,8 @@ class GradWatch(keras.callbacks.Callback):
             )
             return None
         suspect = self._sanity.judge(result.global_norm)
+        if suspect is None:
+            suspect = self._measured_nothing(result)
         if suspect is not None:
             result = dataclasses.replace(result, suspect=suspect)
             if not self._suspect_warned:
@@ -603,6 +606,20 @@ class GradWatch(keras.callbacks.Callback):
                 and _model_facts.weights_finite(_model_facts.inner(self.model)),
             )
         return result
+
+    def _measured_nothing(self, result):
+        """Why a measurement measured nothing (a fully masked probe batch),
+        or None; the next training batch then becomes the probe batch
+        (unless `probe_data` was given: the user chose it)."""
+        reason = _sanity.measured_nothing({n: r.profile for n, r in result.layers.items()},
+                                          empty_inputs=_probe.is_empty(self._probe))
+        if reason is None:
+            return None
+        if self.probe_data is None and self._probe_retakes < _probe.RETAKES:
+            self._probe_retakes += 1
+            self._probe = None  # the hook takes the next batch
+            return reason + "; the next training batch is taken as the probe batch"
+        return reason
 
     def _first_nonfinite_layer(self):
         """Names the first layer (in model order) with broken weights/grads."""
@@ -721,6 +738,7 @@ class GradWatch(keras.callbacks.Callback):
         # The drawing is part of the fit: the final figures count it.
         self._own.end_fit()
         self._recorder.write_summary(self.summary())
+        self._recorder.release()  # another writer may have the folder now
 
     def _draw_at_end(self):
         """Draws now if the budget allows (or, in an interactive session,

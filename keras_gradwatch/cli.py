@@ -1,15 +1,20 @@
 """The `gradwatch` command: review runs from their saved records.
 
-    gradwatch report RUN_DIR            redraw the plots, write report.html
+    gradwatch report RUN_DIR [-o DIR]   redraw the plots, write report.html
     gradwatch summary RUN_DIR           print the summary table
     gradwatch compare RUN_A RUN_B ...   decay profiles of several runs
 
-Also `python -m keras_gradwatch ...`. A bad path or damaged records give a
-one-line message on stderr and exit status 1; bad usage exits with 2.
+Also `python -m keras_gradwatch ...`. A bad path or unreadable records give
+a one-line message on stderr and exit status 1; damaged records that were
+skipped give a one-line warning each (`gradwatch summary: warning: ...`) and
+the rest is shown; bad usage exits with 2. Output cut short by its reader
+(`gradwatch summary RUN | head -1`) ends quietly.
 """
 
 import argparse
+import os
 import sys
+import warnings
 
 from keras_gradwatch import _html
 from keras_gradwatch import plots
@@ -41,6 +46,9 @@ def summary_text(run):
         + f"): {summary['status']}, {summary['steps']} steps, "
         f"{summary['epochs']} epoch(s), {summary['measurements']} measurement(s).",
     ]
+    if summary.get("recording_error"):
+        lines.append(f"Recording stopped: {summary['recording_error']}; the records "
+                     "after it are missing.")
     note = records.trend_note(summary)
     lines += [note, ""] if note else [""]
     lines += _layer_lines(summary, run.alerts)
@@ -104,7 +112,7 @@ def _layer_lines(summary, alerts):
 
 
 def _report(args):
-    path = report.write_report(args.run_dir)
+    path = report.write_report(args.run_dir, output=args.output)
     print(f"Wrote {path} (and the plots next to it).")
 
 
@@ -128,6 +136,10 @@ def build_parser():
         "report", help="redraw the plots and write report.html into RUN_DIR"
     )
     command.add_argument("run_dir")
+    command.add_argument(
+        "-o", "--output", metavar="DIR",
+        help="folder to write report.html and the plots into (default: RUN_DIR)",
+    )
     command.set_defaults(func=_report)
     command = commands.add_parser("summary", help="print the summary table")
     command.add_argument("run_dir")
@@ -155,11 +167,45 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                args.func(args)
+            finally:
+                _show_warnings(args.command, caught)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except (KerasGradwatchError, OSError) as error:
-        print(f"gradwatch {args.command}: {error}", file=sys.stderr)
+        print(f"gradwatch {args.command}: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _show_warnings(command, caught):
+    """Each warning once, on one line of stderr."""
+    shown = set()
+    for warning in caught:
+        text = _one_line(warning.message)
+        if text not in shown:
+            shown.add(text)
+            print(f"gradwatch {command}: warning: {text}", file=sys.stderr)
+
+
+def _one_line(message):
+    return " ".join(str(message).split())
+
+
+def _quiet_stdout():
+    """The reader of stdout is gone (`| head`): nothing more is written, and
+    Python's flush at exit must not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -66,6 +66,25 @@ class RunFormatError(RunDirectoryError):
     """
 
 
+class RunLockedError(RunDirectoryError):
+    """A run folder that another `GradWatch` is writing (the message names
+    the folder and the process holding its lock).
+
+    Example:
+
+    >>> from keras_gradwatch.errors import RunDirectoryError, RunLockedError
+    >>> issubclass(RunLockedError, RunDirectoryError)
+    True
+    """
+
+
+class RunRecordWarning(UserWarning):
+    """Warning category of damaged run records that were skipped (the
+    message names the file, the line and the field), and of a run folder
+    that `GradWatch` stopped writing (a full disk, a vanished folder).
+    """
+
+
 class GradientAlertError(KerasGradwatchError, RuntimeError):
     """Raised by `GradWatch` for an alert whose action is `"raise"`.
 

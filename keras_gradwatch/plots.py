@@ -24,6 +24,8 @@ import contextlib
 import math
 import os
 import pathlib
+import tempfile
+import warnings
 
 import numpy as np
 
@@ -31,6 +33,8 @@ from keras_gradwatch import _update_ratio
 from keras_gradwatch import depth as depth_lib
 from keras_gradwatch import records
 from keras_gradwatch._detectors import kinds
+from keras_gradwatch.errors import RunDirectoryError
+from keras_gradwatch.errors import RunRecordWarning
 
 DECAY = records.DECAY_PLOT
 HEATMAP = "decay_heatmap.png"
@@ -78,22 +82,33 @@ _LEFT, _RIGHT, _TOP, _BOTTOM, _HSPACE, _WSPACE = 0.85, 0.25, 0.95, 0.6, 1.0, 1.1
 
 @contextlib.contextmanager
 def _figure(width, height):
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    try:
-        yield figure
-    finally:
-        figure.clear()
+    # Folder, model and layer names are plain text: "$5_to_$10" is no
+    # mathtext formula (our own labels use Unicode, never "$...$").
+    with matplotlib.rc_context({"text.parse_math": False}):
+        figure = Figure(figsize=(width, height), dpi=100)
+        FigureCanvasAgg(figure)
+        try:
+            yield figure
+        finally:
+            figure.clear()
 
 
 def _save(figure, path):
+    """Writes the PNG through an exclusively created temporary file renamed
+    into place: a symlink planted at either name is not written through."""
     path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    figure.savefig(temporary, format="png")
-    os.replace(temporary, path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            figure.savefig(f, format="png")
+        os.replace(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
     return path
 
 
@@ -105,14 +120,24 @@ def layer_series(run):
         `(steps, profiles)` pair: a list of training steps and a 2-D array,
         one row per measurement, one column per lag (NaN-padded).
     """
-    series = {}
+    series, damaged = {}, []
     for measurement in run.measurements:
         if not measurement.get("profiles"):
             continue
-        for name, profile in run.profiles(measurement).items():
+        try:
+            profiles = {name: np.asarray(profile, dtype="float64").ravel()
+                        for name, profile in run.profiles(measurement).items()}
+        except (RunDirectoryError, ValueError, TypeError) as error:
+            damaged.append(str(error))  # the other measurements are drawn
+            continue
+        for name, profile in profiles.items():
             steps, rows = series.setdefault(name, ([], []))
             steps.append(int(measurement["step"]))
-            rows.append(np.asarray(profile, dtype="float64"))
+            rows.append(profile)
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        warnings.warn(f"{damaged[0]}{more} Its profiles are left out of the plots.",
+                      RunRecordWarning, stacklevel=2)
     out = {}
     for name, (steps, rows) in series.items():
         width = max(len(r) for r in rows)
@@ -831,7 +856,7 @@ def plot_depth(run, path=None):
         return _save(figure, path or run.path / DEPTH)
 
 
-def plot_all(run, summary=None):
+def plot_all(run, summary=None, folder=None):
     """Draws every plot the records allow; returns the written paths.
 
     The records are read once: each series is computed once for all plots.
@@ -839,6 +864,7 @@ def plot_all(run, summary=None):
     Args:
         run: A `records.Run`.
         summary: `records.summarize(run)`, if already computed.
+        folder: Where to write the PNGs (default: the run folder).
 
     Example:
 
@@ -853,12 +879,13 @@ def plot_all(run, summary=None):
     ['gradient_norms.png']
     """
     series = layer_series(run)
+    folder = run.path if folder is None else pathlib.Path(folder)
     paths = [
-        plot_decay(run, series=series),
-        plot_heatmap(run, series=series),
-        plot_norms(run, summary=summary),
-        plot_update_ratios(run),
-        plot_depth(run),
+        plot_decay(run, folder / DECAY, series=series),
+        plot_heatmap(run, folder / HEATMAP, series=series),
+        plot_norms(run, folder / NORMS, summary=summary),
+        plot_update_ratios(run, folder / UPDATES),
+        plot_depth(run, folder / DEPTH),
     ]
     return [p for p in paths if p is not None]
 

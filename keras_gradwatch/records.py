@@ -18,22 +18,34 @@ into place. After an exception, a `KeyboardInterrupt` or a stop, every file
 holds complete, readable records. Non-finite numbers are written as the
 strings `"NaN"`, `"Infinity"` and `"-Infinity"` (JSON has no literal for
 them); `number()` reads them back.
+
+Every record read is checked against its kind's definition (`_schema`): a
+line that is not JSON, or holds a value of the wrong type, is skipped with
+one warning (`RunRecordWarning`) naming the file, the line and the field,
+and the rest of the run is read. `steps.jsonl` is streamed: `summarize`
+reads it line by line, and `Run.steps` loads it only when asked.
 """
 
 import array
-import dataclasses
+import contextlib
 import json
 import math
 import os
 import pathlib
+import random
+import tempfile
+import warnings
+import zipfile
 
 import numpy as np
 
 from keras_gradwatch import _html
+from keras_gradwatch import _schema
 from keras_gradwatch import alerts
 from keras_gradwatch._detectors import kinds
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
+from keras_gradwatch.errors import RunRecordWarning
 
 RUN = "run.json"
 STEPS = "steps.jsonl"
@@ -46,6 +58,17 @@ PROFILES = "profiles"
 DECAY_PLOT = "decay_profile.png"  # drawn by `plots`, shown by `Run._repr_html_`
 DEPTH_PLOT = "depth_profile.png"  # likewise
 FORMAT_VERSION = 1
+# `run.json`'s "writer": the folder is a GradWatch run (see `_folder`).
+WRITER = "keras_gradwatch"
+# The definition each file's records are checked against.
+SCHEMAS = {RUN: _schema.RUN, STEPS: _schema.STEP, MEASUREMENTS: _schema.MEASUREMENT,
+           ALERTS: _schema.ALERT, SUMMARY: _schema.SUMMARY}
+# Values the whole-run median of the gradient norm is taken over: all of
+# them up to this many, then a uniform sample of this many (`Reservoir`).
+RESERVOIR_SIZE = 10_000
+_DECODER = json.JSONDecoder()
+# With NOFOLLOW, a symlink planted at a record's name is not written through.
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
 # Measurements at fewer distinct steps than this show no trend over training.
 TREND_MEASUREMENTS = 3
 # What the suggested clipnorm is, in the summary, report and plot: the
@@ -89,6 +112,11 @@ def number(value):
 class RunWriter:
     """Appends records to a run folder (see the module docstring).
 
+    It never writes through a symbolic link planted in the folder: record
+    files are opened with `O_NOFOLLOW`, temporary files are created
+    exclusively (`tempfile.mkstemp`) and renamed over the target, and a
+    profile file that exists already is never replaced.
+
     Args:
         log_dir: The run folder; created if missing.
     """
@@ -105,9 +133,9 @@ class RunWriter:
         """
         try:
             (self.path / PROFILES).mkdir(parents=True, exist_ok=True)
-            check = self.path / f".write-check-{os.getpid()}"
-            check.write_text("ok")
-            check.unlink()
+            handle, check = tempfile.mkstemp(dir=self.path, prefix=".write-check-", suffix=".tmp")
+            os.close(handle)
+            os.unlink(check)
         except OSError as error:
             raise RunDirectoryError(
                 f"Cannot write the run folder. Received: log_dir="
@@ -119,7 +147,8 @@ class RunWriter:
         """Appends one record (a dict) as one line of `name`."""
         handle = self._files.get(name)
         if handle is None:
-            handle = open(self.path / name, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the fit
+            descriptor = os.open(self.path / name, _APPEND_FLAGS, 0o644)
+            handle = os.fdopen(descriptor, "a", encoding="utf-8")
             self._files[name] = handle
         handle.write(json.dumps(encode(record), allow_nan=False) + "\n")
         if flush:
@@ -135,56 +164,149 @@ class RunWriter:
         self._replace(self.path / name, lambda f: f.write(text.encode("utf-8")))
 
     def write_profiles(self, index, profiles):
-        """Writes one measurement's profiles; returns the relative path."""
-        relative = f"{PROFILES}/{index:06d}.npz"
+        """Writes one measurement's profiles; returns the relative path.
+
+        A file of that name that exists already (a run continued after
+        damage) is kept: the profiles go to `NNNNNN-1.npz`, ... instead.
+        """
         arrays = {name: np.asarray(p, dtype="float64") for name, p in profiles.items()}
-        self._replace(self.path / relative, lambda f: np.savez(f, **arrays))
-        return relative
+        folder = self.path / PROFILES
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{index:06d}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            for suffix in ("", *(f"-{k}" for k in range(1, 1000))):
+                relative = f"{PROFILES}/{index:06d}{suffix}.npz"
+                if _link_new(temporary, self.path / relative):
+                    return relative
+            raise FileExistsError(f"'{folder}' holds 1000 profiles of measurement {index}")
+        finally:
+            _remove(temporary)
 
     def close(self):
+        errors = []
         for handle in self._files.values():
-            handle.close()
+            try:
+                handle.close()
+            except OSError as error:  # its buffer could not be written
+                errors.append(error)
+        self._files = {}
+        if errors:
+            raise errors[0]
+
+    def abandon(self):
+        """Drops the open files without writing what they buffer (after a
+        write error: their buffers cannot be written)."""
+        for handle in self._files.values():
+            with contextlib.suppress(OSError):
+                os.close(handle.fileno())
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()
         self._files = {}
 
     @staticmethod
     def _replace(target, write):
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, target)
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(handle, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, target)  # replaces a symlink, never follows it
+        finally:
+            _remove(temporary)
 
 
-@dataclasses.dataclass
+def _link_new(source, target):
+    """Gives `source` the name `target` unless that name exists; whether it did."""
+    try:
+        os.link(source, target)  # fails on an existing name: nothing is replaced
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # A file system without hard links: a check, then a rename.
+        if os.path.lexists(target):
+            return False
+        os.replace(source, target)
+        return True
+
+
+def _remove(path):
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 class Run:
     """The records of one run folder, as read back by `load_run`.
 
     Attributes:
         path: The run folder.
-        settings: Contents of `run.json` (empty dict if missing).
-        steps: List of step records.
+        settings: Contents of `run.json` (empty dict if missing or damaged).
+        steps: List of step records (read from `steps.jsonl` when first
+            asked; `iter_steps` streams them without keeping them).
         measurements: List of measurement records.
         alerts: List of alert records.
-        summary: Contents of `summary.json`, or None if not written yet.
+        summary: Contents of `summary.json`, or None if not written yet
+            (or damaged: `summarize` rebuilds it from the records).
+        damaged: Per file name, the damaged lines skipped so far, as
+            `(line, why)` pairs (line 0: the whole file).
     """
 
-    path: pathlib.Path
-    settings: dict
-    steps: list
-    measurements: list
-    alerts: list
-    summary: object
+    def __init__(self, path, settings, steps, measurements, alerts, summary, damaged=None):
+        self.path = pathlib.Path(path)
+        self.settings = settings
+        self._steps = steps  # None: read from the file when first asked
+        self.measurements = measurements
+        self.alerts = alerts
+        self.summary = summary
+        self.damaged = {} if damaged is None else damaged
+
+    def __repr__(self):
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def steps(self):
+        if self._steps is None:
+            self._steps = list(self.iter_steps())
+        return self._steps
+
+    @steps.setter
+    def steps(self, value):
+        self._steps = value
+
+    def iter_steps(self):
+        """The step records, one at a time (streamed from the file unless
+        `steps` was read already): memory does not grow with the run."""
+        if self._steps is not None:
+            return iter(self._steps)
+        return _read_lines(self.path / STEPS, STEPS, self.damaged)
 
     def profiles(self, measurement):
-        """The profiles of a measurement record: dict of name -> array."""
+        """The profiles of a measurement record: dict of name -> array.
+
+        Raises:
+            RunDirectoryError: If the file is damaged, or the record points
+                outside the run folder.
+        """
         relative = measurement.get("profiles")
         if not relative:
             return {}
+        folder = self.path.resolve()
+        target = (folder / str(relative)).resolve()
+        if not target.is_relative_to(folder):
+            raise RunDirectoryError(
+                f"The measurement at step {measurement.get('step')} of '{self.path}' "
+                f"points at {str(relative)!r}, outside the run folder: not read."
+            )
         try:
-            with np.load(self.path / relative, allow_pickle=False) as data:
+            with np.load(target, allow_pickle=False) as data:
                 return {name: data[name] for name in data.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
             raise RunDirectoryError(
                 f"Damaged profile file '{self.path / relative}': {error}."
             ) from error
@@ -230,7 +352,11 @@ def load_run(log_dir):
     """Reads a run folder written by `GradWatch`.
 
     A run that crashed reads fine: a last line cut short by a crash is
-    skipped. Any other unreadable line is an error.
+    skipped. A damaged line elsewhere (not JSON, or a value of the wrong
+    type) is skipped too, with one `RunRecordWarning` per file naming the
+    file, the line and the field; a damaged `summary.json` is left out
+    (`summarize` rebuilds its figures from the records). `steps.jsonl` is
+    read only when `Run.steps` is asked for.
 
     Args:
         log_dir: The run folder.
@@ -239,8 +365,7 @@ def load_run(log_dir):
         A `Run`.
 
     Raises:
-        RunDirectoryError: If the folder does not exist, holds no records,
-            or a record is damaged.
+        RunDirectoryError: If the folder does not exist or holds no records.
         RunFormatError: If the records were written by a newer version
             of the package, in a format this one does not read.
 
@@ -265,58 +390,128 @@ def load_run(log_dir):
         raise RunDirectoryError(
             f"'{path}' holds no GradWatch records (none of {', '.join(names)})."
         )
-    settings = _read_json(path / RUN) or {}
-    written = settings.get("format", FORMAT_VERSION)
-    if not isinstance(written, int) or isinstance(written, bool) or written > FORMAT_VERSION:
+    run = Run(path, {}, None, [], [], None)
+    run.settings = read_json(path / RUN, run.damaged) or {}
+    written = run.settings.get("format") or FORMAT_VERSION
+    if written > FORMAT_VERSION:
         raise RunFormatError(
             f"'{path}' holds records in format {written!r}, written by a newer "
             f"keras_gradwatch; this version reads format {FORMAT_VERSION} and "
             "older. Upgrade it (pip install -U keras-gradwatch), or give "
             "GradWatch another log_dir."
         )
-    return Run(
-        path=path,
-        settings=settings,
-        steps=_read_lines(path / STEPS),
-        measurements=_read_lines(path / MEASUREMENTS),
-        alerts=_read_lines(path / ALERTS),
-        summary=_read_json(path / SUMMARY),
-    )
+    run.measurements = list(_read_lines(path / MEASUREMENTS, MEASUREMENTS, run.damaged))
+    run.alerts = list(_read_lines(path / ALERTS, ALERTS, run.damaged))
+    run.summary = read_json(path / SUMMARY, run.damaged)
+    return run
 
 
-def _read_json(path):
+def read_json(path, damaged=None):
+    """A JSON record file checked against its definition, or None if it is
+    missing or damaged (a `RunRecordWarning` says why)."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_bytes())
+        problem = _schema.check(value, SCHEMAS[path.name])
     except (OSError, ValueError) as error:
-        raise RunDirectoryError(f"Damaged record file '{path}': {error}.") from error
+        problem = f"not JSON ({getattr(error, 'msg', None) or error})"
+    if problem is None:
+        return value
+    if damaged is not None:
+        damaged[path.name] = [(0, problem)]
+    what = ("its figures are rebuilt from the records" if path.name == SUMMARY
+            else "read without it")
+    warnings.warn(f"Damaged record file '{path}': {problem}; {what}.",
+                  RunRecordWarning, stacklevel=3)
+    return None
 
 
-def _read_lines(path):
+def _read_lines(path, name, damaged):
+    """The records of a JSON Lines file, one at a time.
+
+    A last line without its newline (a write cut short by a crash) is
+    skipped silently unless it is a whole record; any other line that is
+    not a record of its kind is skipped, and once the file is read one
+    `RunRecordWarning` names the first of them.
+    """
     if not path.exists():
-        return []
+        return
+    schema, bad = SCHEMAS[name], []
+    decode = _DECODER.raw_decode  # a third faster than json.loads on a line
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as error:
+        # Bytes that are no UTF-8 read as U+FFFD: one damaged line cannot
+        # stop the reading of the others.
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number_, line in enumerate(f, 1):
+                cut = not line.endswith("\n")  # only the last line can be
+                try:
+                    record, end = decode(line)
+                    if line[end:].strip():
+                        raise ValueError("extra data after the record")
+                except ValueError as error:
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)  # e.g. leading spaces
+                    except ValueError:
+                        if not cut:
+                            bad.append((number_, f"not JSON ({getattr(error, 'msg', error)})"))
+                        continue
+                problem = _schema.check(record, schema)
+                if problem is None:
+                    yield record
+                elif not cut:
+                    bad.append((number_, problem))
+    except OSError as error:
         raise RunDirectoryError(f"Cannot read '{path}': {error}.") from error
-    records = []
-    last = len(lines) - 1
-    for number_, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as error:
-            if number_ == last:
-                break  # a line cut short by a crash: everything before is kept
-            raise RunDirectoryError(
-                f"Damaged record at line {number_ + 1} of '{path}': {error}."
-            ) from error
-        records.append(record)
-    return records
+    if bad:
+        damaged[name] = bad
+        first, why = bad[0]
+        more = f" (and {len(bad) - 1} more line(s))" if len(bad) > 1 else ""
+        warnings.warn(
+            f"Skipped a damaged record at line {first} of '{path}': {why}{more}. "
+            "The rest of the run is read.",
+            RunRecordWarning, stacklevel=2,
+        )
+
+
+class Reservoir:
+    """A fixed-size uniform sample of a stream of numbers: every value
+    while there are at most `size`, then a uniform sample of `size`
+    (reservoir sampling, seeded: the same stream gives the same sample,
+    whether fed by the writer or re-read from the records).
+
+    Example:
+
+    >>> sample = Reservoir(size=3)
+    >>> for value in (5.0, 1.0, 3.0):
+    ...     sample.add(value)
+    >>> sample.median(), sample.count
+    (3.0, 3)
+    """
+
+    def __init__(self, size=RESERVOIR_SIZE):
+        self.size = size
+        self.count = 0
+        self.values = array.array("d")
+        self._random = random.Random(0)
+
+    def add(self, value):
+        self.count += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+            return
+        slot = self._random.randrange(self.count)
+        if slot < self.size:
+            self.values[slot] = value
+
+    def __len__(self):
+        return self.count
+
+    def median(self):
+        """The median of the values (exact up to `size` of them), or None."""
+        return float(np.median(self.values)) if self.values else None
 
 
 class Totals:
@@ -324,11 +519,13 @@ class Totals:
 
     `summarize` feeds it a run read from disk; `GradWatch` feeds it each
     record as it writes it, so that its `summary.json` never re-reads the
-    files. Memory: one float per step with a gradient norm.
+    files. Memory is bounded: the whole-run median comes from a
+    `Reservoir`, the suggested clipnorm from the last 100 norms.
     """
 
     def __init__(self):
         self.step = 0
+        self.step_records = 0
         self.epoch = -1
         self.skipped = None
         self.window = None  # TruncatedBPTT(window="auto"): the latest window
@@ -339,48 +536,57 @@ class Totals:
         self.measurements = 0
         self.measured_steps = 0  # distinct steps with a measurement
         self.suspect = 0  # measurements marked suspect, left out of the figures
+        self.suspect_reason = None  # why the latest of them was
         self.last_measurement = {}
         self.alerts = 0
         # Every registered kind, and any other kind the records hold.
         self.alert_counts = dict.fromkeys(kinds.NAMES, 0)
-        self._step_norms = array.array("d")
-        self._measured_norms = array.array("d")
+        self._step_norms = Reservoir()
+        self._measured_norms = Reservoir()
         # The suggested clipnorm reads the recent norms, as alerts do.
         self._recent_step_norms = alerts.RollingWindow()
         self._recent_measured_norms = alerts.RollingWindow()
 
     def add_step(self, record):
-        self.step = max(self.step, int(record.get("step", 0)))
-        self.epoch = max(self.epoch, int(record.get("epoch", 0)))
-        if record.get("skipped_updates") is not None:
+        get = record.get  # once per step of a million-step run: kept lean
+        self.step_records += 1
+        step, epoch = get("step", 0), get("epoch", 0)
+        if step > self.step:
+            self.step = int(step)
+        if epoch is not None and epoch > self.epoch:
+            self.epoch = int(epoch)
+        if get("skipped_updates") is not None:
             self.skipped = record["skipped_updates"]
-        if record.get("window") is not None:
+        if get("window") is not None:
             self.window = int(record["window"])
-        if record.get("clipped_updates") is not None:
+        if get("clipped_updates") is not None:
             self.clipped_updates = int(record["clipped_updates"])
-            self.clip = record.get("clip")
-        if record.get("update_ratios"):
+            self.clip = get("clip")
+        if get("update_ratios"):
             self.update_ratios = record["update_ratios"]
-            self.update_ratio_step = record.get("step")
-        norm = number(record.get("grad_norm"))
-        if norm is not None and math.isfinite(norm):
-            self._step_norms.append(norm)
-            self._recent_step_norms.add(norm)
+            self.update_ratio_step = get("step")
+        norm = get("grad_norm")
+        if norm is not None:
+            norm = float(norm)
+            if math.isfinite(norm):
+                self._step_norms.add(norm)
+                self._recent_step_norms.add(norm)
 
     def add_measurement(self, record):
         self.step = max(self.step, int(record.get("step", 0)))
         self.measurements += 1
         if record.get("suspect"):
-            # Its numbers disagree with training's (see `_sanity`): counted,
-            # never summarised as the run's profile or norm.
+            # Its numbers disagree with training's, or it measured nothing
+            # (see `_sanity`): counted, never summarised as the run's profile.
             self.suspect += 1
+            self.suspect_reason = record["suspect"]
             return
         if record.get("step") != self.last_measurement.get("step"):
             self.measured_steps += 1
         self.last_measurement = record
         norm = number(record.get("global_norm"))
         if norm is not None and math.isfinite(norm):
-            self._measured_norms.append(norm)
+            self._measured_norms.add(norm)
             self._recent_measured_norms.add(norm)
 
     def add_alert(self, record):
@@ -395,7 +601,7 @@ class Totals:
         """The figures, as in `summary.json` (see `summarize`)."""
         # Training steps' norms when the model logs them, else measured ones.
         norms = self._step_norms or self._measured_norms
-        median = float(np.median(norms)) if norms else None
+        median = norms.median()
         recent = self._recent_step_norms if norms is self._step_norms else self._recent_measured_norms
         last = self.last_measurement
         return {
@@ -405,6 +611,7 @@ class Totals:
             "measurements": self.measurements,
             "measured_steps": self.measured_steps,
             "suspect_measurements": self.suspect,
+            "suspect_reason": self.suspect_reason,
             "measured_at_step": last.get("step"),
             "layers": {
                 # Records of format 1 before this name: "window".
@@ -427,7 +634,7 @@ class Totals:
 def totals(run):
     """A `Totals` fed with every record of a run."""
     result = Totals()
-    for record in run.steps:
+    for record in run.iter_steps():
         result.add_step(record)
     for record in run.measurements:
         result.add_measurement(record)
@@ -488,7 +695,9 @@ def summarize(run):
         `one_off_seconds` and `one_off_cpu_seconds` of tracing: wall clock
         and CPU, over the run's `fit` calls);
         `rollbacks` (the `"rollback"` action's) and `clip_note` (why
-        clipping cannot bound the optimizer's step, or None).
+        clipping cannot bound the optimizer's step, or None);
+        `recording_error` (why GradWatch stopped writing the records, or
+        None).
     """
     written = run.summary or {}
     status = written.get("status", "unknown")
@@ -496,7 +705,7 @@ def summarize(run):
     if status == "running" and written.get("steps", 0) < figures.step:
         status = "incomplete"  # records went on after the last summary
     summary = figures.summary(status)
-    if not run.steps:
+    if not figures.step_records:
         summary["epochs"] = written.get("epochs", 0)
     for kind, count in (written.get("alerts") or {}).items():
         summary["alerts"][kind] = max(summary["alerts"].get(kind, 0), int(count))
@@ -508,6 +717,8 @@ def summarize(run):
     # What only the callback knows: its rollbacks, why clipping cannot bound the step.
     summary["rollbacks"] = written.get("rollbacks") or []
     summary["clip_note"] = written.get("clip_note")
+    # GradWatch stopped writing (a full disk...): the records end early.
+    summary["recording_error"] = written.get("recording_error")
     return summary
 
 
@@ -548,6 +759,15 @@ def trend_note(summary):
     >>> trend_note({"measured_steps": 0, "measurement_error": "ValueError: rank"})
     'Not measured: ValueError: rank'
     """
+    suspect = summary.get("suspect_measurements") or 0
+    if suspect and summary.get("suspect_reason"):
+        # Left out of the figures: the reader is told why.
+        left_out = (f"{suspect} measurement(s) left out of the figures: the latest "
+                    f"{summary['suspect_reason']}.")
+        rest = trend_note({**summary, "suspect_measurements": 0})
+        if not (summary.get("measured_steps") or 0) and rest == "No measurement yet.":
+            rest = "No other measurement."
+        return f"{left_out} {rest}".strip()
     count = summary.get("measured_steps") or 0
     error = summary.get("measurement_error")
     if error and not count:

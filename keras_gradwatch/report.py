@@ -11,6 +11,8 @@ import datetime
 import html
 import json
 import os
+import pathlib
+import tempfile
 
 from keras_gradwatch import _html
 from keras_gradwatch import plots
@@ -95,11 +97,13 @@ def render(run, images, summary=None):
     return "\n".join(parts)
 
 
-def write_report(log_dir):
+def write_report(log_dir, output=None):
     """Redraws the plots and writes `report.html` into the run folder.
 
     Args:
         log_dir: A run folder written by `GradWatch`.
+        output: The folder to write the page and the plots into instead
+            (created if missing), e.g. when the run sits on a read-only disk.
 
     Returns:
         The path of `report.html`.
@@ -119,10 +123,20 @@ def write_report(log_dir):
     'report.html'
     """
     run = records.load_run(log_dir)
+    folder = run.path if output is None else pathlib.Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
     summary = records.summarize(run)  # once, for the plots and the page
-    images = plots.plot_all(run, summary=summary)
-    path = run.path / REPORT
-    temporary = path.with_name(f".{REPORT}.{os.getpid()}.tmp")
-    temporary.write_text(render(run, images, summary), encoding="utf-8")
-    os.replace(temporary, path)
+    images = plots.plot_all(run, summary=summary, folder=folder)
+    path = folder / REPORT
+    text = render(run, images, summary)
+    # Created exclusively, then renamed: a symlink planted at either name
+    # is not written through.
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{REPORT}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
     return path
