@@ -28,6 +28,10 @@ import time
 
 from keras_gradwatch import records
 
+# The share of `overhead` measurements and drawings always get, even when
+# the every-step checks alone take more than `overhead`.
+MIN_SHARE = 1 / 3
+
 # Until a drawing has been timed in this process: matplotlib's import and a
 # first drawing of three small figures take about this long on a laptop.
 DEFAULT_DRAW_SECONDS = 1.0
@@ -63,6 +67,7 @@ class Budget:
         self.clock = clock
         self.wall_clock = wall_clock
         self.spent = 0.0  # charged seconds inside the callback
+        self.heavy_spent = 0.0  # ... of them in measurements and drawings
         self.waived = 0.0  # one-off seconds, not charged
         self.measure_seconds = None  # steady-state CPU cost of a measurement
         self.draw_seconds = None  # CPU cost of the last drawing
@@ -84,16 +89,28 @@ class Budget:
         return self._fit_seconds + running
 
     def allowance(self):
-        """Seconds the callback may still spend: `overhead` x elapsed - spent."""
-        return self.overhead * self.elapsed() - self.spent
+        """Seconds the callback may still spend on measuring and drawing:
+        `overhead` x elapsed - spent, all its work counted; but at least
+        `MIN_SHARE` x that for measurements and drawings alone, when its
+        every-step checks take the whole share (a model whose steps take
+        about 2 ms: the checks' 0.1-0.4 ms a step are 5-20 % by themselves,
+        and it would never be measured)."""
+        elapsed = self.elapsed()
+        return max(self.overhead * elapsed - self.spent,
+                   MIN_SHARE * self.overhead * elapsed - self.heavy_spent)
 
-    def charge(self, seconds):
+    def charge(self, seconds, heavy=False):
+        """Charges `seconds` of the callback; `heavy`: measuring or drawing."""
         self.spent += seconds
+        if heavy:
+            self.heavy_spent += seconds
 
     def waive(self, seconds):
-        """Takes back a one-off cost (e.g. tracing), charged or to be charged
-        (`spent` may dip below zero until the charge comes in)."""
+        """Takes back a one-off cost of a measurement (tracing), charged or
+        to be charged (the spent figures may dip below zero until the
+        charge comes in)."""
         self.spent -= seconds
+        self.heavy_spent -= seconds
         self.waived += seconds
 
     def measured(self, seconds, traced):
@@ -239,6 +256,7 @@ class OwnTime:
         self._fit_start = None  # (wall, cpu) of the running fit
         self._entered = None  # (wall, cpu, thread cpu) of the open callback block
         self._heavy = False  # the open block measured or drew
+        self.heavy_block = False  # ... the last block left
 
     def resume(self, earlier):
         """Adds the times of the run's earlier `fit` calls (a summary's
@@ -271,9 +289,11 @@ class OwnTime:
         self._heavy = True
 
     def leave(self):
-        """Ends the open block; returns its CPU seconds (as counted)."""
+        """Ends the open block; returns its CPU seconds (as counted).
+        `heavy` then says whether it measured or drew."""
         wall, cpu = self._block(self._entered)
         self._entered = None
+        self.heavy_block = self._heavy
         self._done["seconds"] += wall
         self._done["cpu_seconds"] += cpu
         return cpu

@@ -25,7 +25,7 @@ def run_schedule(schedule, budget, epochs, steps_per_epoch, every_call=1, known=
         measured.append((step, reason))
         if measure_seconds:
             budget.measured(measure_seconds, traced=False)
-            budget.charge(measure_seconds)
+            budget.charge(measure_seconds, heavy=True)
 
     measured, step, last = [], 0, 0
     budget.start_fit()
@@ -220,3 +220,20 @@ def test_own_time_counts_outermost_blocks_and_fits():
     assert own.totals() == pytest.approx({
         "seconds": 1.6, "cpu_seconds": 3.51, "fit_seconds": 14.0, "fit_cpu_seconds": 26.0,
         "one_off_seconds": 0.25, "one_off_cpu_seconds": 0.75})
+
+
+def test_measurements_keep_a_third_of_the_share_when_the_checks_take_it_all():
+    # A tiny model: 2 ms steps whose checks cost 0.3 ms (15 %, beyond 3 %).
+    clock = Clock()
+    budget = Budget(0.03, clock=clock)
+    budget.start_fit()
+    for _ in range(1000):
+        clock.now += 0.002
+        budget.charge(0.0003)
+    assert budget.overhead * budget.elapsed() - budget.spent < 0
+    # Measurements and drawings still get 1 % of the 2 s: 0.02 s.
+    assert budget.allowance() == pytest.approx(0.02)
+    budget.charge(0.015, heavy=True)
+    assert budget.allowance() == pytest.approx(0.005)
+    budget.waive(0.015)  # it traced: given back
+    assert budget.allowance() == pytest.approx(0.02)
