@@ -17,6 +17,7 @@ from keras_gradwatch import _compat
 from keras_gradwatch import _objective
 from keras_gradwatch import _probing
 from keras_gradwatch import _random_state
+from keras_gradwatch import _residual
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import depth as depth_lib
@@ -342,6 +343,7 @@ class _Measurer:
         self.depth = depth
         self.depth_names = ()  # the depth units' names and whether each is
         self.depth_outputs = ()  # a model output, known once traced
+        self.depth_blocks = ()  # ... and its residual block
         self.objective = _objective.Objective(model, inner, loss, stand_in)
         self.loss_steps = loss_steps
         self.loss_steps_used = None  # known once traced
@@ -465,6 +467,8 @@ class _Measurer:
         self.depth_outputs = tuple(
             any(id(t) in produced for t in site.outputs) for site in sites
         )
+        blocks = _residual.residual_blocks(self.model, [site.layer for site in sites])
+        self.depth_blocks = tuple(blocks.get(id(site.layer)) for site in sites)
         if not sites:
             return tf.zeros([3, 0])
         flat = [v for _, weights in weight_groups for v in weights]
@@ -508,7 +512,7 @@ class _Measurer:
         values = values.numpy().astype("float64")
         return depth_lib.DepthProfile(
             layers=self.depth_names, output_grad=values[0], weight_grad=values[1],
-            weight_norm=values[2], outputs=self.depth_outputs,
+            weight_norm=values[2], outputs=self.depth_outputs, blocks=self.depth_blocks,
         )
 
     def _losses(self, x, y, y_pred, sample_weight, has_time):
