@@ -454,3 +454,18 @@ def test_the_summary_states_the_latest_depth_finding(tmp_path):
     plain = records.load_run(tmp_path / "none")
     assert records.summarize(plain)["depth"] is None
     assert "Across depth" not in cli.summary_text(plain)
+
+
+@pytest.mark.parametrize("count, size", [(200, None), (200, 3), (12, 2)])
+def test_many_layers_and_blocks_keep_labels_apart(tmp_path, monkeypatch, count, size):
+    # Blocks of `size` layers after a stem layer, up to the head (none: plain).
+    base = chain(0.9, count=count)
+    blocks = (None,) + tuple(1 + i // size if size else None for i in range(count - 2)) + (None,)
+    profile = DepthProfile(base.layers, base.output_grad, base.weight_grad, base.weight_norm,
+                           base.outputs, blocks if size else ())
+    texts, touch = drawn_ticks(monkeypatch, depth_run(tmp_path, profile))
+    assert not touch and len(texts) <= plots.MAX_LAYER_TICKS
+    if size == 2:  # few enough: every block named once, with its size
+        assert texts == ["d11"] + [f"block {b} (2 layers)" for b in range(5, 0, -1)] + ["d0"]
+    elif size:
+        assert all(t.startswith("block ") for t in texts[1:-1])
