@@ -202,3 +202,17 @@ def learning_rate_schedule(optimizer):
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
         return value
     return None
+
+
+def functional_nodes(model):
+    """The call nodes of a functional model, each after the nodes it reads
+    (an empty list for a Sequential or subclassed model).
+
+    Each node has `operation`, `input_tensors` and `output_tensors`. Uses
+    `Function._nodes_by_depth` (a node's depth: its longest path to an
+    output; checked on Keras 3.15).
+    """
+    by_depth = getattr(model, "_nodes_by_depth", None)
+    if not isinstance(by_depth, dict) or isinstance(model, keras.Sequential):
+        return []
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]

@@ -131,6 +131,7 @@ SUMMARY = {
     "rollbacks": (LIST, False),
     "clip_note": (STR, False),
     "recording_error": (STR, False),
+    "depth": (DICT, False),  # the latest depth finding (`depth.finding_text`)
 }
 RUN = {
     "format": (INT, False),

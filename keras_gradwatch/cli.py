@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from keras_gradwatch import _html
+from keras_gradwatch import depth as depth_lib
 from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch import report
@@ -52,6 +53,8 @@ def summary_text(run):
     note = records.trend_note(summary)
     lines += [note, ""] if note else [""]
     lines += _layer_lines(summary, run.alerts)
+    if summary.get("depth"):
+        lines += [f"Across depth (latest): {depth_lib.finding_text(summary['depth'])}.", ""]
     alerts = ", ".join(f"{k} {n}" for k, n in summary["alerts"].items())
     lines += [
         f"median gradient norm:      {_number(summary['median_grad_norm'])} (whole run)",

@@ -35,6 +35,13 @@ class DepthProfile:
         weight_norm: For each layer, the L2 norm of its trainable weights.
         outputs: For each layer, whether its output is an output of the
             model (the loss reads it directly).
+        blocks: For each layer, the number of the residual block it lies
+            in (1, 2, ... from the input; None outside any block), or ()
+            when the model has none (a Sequential or subclassed model,
+            records written before blocks were recorded). A block is what
+            lies between a tensor read twice (a skip's source) and the
+            layer joining the paths back (`Add`, `Concatenate`, ...) in a
+            functional model; nested blocks: the innermost.
 
     Example:
 
@@ -52,6 +59,7 @@ class DepthProfile:
     weight_grad: np.ndarray
     weight_norm: np.ndarray
     outputs: tuple
+    blocks: tuple = ()
 
     def __len__(self):
         return len(self.layers)
@@ -96,6 +104,8 @@ class DepthProfile:
             "weight_grad": [float(v) for v in self.weight_grad],
             "weight_norm": [float(v) for v in self.weight_norm],
             "outputs": [bool(v) for v in self.outputs],
+            **({"blocks": [None if b is None else int(b) for b in self.blocks]}
+               if any(b is not None for b in self.blocks) else {}),
         }
 
     @classmethod
@@ -116,4 +126,61 @@ class DepthProfile:
             weight_grad=numbers("weight_grad"),
             weight_norm=numbers("weight_norm"),
             outputs=tuple(bool(v) for v in (record.get("outputs") or [False] * count)),
+            blocks=tuple(None if b is None else int(b) for b in (record.get("blocks") or ())),
         )
+
+    def finding(self, step=None):
+        """The depth finding in numbers: the first layer's fraction of the
+        reference layer, for both signals (JSON-ready; None: no reference).
+
+        Args:
+            step: The training step of the measurement, recorded as is.
+
+        Returns:
+            A dict: `step`, `layers` (how many), `first` and `reference`
+            (names), `gradient_fraction` (`output_grad`) and
+            `weight_ratio_fraction` (‖∇w‖/‖w‖), each the first layer's over
+            the reference's (None where not a number); or None.
+        """
+        reference = self.reference
+        if reference is None:
+            return None
+
+        def plain(value):
+            value = float(value)
+            return value if np.isfinite(value) else None
+
+        return {
+            "step": step,
+            "layers": len(self.layers),
+            "first": self.layers[0],
+            "reference": self.layers[reference],
+            "gradient_fraction": plain(self.fractions()[0]),
+            "weight_ratio_fraction": plain(self.fractions(self.weight_ratio)[0]),
+        }
+
+
+def finding_text(finding):
+    """`DepthProfile.finding` in one line (`"-"` for None), e.g. for the
+    summary of a run.
+
+    Example:
+
+    >>> text = finding_text({"step": 300, "layers": 20, "first": "dense",
+    ...                      "reference": "dense_18", "gradient_fraction": 1.2e-13,
+    ...                      "weight_ratio_fraction": 3e-12})
+    >>> print(text.replace(" (the", "\\n(the"))
+    step 300: first layer 'dense' gets 1.2e-13 of the gradient reaching 'dense_18'
+    (the reference, last before the output) and 3e-12 of its ‖∇w‖/‖w‖ (20 layers)
+    """
+    if not finding:
+        return "-"
+
+    def share(value):
+        return "-" if value is None else f"{value:.2g}"
+
+    return (f"step {finding.get('step')}: first layer '{finding.get('first')}' gets "
+            f"{share(finding.get('gradient_fraction'))} of the gradient reaching "
+            f"'{finding.get('reference')}' (the reference, last before the output) and "
+            f"{share(finding.get('weight_ratio_fraction'))} of its ‖∇w‖/‖w‖ "
+            f"({finding.get('layers')} layers)")

@@ -753,22 +753,51 @@ def _by_name(profile, values, names):
     return np.array([values[position[n]] if n in position else np.nan for n in names])
 
 
-def _layer_ticks(ax, names):
-    """Layer names on the x axis, thinned to at most MAX_LAYER_TICKS."""
+def _block_spans(blocks):
+    """Runs of one residual block in `blocks` (one number or None per
+    layer, as drawn): `(first, last, number)` index pairs."""
+    spans = []
+    for index, block in enumerate(blocks):
+        if block is None:
+            continue
+        if spans and spans[-1][2] == block and spans[-1][1] == index - 1:
+            spans[-1] = (spans[-1][0], index, block)
+        else:
+            spans.append((index, index, block))
+    return spans
+
+
+def _layer_ticks(ax, names, blocks=()):
+    """Layer names on the x axis, a residual block's layers under one label
+    ("block 3 (4 layers)", at its middle); at most MAX_LAYER_TICKS labels,
+    none closer than 1/MAX_LAYER_TICKS of the axis (from the left, the
+    others are left out). Returns the block spans (see `_block_spans`)."""
     count = len(names)
-    step = max(1, math.ceil(count / MAX_LAYER_TICKS))
-    ticks = list(range(0, count, step))
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([names[i] for i in ticks], rotation=90,
-                       fontsize=8 if count <= 20 else 6.5)
+    spans = _block_spans(blocks)
+    inside = {i for first, last, _ in spans for i in range(first, last + 1)}
+    labels = sorted(
+        [((first + last) / 2, f"block {number} ({last - first + 1} layer"
+          + ("s)" if last > first else ")")) for first, last, number in spans]
+        + [(i, names[i]) for i in range(count) if i not in inside]
+    )
+    gap = max(1.0, count / MAX_LAYER_TICKS)
+    kept = []
+    for at, text in labels:
+        if not kept or at - kept[-1][0] >= gap:
+            kept.append((at, text))
+    ax.set_xticks([at for at, _ in kept])
+    ax.set_xticklabels([text for _, text in kept], rotation=90,
+                       fontsize=8 if len(kept) <= 20 else 6.5)
     ax.set_xlim(-0.5, count - 0.5)
+    return spans
 
 
 def plot_depth(run, path=None):
     """Draws the gradient across depth; returns the PNG path, or None.
 
     Two panels share the layers (from the output, left, back to the input,
-    right; names thinned past 40 layers): the gradient reaching each
+    right; the layers of a residual block shaded and named once, e.g.
+    "block 3 (4 layers)"; names thinned past 40 labels): the gradient reaching each
     layer's output ‖∂L/∂a‖, and its weights' gradient relative to the
     weights ‖∇w‖/‖w‖; one curve per measurement (at most 40), coloured by
     training step. The layer the depth alerts compare with is marked, with
@@ -833,8 +862,16 @@ def plot_depth(run, path=None):
             ax.grid(True, which="major", alpha=0.3)
         top.set_ylabel("gradient reaching the layer\n‖∂L/∂output‖ (L2, mean per row)")
         low.set_ylabel("weights' gradient / weights\n‖∇w‖ / ‖w‖")
-        _layer_ticks(low, names)
-        low.set_xlabel("layers, from the output (left) back to the input (right)")
+        blocks = dict(zip(latest.layers, latest.blocks))
+        spans = _layer_ticks(low, names, [blocks.get(name) for name in names])
+        for shade, (first, last, _) in enumerate(spans):
+            # Alternating greys: neighbouring blocks stay apart.
+            for ax in (top, low):
+                ax.axvspan(first - 0.5, last + 0.5, color="0.88" if shade % 2 else "0.94",
+                           zorder=0, lw=0)
+        low.set_xlabel("layers, from the output (left) back to the input (right)"
+                       + ("; shaded: residual blocks (from a skip's source to its merge)"
+                          if spans else ""))
         handles, labels = top.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         if unique:

@@ -42,6 +42,7 @@ import numpy as np
 from keras_gradwatch import _html
 from keras_gradwatch import _schema
 from keras_gradwatch import alerts
+from keras_gradwatch import depth as depth_lib
 from keras_gradwatch._detectors import kinds
 from keras_gradwatch.errors import RunDirectoryError
 from keras_gradwatch.errors import RunFormatError
@@ -538,6 +539,7 @@ class Totals:
         self.suspect = 0  # measurements marked suspect, left out of the figures
         self.suspect_reason = None  # why the latest of them was
         self.last_measurement = {}
+        self.depth = None  # the latest depth profile's finding (a dict)
         self.alerts = 0
         # Every registered kind, and any other kind the records hold.
         self.alert_counts = dict.fromkeys(kinds.NAMES, 0)
@@ -584,6 +586,9 @@ class Totals:
         if record.get("step") != self.last_measurement.get("step"):
             self.measured_steps += 1
         self.last_measurement = record
+        profile = depth_lib.DepthProfile.from_record(record.get("depth"))
+        if profile is not None:
+            self.depth = profile.finding(record.get("step"))
         norm = number(record.get("global_norm"))
         if norm is not None and math.isfinite(norm):
             self._measured_norms.add(norm)
@@ -624,6 +629,7 @@ class Totals:
             "window": self.window,
             "update_ratios": self.update_ratios,
             "update_ratio_step": self.update_ratio_step,
+            "depth": self.depth,
             "clip": self.clip,
             "clipped_updates": self.clipped_updates,
             "alerts": dict(self.alert_counts),
@@ -686,7 +692,9 @@ def summarize(run):
         `window` (the latest window of a `TruncatedBPTT(window="auto")`,
         else None), `update_ratios` (the latest update-to-weight ratio of
         each layer, ‖Δw‖/‖w‖ of one step, or None) and
-        `update_ratio_step`, `clip` and `clipped_updates` (adaptive
+        `update_ratio_step`, `depth` (the latest depth profile's first
+        layer over its reference, `depth.DepthProfile.finding`, or None),
+        `clip` and `clipped_updates` (adaptive
         clipping's latest threshold and the updates it clipped, or None),
         `alerts` (counts per kind), `alerts_reported`; from `summary.json`
         (None without it): `measurement_error` (why the model was not, or

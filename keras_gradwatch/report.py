@@ -15,6 +15,7 @@ import pathlib
 import tempfile
 
 from keras_gradwatch import _html
+from keras_gradwatch import depth as depth_lib
 from keras_gradwatch import plots
 from keras_gradwatch import records
 from keras_gradwatch._detectors import kinds
@@ -69,6 +70,9 @@ def render(run, images, summary=None):
         parts.append(f"<p class='note'>{e(note)}</p>")
     parts.append("<h2>Layers</h2>")
     parts.append(_html.layer_table(summary, options, alerts=run.alerts))
+    if summary.get("depth"):
+        parts.append(f"<p>Across depth (latest): "
+                     f"{e(depth_lib.finding_text(summary['depth']))}.</p>")
     parts += [
         "<h2>Gradient norms</h2><table>",
         f"<tr><th>median gradient norm (whole run)</th><td class='num'>{_html.fmt(summary['median_grad_norm'])}</td></tr>",

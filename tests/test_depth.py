@@ -2,6 +2,7 @@
 its detectors on numbers alone, its plot, and GradWatch on deep networks
 that are healthy (no alert) and failing (one alert)."""
 
+import html
 import json
 import math
 
@@ -312,3 +313,159 @@ def test_healthy_deep_networks_get_no_depth_alert(tmp_path, name):
     watch, _, fractions = watched(model, x, y, tmp_path, epochs=8)
     assert depth_alerts(watch) == []
     assert min(fractions) > 1e-3 and max(fractions) < 1e3
+
+
+# Residual blocks, the cost's fused reductions, the summary ------------------------
+
+
+def residual_mlp(blocks=20, units=4):
+    """A stem, `blocks` residual blocks of two Dense layers, a head."""
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(units, name="stem")(inputs)
+    for b in range(blocks):
+        branch = keras.layers.Dense(units, activation="relu", name=f"b{b}_in")(h)
+        branch = keras.layers.Dense(units, name=f"b{b}_out")(branch)
+        h = keras.layers.Add(name=f"add_{b}")([h, branch])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def x_tick_texts(figure):
+    """The bottom axis's visible x tick labels and whether any two touch."""
+    renderer = figure.canvas.get_renderer()
+    ax = figure.axes[1]
+    shown = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in shown]
+    touch = any(boxes[i].overlaps(boxes[j])
+                for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
+    return [t.get_text() for t in shown], touch
+
+
+def drawn_ticks(monkeypatch, run):
+    seen, save = [], plots._save
+
+    def spy(figure, path):
+        seen.append(x_tick_texts(figure))
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    assert plots.plot_depth(run) is not None
+    return seen[0]
+
+
+def depth_run(folder, profile):
+    writer = records.RunWriter(folder)
+    writer.open()
+    for index, step in enumerate((0, 10)):
+        writer.append(records.MEASUREMENTS, {"index": index, "step": step,
+                                             "depth": profile.to_record()})
+    writer.close()
+    return records.load_run(folder)
+
+
+def test_residual_blocks_are_recorded_and_drawn_one_label_each(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype("float32")
+    profile = depth_of(residual_mlp(), x, rng.normal(size=(8, 1)).astype("float32"))
+    expected = ((None,) + tuple(b + 1 for b in range(20) for _ in range(2)) + (None,))
+    assert profile.blocks == expected and len(profile) == 42
+    back = DepthProfile.from_record(json.loads(json.dumps(records.encode(profile.to_record()))))
+    assert back.blocks == expected
+    texts, touch = drawn_ticks(monkeypatch, depth_run(tmp_path, profile))
+    # Output (left) to input (right): the head, the 20 blocks, the stem.
+    assert texts == ["head"] + [f"block {b} (2 layers)" for b in range(20, 0, -1)] + ["stem"]
+    assert not touch
+
+
+def test_five_layers_are_named_one_by_one_without_blocks(tmp_path, monkeypatch):
+    x, y = binary_task(rows=8)
+    profile = depth_of(mlp("relu", "he_normal", depth=5), x, y)
+    assert profile.blocks == (None,) * 5
+    assert "blocks" not in profile.to_record()  # records stay as they were
+    texts, touch = drawn_ticks(monkeypatch, depth_run(tmp_path, profile))
+    assert texts == list(reversed(profile.layers)) and not touch
+
+
+def test_nested_and_concatenated_branches_group_their_layers():
+    # Two blocks: a Concatenate joining two branches of one tensor, and a
+    # nested functional model holding a residual block of its own.
+    inner_in = keras.Input((4,))
+    inner_branch = keras.layers.Dense(4, name="inner_branch")(inner_in)
+    inner = keras.Model(inner_in, keras.layers.Add()([inner_in, inner_branch]), name="inner")
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(4, name="stem")(inputs)
+    left = keras.layers.Dense(4, name="left")(h)
+    right = keras.layers.Dense(4, name="right_1")(keras.layers.Dense(4, name="right_0")(h))
+    h = keras.layers.Dense(4, name="joined")(keras.layers.Concatenate()([left, right]))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(inner(h)))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((2, 4), "float32")
+    profile = depth_of(model, x, np.ones((2, 1), "float32"))
+    blocks = dict(zip(profile.layers, profile.blocks))
+    assert blocks["stem"] is None and blocks["joined"] is None and blocks["head"] is None
+    assert blocks["left"] == blocks["right_0"] == blocks["right_1"] == 1
+    assert blocks["inner_branch"] == 2
+
+
+def test_fused_square_sums_match_each_tensor_reduced_alone():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (3, 4), (3, 2, 5), (3, 4), (3,), (3, 5000)]  # last: alone (large)
+    values = [rng.normal(size=s).astype("float32") for s in shapes]
+    owners = [2, 0, 1, 1, 3, 0]  # several per owner, out of order
+    got = measurement._segment_square_sums([tf.constant(v) for v in values], owners, 4,
+                                           rows=True).numpy()
+    per_row = [np.sum(v.reshape(3, -1) ** 2, axis=1) for v in values]
+    expected = np.stack([sum(p for p, o in zip(per_row, owners) if o == k) for k in range(4)])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    whole = measurement._segment_square_sums([tf.constant(v) for v in values[:3]], [1, 0, 2],
+                                             3).numpy()
+    np.testing.assert_allclose(whole, [np.sum(values[i] ** 2) for i in (1, 0, 2)], rtol=1e-5)
+
+
+def test_the_summary_states_the_latest_depth_finding(tmp_path):
+    from keras_gradwatch import cli
+    from keras_gradwatch import report
+
+    writer = records.RunWriter(tmp_path)
+    writer.open()
+    for index, factor in enumerate((0.5, 0.25)):
+        profile = chain(factor, count=5)
+        writer.append(records.MEASUREMENTS, {"index": index, "step": 10 * index,
+                                             "depth": profile.to_record()})
+    writer.close()
+    run = records.load_run(tmp_path)
+    finding = records.summarize(run)["depth"]
+    # chain(0.25): the first layer gets 0.25 ** 3 of the reference (d3), both signals.
+    assert finding["step"] == 10 and finding["first"] == "d0" and finding["reference"] == "d3"
+    assert finding["gradient_fraction"] == pytest.approx(0.25**3)
+    assert finding["weight_ratio_fraction"] == pytest.approx(0.25**3)
+    line = ("step 10: first layer 'd0' gets 0.016 of the gradient reaching 'd3' (the "
+            "reference, last before the output) and 0.016 of its ‖∇w‖/‖w‖ (5 layers)")
+    assert f"Across depth (latest): {line}." in cli.summary_text(run)
+    assert html.escape(line) in report.render(run, [])
+    # A run without depth profiles: no field, no line.
+    empty = records.RunWriter(tmp_path / "none")
+    empty.open()
+    empty.append(records.STEPS, {"step": 1, "loss": 1.0})
+    empty.close()
+    plain = records.load_run(tmp_path / "none")
+    assert records.summarize(plain)["depth"] is None
+    assert "Across depth" not in cli.summary_text(plain)
+
+
+@pytest.mark.parametrize("count, size", [(200, None), (200, 3), (12, 2)])
+def test_many_layers_and_blocks_keep_labels_apart(tmp_path, monkeypatch, count, size):
+    # Blocks of `size` layers after a stem layer, up to the head (none: plain).
+    base = chain(0.9, count=count)
+    blocks = (None,) + tuple(1 + i // size if size else None for i in range(count - 2)) + (None,)
+    profile = DepthProfile(base.layers, base.output_grad, base.weight_grad, base.weight_norm,
+                           base.outputs, blocks if size else ())
+    texts, touch = drawn_ticks(monkeypatch, depth_run(tmp_path, profile))
+    assert not touch and len(texts) <= plots.MAX_LAYER_TICKS
+    if size == 2:  # few enough: every block named once, with its size
+        assert texts == ["d11"] + [f"block {b} (2 layers)" for b in range(5, 0, -1)] + ["d0"]
+    elif size:
+        assert all(t.startswith("block ") for t in texts[1:-1])
