@@ -213,7 +213,8 @@ class TruncatedBPTT(keras.Model):
             does not shuffle, and `shuffle=True` is an error.
         unroll: `"auto"` (default) unrolls the recurrence of each training
             span when the batch's time length is static and the span is at
-            most 100 steps; `True` unrolls whenever the length is static
+            most 32 steps (tracing an unrolled span costs seconds that grow
+            with its length); `True` unrolls whenever the length is static
             (more trace time and graph memory for long spans); `False`
             never unrolls. Outputs and gradients are the same either way.
             Applies to the layers that do not run the fused kernel.
