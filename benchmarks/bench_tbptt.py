@@ -441,6 +441,67 @@ def keras_epochs(kind, units, window, variant, epochs):
     return {"epochs_s": times, "paths": paths}
 
 
+# Per-window forward + backward pass of one recurrent layer (+ Dense(1)),
+# batch 32, 8 features, by path: the measurements behind
+# `recurrence="auto"` (`_fused.FUSED_MAX_UNITS`) and `unroll="auto"`
+# (`_windows.AUTO_UNROLL_STEPS`).
+PATHS = (
+    ("lstm", 8, 50), ("lstm", 64, 20), ("lstm", 64, 50), ("lstm", 96, 50),
+    ("lstm", 128, 50), ("lstm", 256, 50), ("lstm", 64, 100),
+    ("gru", 64, 20), ("gru", 64, 50), ("gru", 64, 100),
+)
+
+
+def _forward_backward(tf, layer, dense):
+    # The weights are closed over (as arguments of a tf.function they would
+    # be placeholders, apart from the ones the layers read).
+    weights = layer.trainable_variables + dense.trainable_variables
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(dense(layer(x)) ** 2)
+        return tape.gradient(loss, weights)
+
+    return step
+
+
+def path_times(kind, units, window, repeats):
+    """Trace seconds and median ms per window of each path of one layer."""
+    keras = _setup()
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_gradwatch import _compat
+    from keras_gradwatch import _fused
+
+    paths = ("loop", "unrolled", "fused") if kind == "lstm" else ("loop", "unrolled")
+    x = tf.constant(np.random.default_rng(0).normal(size=(BATCH, window, VERSUS_FEATURES)),
+                    "float32")
+    functions = {}
+    row = {}
+    for path in paths:
+        layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind](
+            units, return_sequences=True, unroll=path == "unrolled"
+        )
+        dense = keras.layers.Dense(1)
+        dense(layer(x))
+        if path == "fused":
+            _compat.shadow_inner_loop(layer, _fused.fused_inner_loop(layer))
+        functions[path] = tf.function(_forward_backward(tf, layer, dense))
+        start = time.perf_counter()
+        functions[path](x)
+        row[path + "_trace_s"] = time.perf_counter() - start
+    times = {path: [] for path in paths}
+    for _ in range(repeats):  # interleaved
+        for path in paths:
+            start = time.perf_counter()
+            [g.numpy() for g in functions[path](x)]
+            times[path].append(time.perf_counter() - start)
+    for path in paths:
+        row[path + "_ms"] = 1000 * statistics.median(times[path])
+    return row
+
+
 def _torch_python():
     """An interpreter that imports torch: `$TORCH_PYTHON`, or this one."""
     for python in (os.environ.get("TORCH_PYTHON"), sys.executable):
@@ -531,13 +592,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "part", nargs="?", default="all",
-        choices=["all", "speed", "speed-char", "memory", "compile", "versus", "wall", "_child"],
+        choices=["all", "speed", "speed-char", "memory", "compile", "versus", "wall", "paths", "_child"],
     )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--quick", action="store_true", help="small sizes")
     args = parser.parse_args(argv)
     if args.part == "_child":
         kind, value = args.args
+        if kind == "paths":
+            kind, units, window, repeats = value.split(":")
+            print(json.dumps(path_times(kind, int(units), int(window), int(repeats))))
+            return
         if kind == "epochs":
             kind, units, window, variant, epochs = value.split(":")
             print(json.dumps(keras_epochs(kind, int(units), int(window), variant, int(epochs))))
@@ -610,6 +675,19 @@ def main(argv=None):
             else:
                 line += "; PyTorch: not installed (set TORCH_PYTHON)"
             print(line)
+    if args.part in ("all", "paths"):
+        for kind, units, window in PATHS[:1] if args.quick else PATHS:
+            spec = f"{kind}:{units}:{window}:{5 if args.quick else 40}"
+            out = subprocess.run(
+                [sys.executable, __file__, "_child", "paths", spec],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            cells = ", ".join(
+                f"{path} {row[path + '_ms']:.2f} ms (trace {row[path + '_trace_s']:.2f} s)"
+                for path in ("loop", "unrolled", "fused") if path + "_ms" in row
+            )
+            print(f"paths {kind.upper()}({units}) window {window}: {cells}")
     if args.part in ("all", "wall"):
         configs = WALL[:1] if args.quick else WALL
         for row in wall_rows(rounds=1 if args.quick else 2, epochs=2 if args.quick else 3,
