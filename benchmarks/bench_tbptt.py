@@ -386,6 +386,198 @@ def compile_overhead(windows):
     return {"windows": windows, "first_s": epochs[0], "later_s": min(epochs[1:]), "overhead_s": epochs[0] - min(epochs[1:])}
 
 
+# Side by side with PyTorch (`versus`) and the first epoch's extra cost
+# (`wall`): the issue's set-up, 128 sequences of T=1000 steps, 8 features,
+# batch 32, Adam (lr 1e-3), MSE; each measurement in a fresh process.
+VERSUS_SEQUENCES, VERSUS_LENGTH, VERSUS_FEATURES = 128, 1000, 8
+VERSUS = (("lstm", 8, 50), ("lstm", 64, 50), ("lstm", 256, 50), ("gru", 64, 50), ("lstm", 64, 100))
+WALL = tuple((kind, 64, window) for kind in ("lstm", "gru") for window in (20, 50, 100))
+# How the Keras side runs: TruncatedBPTT with its defaults, forced paths,
+# or plain `fit` of the stateless model over the windows pre-cut.
+VARIANTS = {
+    "tbptt": {},
+    "fused": {"recurrence": "fused"},
+    "unrolled": {"recurrence": "stock", "unroll": True},
+    "loop": {"recurrence": "stock", "unroll": False},
+}
+
+
+def keras_epochs(kind, units, window, variant, epochs):
+    """Seconds of each of `epochs` epochs (own process: the first one pays
+    every trace)."""
+    keras = _setup()
+    import numpy as np
+
+    from keras_gradwatch import TruncatedBPTT
+
+    rng = np.random.default_rng(0)
+    shape = (VERSUS_SEQUENCES, VERSUS_LENGTH, VERSUS_FEATURES)
+    x = rng.normal(size=shape).astype("float32")
+    y = (np.cumsum(x[..., :1], axis=1) / np.sqrt(VERSUS_LENGTH)).astype("float32")
+    layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind]
+    stateful = variant != "plain"
+    inner = keras.Sequential(
+        [
+            keras.Input(batch_shape=(BATCH if stateful else None, None, VERSUS_FEATURES)),
+            layer(units, stateful=stateful, return_sequences=True),
+            keras.layers.Dense(1),
+        ]
+    )
+    if stateful:
+        model = TruncatedBPTT(inner, window=window, **VARIANTS[variant])
+    else:
+        model = inner
+        count = VERSUS_LENGTH // window
+        # Window-major: window w of every batch of sequences, then w + 1.
+        x = np.concatenate([x[:, w * window : (w + 1) * window] for w in range(count)])
+        y = np.concatenate([y[:, w * window : (w + 1) * window] for w in range(count)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+        times.append(time.perf_counter() - start)
+    paths = model.recurrence_paths if stateful else {}
+    return {"epochs_s": times, "paths": paths}
+
+
+# Per-window forward + backward pass of one recurrent layer (+ Dense(1)),
+# batch 32, 8 features, by path: the measurements behind
+# `recurrence="auto"` (`_fused.FUSED_MAX_UNITS`) and `unroll="auto"`
+# (`_windows.AUTO_UNROLL_STEPS`).
+PATHS = (
+    ("lstm", 8, 50), ("lstm", 64, 20), ("lstm", 64, 50), ("lstm", 96, 50),
+    ("lstm", 128, 50), ("lstm", 256, 50), ("lstm", 64, 100),
+    ("gru", 64, 20), ("gru", 64, 50), ("gru", 64, 100),
+)
+
+
+def _forward_backward(tf, layer, dense):
+    # The weights are closed over (as arguments of a tf.function they would
+    # be placeholders, apart from the ones the layers read).
+    weights = layer.trainable_variables + dense.trainable_variables
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(dense(layer(x)) ** 2)
+        return tape.gradient(loss, weights)
+
+    return step
+
+
+def path_times(kind, units, window, repeats):
+    """Trace seconds and median ms per window of each path of one layer."""
+    keras = _setup()
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_gradwatch import _compat
+    from keras_gradwatch import _fused
+
+    paths = ("loop", "unrolled", "fused") if kind == "lstm" else ("loop", "unrolled")
+    x = tf.constant(np.random.default_rng(0).normal(size=(BATCH, window, VERSUS_FEATURES)),
+                    "float32")
+    functions = {}
+    row = {}
+    for path in paths:
+        layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind](
+            units, return_sequences=True, unroll=path == "unrolled"
+        )
+        dense = keras.layers.Dense(1)
+        dense(layer(x))
+        if path == "fused":
+            _compat.shadow_inner_loop(layer, _fused.fused_inner_loop(layer))
+        functions[path] = tf.function(_forward_backward(tf, layer, dense))
+        start = time.perf_counter()
+        functions[path](x)
+        row[path + "_trace_s"] = time.perf_counter() - start
+    times = {path: [] for path in paths}
+    for _ in range(repeats):  # interleaved
+        for path in paths:
+            start = time.perf_counter()
+            [g.numpy() for g in functions[path](x)]
+            times[path].append(time.perf_counter() - start)
+    for path in paths:
+        row[path + "_ms"] = 1000 * statistics.median(times[path])
+    return row
+
+
+def _torch_python():
+    """An interpreter that imports torch: `$TORCH_PYTHON`, or this one."""
+    for python in (os.environ.get("TORCH_PYTHON"), sys.executable):
+        if python and subprocess.run(
+            [python, "-c", "import torch"], capture_output=True
+        ).returncode == 0:
+            return python
+    return None
+
+
+def _epochs(side, kind, units, window, variant, epochs):
+    if side == "torch":
+        command = [
+            _torch_python(),
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_tbptt.py"),
+            kind, str(units), str(window), str(epochs),
+        ]
+    else:
+        command = [sys.executable, __file__, "_child", "epochs",
+                   f"{kind}:{units}:{window}:{variant}:{epochs}"]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _first_and_later(runs):
+    """Median first epoch and median later epoch over the runs (seconds)."""
+    first = statistics.median(r["epochs_s"][0] for r in runs)
+    later = statistics.median(t for r in runs for t in r["epochs_s"][1:])
+    return first, later
+
+
+def versus_rows(rounds, epochs, configs=VERSUS, variant="tbptt"):
+    """`TruncatedBPTT` and PyTorch on the same work, interleaved per round.
+
+    Returns one row per configuration: first and later epochs of each side,
+    and the median of the per-round ratios of later epochs.
+    """
+    torch = _torch_python() is not None
+    rows = []
+    for kind, units, window in configs:
+        runs = {"keras": [], "torch": []}
+        for _ in range(rounds):
+            runs["keras"].append(_epochs("keras", kind, units, window, variant, epochs))
+            if torch:
+                runs["torch"].append(_epochs("torch", kind, units, window, None, epochs))
+        row = {"layer": f"{kind.upper()}({units})", "window": window,
+               "paths": runs["keras"][0]["paths"]}
+        row["keras_first"], row["keras_later"] = _first_and_later(runs["keras"])
+        if torch:
+            row["torch_first"], row["torch_later"] = _first_and_later(runs["torch"])
+            row["ratio"] = statistics.median(
+                statistics.median(k["epochs_s"][1:]) / statistics.median(t["epochs_s"][1:])
+                for k, t in zip(runs["keras"], runs["torch"])
+            )
+        rows.append(row)
+    return rows
+
+
+def wall_rows(rounds, epochs, configs=WALL):
+    """First-epoch extra (first minus later epoch) of `TruncatedBPTT` and of
+    plain `fit` over the windows pre-cut, interleaved per round."""
+    rows = []
+    for kind, units, window in configs:
+        extra = {}
+        for variant in ("tbptt", "plain"):
+            runs = [_epochs("keras", kind, units, window, variant, epochs) for _ in range(rounds)]
+            extra[variant] = [r["epochs_s"][0] - statistics.median(r["epochs_s"][1:]) for r in runs]
+            extra[variant + "_later"] = statistics.median(
+                t for r in runs for t in r["epochs_s"][1:]
+            )
+            if variant == "tbptt":
+                extra["paths"] = runs[0]["paths"]
+        rows.append({"layer": f"{kind.upper()}({units})", "window": window, **extra})
+    return rows
+
+
 def _child(part, value):
     out = subprocess.run(
         [sys.executable, __file__, "_child", part, str(value)],
@@ -400,13 +592,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "part", nargs="?", default="all",
-        choices=["all", "speed", "speed-char", "memory", "compile", "_child"],
+        choices=["all", "speed", "speed-char", "memory", "compile", "versus", "wall", "paths", "_child"],
     )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--quick", action="store_true", help="small sizes")
     args = parser.parse_args(argv)
     if args.part == "_child":
         kind, value = args.args
+        if kind == "paths":
+            kind, units, window, repeats = value.split(":")
+            print(json.dumps(path_times(kind, int(units), int(window), int(repeats))))
+            return
+        if kind == "epochs":
+            kind, units, window, variant, epochs = value.split(":")
+            print(json.dumps(keras_epochs(kind, int(units), int(window), variant, int(epochs))))
+            return
         fn = memory if kind == "memory" else compile_overhead
         print(json.dumps(fn(int(value))))
         return
@@ -458,6 +658,47 @@ def main(argv=None):
                     f"{r['a/floor']:.3f}, b'/b = {r['b_rolled/b']:.3f}, floor "
                     f"unrolled/rolled = {r['floor_unrolled/floor_rolled']:.3f}"
                 )
+    if args.part in ("all", "versus"):
+        configs = VERSUS[:1] if args.quick else VERSUS
+        for row in versus_rows(rounds=1 if args.quick else 2, epochs=2 if args.quick else 3,
+                          configs=configs):
+            line = (
+                f"versus {row['layer']} window {row['window']}: TruncatedBPTT "
+                f"first {row['keras_first']:.2f} s, later {row['keras_later']:.3f} s "
+                f"({', '.join(f'{k}: {v}' for k, v in row['paths'].items())})"
+            )
+            if "ratio" in row:
+                line += (
+                    f"; PyTorch first {row['torch_first']:.2f} s, later "
+                    f"{row['torch_later']:.3f} s; later-epoch ratio {row['ratio']:.2f}"
+                )
+            else:
+                line += "; PyTorch: not installed (set TORCH_PYTHON)"
+            print(line)
+    if args.part in ("all", "paths"):
+        for kind, units, window in PATHS[:1] if args.quick else PATHS:
+            spec = f"{kind}:{units}:{window}:{5 if args.quick else 40}"
+            out = subprocess.run(
+                [sys.executable, __file__, "_child", "paths", spec],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            cells = ", ".join(
+                f"{path} {row[path + '_ms']:.2f} ms (trace {row[path + '_trace_s']:.2f} s)"
+                for path in ("loop", "unrolled", "fused") if path + "_ms" in row
+            )
+            print(f"paths {kind.upper()}({units}) window {window}: {cells}")
+    if args.part in ("all", "wall"):
+        configs = WALL[:1] if args.quick else WALL
+        for row in wall_rows(rounds=1 if args.quick else 2, epochs=2 if args.quick else 3,
+                        configs=configs):
+            t, p = statistics.median(row["tbptt"]), statistics.median(row["plain"])
+            print(
+                f"wall {row['layer']} window {row['window']}: first-epoch extra "
+                f"TruncatedBPTT {t:.2f} s ({', '.join(row['paths'].values())}), "
+                f"plain fit {p:.2f} s, ratio {t / p:.2f} (target <= 1.5); later "
+                f"epochs {row['tbptt_later']:.3f} / {row['plain_later']:.3f} s"
+            )
     if args.part in ("all", "memory"):
         big, small = _child("memory", long_t), _child("memory", short_t)
         peak_ratio = (big["baseline_mb"] + big["added_mb"]) / (

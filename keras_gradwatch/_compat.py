@@ -86,6 +86,24 @@ def unshadow_call(layer):
     del layer.call
 
 
+def shadow_inner_loop(layer, inner_loop):
+    """Makes `inner_loop` the recurrent layer's `inner_loop` until
+    `unshadow_inner_loop(layer)`.
+
+    `keras.layers.RNN.call` runs its recurrence through
+    `self.inner_loop(sequences=..., initial_state=..., mask=...,
+    training=...)`, looked up on every call, and returns
+    `(last_output, outputs, states)` from it (checked on Keras 3.8 and 3.15):
+    an instance attribute shadows the class's method.
+    """
+    layer.inner_loop = inner_loop
+
+
+def unshadow_inner_loop(layer):
+    """Removes what `shadow_inner_loop` set."""
+    vars(layer).pop("inner_loop", None)
+
+
 def validates_for_fit(kwargs):
     """Whether an `evaluate` call (its keyword arguments) is `fit`'s own
     validation: Keras 3's `fit` passes `_use_cached_eval_dataset=True`

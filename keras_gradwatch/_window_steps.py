@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_gradwatch import _batch_plan
 from keras_gradwatch import _compat
+from keras_gradwatch import _fused
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
 from keras_gradwatch import _train_step
@@ -37,6 +38,11 @@ class WindowedSteps:
         self.skipped_updates = skipped_updates
         self._unroll_depth = 0  # nesting of `_unrolled`, across replicas
         self._unroll_saved = ()
+        self._fused_layers = ()  # layers running BlockLSTM inside a step
+        # While a training window is traced: the path each recurrent
+        # layer took, by window ({window: {layer name: path}}).
+        self.paths = {}
+        self._recording = False
 
     @property
     def schedule(self):
@@ -220,7 +226,8 @@ class WindowedSteps:
 
     @contextlib.contextmanager
     def _unrolled(self, unroll):
-        """Sets `unroll` on the stateful layers for the calls made inside.
+        """Sets `unroll` on the stateful layers for the calls made inside,
+        and runs the layers chosen for the fused kernel with it.
 
         The layers' own values come back when the outermost use ends. Under
         `MirroredStrategy` each replica's step runs in its own thread and
@@ -228,11 +235,18 @@ class WindowedSteps:
         the first one's setting, not the layers' own, so it must not restore
         what it saw.
         """
-        layers = [
-            layer for layer in self._stateful_layers() if hasattr(layer, "unroll")
-        ]
+        stateful = self._stateful_layers()
+        layers = [layer for layer in stateful if hasattr(layer, "unroll")]
         if self._unroll_depth == 0:
             self._unroll_saved = tuple(layer.unroll for layer in layers)
+            self._fused_layers = tuple(
+                layer for layer in stateful
+                if _fused.planned_path(layer, self.wrapper.recurrence)[0]
+            )
+            for layer in self._fused_layers:
+                _compat.shadow_inner_loop(
+                    layer, _fused.fused_inner_loop(layer, self._record_path)
+                )
         self._unroll_depth += 1
         previous = [layer.unroll for layer in layers]
         for layer in layers:
@@ -244,6 +258,16 @@ class WindowedSteps:
             restore = previous if self._unroll_depth else self._unroll_saved
             for layer, value in zip(layers, restore):
                 layer.unroll = value
+            if not self._unroll_depth:
+                for layer in self._fused_layers:
+                    _compat.unshadow_inner_loop(layer)
+                self._fused_layers = ()
+
+    def _record_path(self, layer, fused):
+        """Notes the path `layer` took in the training window being traced."""
+        if self._recording:
+            path = "fused" if fused else ("unrolled" if layer.unroll else "loop")
+            self.paths.setdefault(self.wrapper.window, {})[layer.name] = path
 
     def _window_gradients(
         self, x, y, sample_weight, rows, i, saved, plan, shape=None
@@ -285,10 +309,18 @@ class WindowedSteps:
         span, offset = shape or (None, begin - start)
         with tf.GradientTape() as tape:
             with self._unrolled(shape is not None):
-                y_pred = self.inner(
-                    _sequence.slice_time(x, start, end, length=span),
-                    training=True,
-                )
+                self._recording = True
+                fused = {id(layer) for layer in self._fused_layers}
+                for layer in self._stateful_layers():
+                    if id(layer) not in fused:
+                        self._record_path(layer, False)
+                try:
+                    y_pred = self.inner(
+                        _sequence.slice_time(x, start, end, length=span),
+                        training=True,
+                    )
+                finally:
+                    self._recording = False
             if plan.has_time and saved:
                 stop = end - start if shape is None else span
                 y_pred = _sequence.slice_time(y_pred, offset, stop)

@@ -13,9 +13,13 @@ import dataclasses
 
 import tensorflow as tf
 
-# `unroll="auto"` unrolls spans up to this many steps: beyond it the trace
-# grows large for little gain (Keras: unrolling suits short sequences).
-AUTO_UNROLL_STEPS = 100
+# `unroll="auto"` unrolls spans up to this many steps. Tracing an unrolled
+# span costs seconds that grow faster than its length (forward and backward
+# of GRU(64) / LSTM(64), TF 2.21 CPU: about 0.4 s at 20 steps, 1.2-2.2 s at
+# 50, 5 s at 100) for a few ms per window (GRU(64), 50 steps: 6.3 ms against
+# 14 ms rolled); a plain Keras `fit` pays 0.7-1.8 s in its first epoch. Past
+# 32 steps the first epoch would pay several times that (docs/benchmarks.md).
+AUTO_UNROLL_STEPS = 32
 # Each group of equal-shaped windows is traced once; past this many groups
 # (long `backprop` against a short `window`) the loop stays symbolic.
 MAX_WINDOW_GROUPS = 4

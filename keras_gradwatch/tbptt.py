@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_gradwatch import _auto_window
 from keras_gradwatch import _batch_plan
 from keras_gradwatch import _compat
+from keras_gradwatch import _fused
 from keras_gradwatch import _layout_checks
 from keras_gradwatch import _sequence
 from keras_gradwatch import _state
@@ -65,6 +66,31 @@ def _check_windows(window, backprop, tolerance, min_window, max_window):
                 "pass backprop >= window, or leave backprop=None."
             )
     return tolerance, min_window, max_window
+
+
+def _check_recurrence(model, recurrence):
+    """Checks `recurrence`; with "fused", that every stateful layer can."""
+    if recurrence not in _fused.RECURRENCES:
+        raise InvalidInputError(
+            f"Received: recurrence={recurrence!r}. Pass 'auto' (the fused "
+            "LSTM kernel where it is faster), 'fused' (the fused kernel for "
+            "every stateful layer) or 'stock' (Keras's own recurrence)."
+        )
+    if recurrence != "fused":
+        return
+    refused = {
+        layer.name: _fused.unfused_reason(layer) for layer in _state.stateful_layers(model)
+    }
+    refused = {name: reason for name, reason in refused.items() if reason}
+    if refused:
+        listed = "; ".join(f"{name!r}: {reason}" for name, reason in refused.items())
+        raise InvalidInputError(
+            f"Received: recurrence='fused' for layers that cannot run the "
+            f"fused LSTM kernel ({listed}). Pass recurrence='auto' (each "
+            "layer that can runs fused, the others Keras's recurrence), or "
+            "build those layers as plain LSTMs (default activations, no "
+            "dropout)."
+        )
 
 
 def _check_model(model, reset, unroll):
@@ -187,9 +213,24 @@ class TruncatedBPTT(keras.Model):
             does not shuffle, and `shuffle=True` is an error.
         unroll: `"auto"` (default) unrolls the recurrence of each training
             span when the batch's time length is static and the span is at
-            most 100 steps; `True` unrolls whenever the length is static
+            most 32 steps (tracing an unrolled span costs seconds that grow
+            with its length); `True` unrolls whenever the length is static
             (more trace time and graph memory for long spans); `False`
             never unrolls. Outputs and gradients are the same either way.
+            Applies to the layers that do not run the fused kernel.
+        recurrence: How the stateful layers run in every step: `"auto"`
+            (default) runs each `LSTM` (Keras's or
+            `keras_gradwatch.layers`') of at most 96 units with the
+            default activations, no dropout and no mask as one fused op,
+            `tf.raw_ops.BlockLSTM`, for the whole span (no step-by-step
+            trace: no tracing cost whatever the window), and the others
+            with Keras's recurrence (unrolled or not, see `unroll`);
+            `"fused"` runs every stateful layer fused (an error if one
+            cannot); `"stock"` never does. Outputs and gradients are the
+            same to float round-off; a call with a mask, and gradient
+            measurements (`measure`, `GradWatch`), run Keras's recurrence.
+            `summary()` and `recurrence_plan()` show the choice,
+            `recurrence_paths` the path traced.
         tolerance: With `window="auto"`: the largest share of the gradient
             the window may cut off, in (0, 1). Defaults to 0.1.
         min_window: With `window="auto"`: the smallest window. Defaults to 2.
@@ -199,7 +240,8 @@ class TruncatedBPTT(keras.Model):
 
     Raises:
         InvalidInputError: For a bad `window`, `backprop`, `reset`,
-            `unroll`, `tolerance`, `min_window` or `max_window`, or a model
+            `unroll`, `recurrence` (or `"fused"` for a layer that
+            cannot), `tolerance`, `min_window` or `max_window`, or a model
             with no stateful recurrent layer.
 
     Example:
@@ -226,6 +268,7 @@ class TruncatedBPTT(keras.Model):
         backprop=None,
         reset="batch",
         unroll="auto",
+        recurrence="auto",
         tolerance=None,
         min_window=None,
         max_window=None,
@@ -237,10 +280,12 @@ class TruncatedBPTT(keras.Model):
             window, backprop, tolerance, min_window, max_window
         )
         _check_model(model, reset, unroll)
+        _check_recurrence(model, recurrence)
         super().__init__(**kwargs)
         self.model = model
         self.reset = reset
         self.unroll = unroll
+        self.recurrence = recurrence
         self.auto_window = auto
         self.tolerance = tolerance
         self.min_window = min_window
@@ -339,12 +384,43 @@ class TruncatedBPTT(keras.Model):
             if self.auto_window
             else self.window
         )
-        (arguments.get("print_fn") or print)(
+        print_fn = arguments.get("print_fn") or print
+        for name, path in self.recurrence_plan().items():
+            print_fn(f" Recurrence of {name!r}: {path}")
+        print_fn(
             f" Truncated BPTT: window={window}, "
             f"backprop={self.backprop}, reset={self.reset!r}, "
-            f"unroll={self.unroll!r} "
+            f"unroll={self.unroll!r}, recurrence={self.recurrence!r} "
             "(non-trainable: the skipped-updates counter)"
         )
+
+    def recurrence_plan(self):
+        """How each stateful recurrent layer runs its training windows.
+
+        Returns:
+            A dict from layer name to a description: `"fused"` (the fused
+            LSTM kernel) or why not, followed, once a training step of the
+            current window has been traced, by the path it took (`"fused"`,
+            `"unrolled"` or `"loop"`, see `recurrence_paths`).
+        """
+        taken = self.recurrence_paths
+        plan = {}
+        for layer in _state.stateful_layers(self.model):
+            fused, reason = _fused.planned_path(layer, self.recurrence)
+            planned = "fused" if fused else f"Keras's recurrence ({reason})"
+            if layer.name in taken:
+                planned += f"; traced for window {self.window}: {taken[layer.name]}"
+            plan[layer.name] = planned
+        return plan
+
+    @property
+    def recurrence_paths(self):
+        """The path each stateful recurrent layer took in the training
+        step of the current window, as traced: `"fused"`
+        (`tf.raw_ops.BlockLSTM`, one op per span), `"unrolled"` (Keras's
+        cell, unrolled over the span's static length) or `"loop"` (Keras's
+        `while` loop). Empty until that step is traced."""
+        return dict(self._steps.paths.get(self.window, {}))
 
     def get_config(self):
         base_config = super().get_config()
@@ -354,6 +430,7 @@ class TruncatedBPTT(keras.Model):
             "backprop": None if self.auto_window else self.backprop,
             "reset": self.reset,
             "unroll": self.unroll,
+            "recurrence": self.recurrence,
         }
         if self.auto_window:
             config.update(

@@ -145,7 +145,9 @@ def test_import_is_light_and_leaves_the_environment_alone():
     "script, labels",
     [
         ("bench_tbptt.py", ("b/a =", "b/c =", "char-level LM, window 100, wall time",
-                            "char-level LM, window 20, cpu time", "memory ratio", "compile ratio")),
+                            "char-level LM, window 20, cpu time", "memory ratio", "compile ratio",
+                            "versus LSTM(8) window 50", "wall LSTM(64) window 20",
+                            "paths LSTM(8) window 50: loop")),
         ("bench_measure.py", ("vs train_on_batch", "vs one fit step")),
         ("bench_auto_window.py", ("lag-adding, L = 10", "lag-adding, L = 50", "auto/best val loss")),
         ("bench_gradwatch.py", ("step overhead ratio", "overhead ratio", "time inside GradWatch")),

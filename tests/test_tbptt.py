@@ -427,9 +427,10 @@ def recording(unroll=False):
         (False, 4, None, set()),
         # The first span is shorter than backprop, the last one too.
         ("auto", 4, 6, {4, 6, 5}),
-        # "auto" leaves spans over 100 steps rolled up; True unrolls them.
-        ("auto", 101, None, set()),
-        (True, 101, None, {101}),
+        # "auto" leaves spans over 32 steps rolled up; True unrolls them.
+        ("auto", 33, None, set()),
+        ("auto", 32, None, {32}),
+        (True, 33, None, {33}),
     ],
 )
 def test_training_spans_are_unrolled_when_static(unroll, window, backprop, expected):
