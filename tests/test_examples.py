@@ -67,6 +67,7 @@ def test_sine_stream_with_truncated_bptt_in_epoch_mode(tmp_path):
     assert (tmp_path / "decay_profile.png").exists()
 
 
+@pytest.mark.slow  # 8 s; streams and TruncatedBPTT end to end: test_streams, test_tbptt
 def test_char_rnn_language_model_on_stdlib_text(tmp_path, capsys):
     result = run_example("char_rnn", "--out", str(tmp_path), "--sample", "40")
     for name in ("report.html", "summary.json", "decay_profile.png", "gradient_norms.png"):

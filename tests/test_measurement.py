@@ -100,6 +100,7 @@ def test_profile_without_targets_is_output_sensitivity():
     assert record.decay_rate == pytest.approx(0.5, rel=1e-3)
 
 
+@pytest.mark.slow  # trains an LSTM (10 s); the decay statistics have exact oracles above
 def test_tanh_rnn_reaches_far_less_back_than_a_trained_lstm():
     # Trained on the adding problem (T=50), then probed on T=100 sequences:
     # the LSTM learns to keep its memory; the tanh SimpleRNN cannot.
