@@ -257,14 +257,16 @@ class OwnTime:
         self._entered = None  # (wall, cpu, thread cpu) of the open callback block
         self._heavy = False  # the open block measured or drew
         self.heavy_block = False  # ... the last block left
+        self.block_wall = 0.0  # its wall-clock seconds
 
     def resume(self, earlier):
-        """Adds the times of the run's earlier `fit` calls (a summary's
-        `own_time`) to the totals."""
+        """Takes the times of the run's earlier `fit` calls (a summary's
+        `own_time`) as the totals so far: they hold this object's own
+        finished fits too when it resumes a folder another writer continued."""
         for field in self.FIELDS:
             value = (earlier or {}).get(field)
             if isinstance(value, (int, float)) and value >= 0:
-                self._done[field] += float(value)
+                self._done[field] = float(value)
 
     def start_fit(self):
         self._fit_start = (self.clock(), self.cpu_clock())
@@ -294,6 +296,7 @@ class OwnTime:
         wall, cpu = self._block(self._entered)
         self._entered = None
         self.heavy_block = self._heavy
+        self.block_wall = wall
         self._done["seconds"] += wall
         self._done["cpu_seconds"] += cpu
         return cpu

@@ -480,7 +480,11 @@ class GradWatch(keras.callbacks.Callback):
         finally:
             seconds = self._own.leave()
             if self._budget is not None:
-                self._budget.charge(seconds, heavy=self._own.heavy_block)
+                heavy = self._own.heavy_block
+                # Heavy work that waits (a GPU) is charged its wall time, so
+                # that it cannot stretch training beyond the overhead either.
+                charged = max(seconds, self._own.block_wall) if heavy else seconds
+                self._budget.charge(charged, heavy=heavy)
 
     # Per-step checks ----------------------------------------------------------
 
@@ -588,7 +592,7 @@ class GradWatch(keras.callbacks.Callback):
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         traced = measurement._traces(self.model) > traces
         if self._budget is not None:
-            self._budget.measured(cpu, traced)
+            self._budget.measured(max(cpu, seconds), traced)
         if traced:
             self._own.one_off(seconds, cpu)
         self.last_measurement = result
@@ -764,6 +768,6 @@ class GradWatch(keras.callbacks.Callback):
         if seconds is None:
             return None
         if self._budget is not None:
-            self._budget.drew(time.process_time() - cpu_start)
+            self._budget.drew(max(time.process_time() - cpu_start, seconds))
         self._recorder.images(self._step)
         return seconds

@@ -111,22 +111,36 @@ class DepthProfile:
     @classmethod
     def from_record(cls, record):
         """A `DepthProfile` from `to_record`'s dict (numbers may be the
-        strings `"NaN"`, `"Infinity"` the records write), or None."""
-        if not record or not record.get("layers"):
+        strings `"NaN"`, `"Infinity"` the records write), or None (also for
+        a damaged one: a reader skips it rather than fail on it)."""
+        if not isinstance(record, dict) or not isinstance(record.get("layers"), list):
             return None
-        count = len(record["layers"])
+        if not record["layers"]:
+            return None
+        try:
+            return cls._parse(record, len(record["layers"]))
+        except (TypeError, ValueError, AttributeError):
+            return None
 
+    @classmethod
+    def _parse(cls, record, count):
         def numbers(key):
             values = record.get(key) or [None] * count
+            if len(values) != count:
+                raise ValueError(f"{key} has {len(values)} values for {count} layers")
             return np.array([np.nan if v is None else float(v) for v in values], "float64")
 
+        blocks = tuple(None if b is None else int(b) for b in (record.get("blocks") or ()))
+        outputs = tuple(bool(v) for v in (record.get("outputs") or [False] * count))
+        if len(outputs) != count or len(blocks) not in (0, count):
+            raise ValueError("outputs or blocks do not match the layers")
         return cls(
-            layers=tuple(record["layers"]),
+            layers=tuple(str(name) for name in record["layers"]),
             output_grad=numbers("output_grad"),
             weight_grad=numbers("weight_grad"),
             weight_norm=numbers("weight_norm"),
-            outputs=tuple(bool(v) for v in (record.get("outputs") or [False] * count)),
-            blocks=tuple(None if b is None else int(b) for b in (record.get("blocks") or ())),
+            outputs=outputs,
+            blocks=blocks,
         )
 
     def finding(self, step=None):

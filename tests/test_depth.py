@@ -469,3 +469,13 @@ def test_many_layers_and_blocks_keep_labels_apart(tmp_path, monkeypatch, count, 
         assert texts == ["d11"] + [f"block {b} (2 layers)" for b in range(5, 0, -1)] + ["d0"]
     elif size:
         assert all(t.startswith("block ") for t in texts[1:-1])
+
+
+def test_a_damaged_depth_record_is_skipped_not_fatal():
+    good = {"layers": ["a", "b"], "output_grad": [1.0, 2.0], "weight_grad": [1.0, "NaN"],
+            "weight_norm": [1.0, 1.0], "outputs": [False, True]}
+    assert DepthProfile.from_record(good).layers == ("a", "b")
+    for damage in ({"output_grad": ["x", 1.0]}, {"weight_norm": [1.0]}, {"outputs": [True]},
+                   {"blocks": [1]}, {"layers": "ab"}):
+        assert DepthProfile.from_record({**good, **damage}) is None, damage
+    assert DepthProfile.from_record(["not", "a", "dict"]) is None

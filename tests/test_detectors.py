@@ -144,6 +144,28 @@ def test_a_loss_jump_is_exploding_when_what_follows_confirms_it():
     assert steps(Spikes(), losses + [5.0, 1.0, 6.0, 5.0], [0.5] * 26) == {}
 
 
+def test_a_jump_is_judged_over_the_logged_steps_with_steps_per_execution():
+    # steps_per_execution=4: Keras logs steps 4, 8, 12...; a blow-up that
+    # stays high is confirmed after 3 logs (not dropped for the step count).
+    detector = Spikes()
+    losses = [1.0] * 20 + [12.0, 6.0, 7.0, 8.0]
+    found = {}
+    for i, loss in enumerate(losses):
+        step = 4 * (i + 1)
+        finding = detector.check(Evidence("step", step, 0, loss=loss))
+        if finding is not None:
+            found[step] = finding
+    assert list(found) == [96] and found[96].evidence["jump_step"] == 84
+
+
+def test_a_hard_batch_leaping_in_loss_and_norm_at_once_waits_for_the_jump_rule():
+    # Heavy-tailed losses: one later loss above the 20 before is no
+    # confirmation of the spike of the same step; the next is usual again.
+    losses = [0.01, 0.02, 0.005, 0.3] * 8 + [5.0, 0.4, 0.01, 0.02, 0.01]
+    norms = [0.1] * 32 + [20.0, 0.2, 0.1, 0.1, 0.1]
+    assert steps(Spikes(), losses, norms) == {}
+
+
 def test_a_loss_jump_right_after_the_learning_rate_rose_is_exploding_at_once():
     losses = [0.35] * 26 + [0.39, 24.2]
     rates = [1e-3] * 26 + [1.0, 1.0]  # the rate of step 27's update rose 1000x

@@ -136,6 +136,7 @@ class Spikes(base.Detector):
         self._rates = base.RollingWindow(HISTORY)
         self._spike = None
         self._jump = None
+        self._checks_after = {"spike": 0, "jump": 0}  # checks since each was seen
 
     @property
     def suspect(self):
@@ -157,12 +158,16 @@ class Spikes(base.Detector):
             if jump is not None:
                 confirmed = self._at_once(jump, new_spike)
                 if confirmed is None:
+                    # One candidate per step: a hard batch leaps in loss and
+                    # norm at once, and the jump's stricter rule judges both.
                     self._jump = jump if new_spike is None else dataclasses.replace(
                         jump, also=_also(new_spike))
+                    self._checks_after["jump"], new_spike = 0, None
         if confirmed is not None:
             found.insert(0, confirmed)
         elif new_spike is not None:
             self._spike = new_spike
+            self._checks_after["spike"] = 0
         self._losses.add(loss)
         self._norms.add(norm)
         self._rates.add(evidence.lr)
@@ -173,10 +178,16 @@ class Spikes(base.Detector):
     # The candidates --------------------------------------------------------------
 
     def _expire(self, step):
-        if self._spike is not None and step - self._spike.step > CONFIRM_STEPS:
-            self._spike = None
-        if self._jump is not None and step - self._jump.step > CONFIRM_STEPS:
-            self._jump = None
+        """Counts the checks after each waiting candidate, and drops one
+        after `CONFIRM_STEPS` of them. Checks, not steps: with
+        `steps_per_execution=k` Keras logs every k steps (each loss then the
+        mean of k steps)."""
+        for name in ("spike", "jump"):
+            candidate = getattr(self, f"_{name}")
+            if candidate is not None and step > candidate.step:
+                self._checks_after[name] += 1
+                if self._checks_after[name] > CONFIRM_STEPS:
+                    setattr(self, f"_{name}", None)
 
     def _came_back(self, step, loss):
         """Drops a waiting jump once a loss after it is back among the usual
@@ -301,10 +312,10 @@ class Spikes(base.Detector):
                     f"{spike.ratio:.3g}x the {'90th percentile' if spike.warm else 'largest'} "
                     f"of the steps before: the weights moved where the gradient is steep, a "
                     "sign of an exploding gradient."), {"grad_norm": norm}
-        if step - jump.step < CONFIRM_STEPS:
+        if self._checks_after["jump"] < CONFIRM_STEPS or not base.finite(loss):
             return None  # _came_back has dropped it if a loss was usual again
         return (f"the loss stayed above the 90th percentile of the steps before it "
-                f"({jump.usual:.3g}) at each of the {CONFIRM_STEPS} steps after (up to "
+                f"({jump.usual:.3g}) at each of the {CONFIRM_STEPS} steps logged after (up to "
                 f"{loss:.3g} at step {step}): the model did not come back (a hard batch "
                 "leaves the next steps as they were; a healthy run has one such step in ten), "
                 "a sign of an exploding gradient."), {"loss": loss}
