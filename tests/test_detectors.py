@@ -509,3 +509,15 @@ def test_large_updates_of_a_layer_while_the_loss_falls_are_learning():
     # move it by a fifth to a third, while the loss sits or falls.
     found = _ratios(UpdateRatio(), (0.35, 0.27, 0.2, 0.14, 0.12), (1.0, 0.99, 1.0, 0.9, 0.8))
     assert found == [None] * 5
+
+
+def test_a_noisy_floor_at_the_far_end_is_still_vanishing():
+    # An input profile decayed to a noisy floor: one far value 4x the lowest
+    # noise point is no rise of the information's position.
+    rng = np.random.default_rng(0)
+    floor = 1e-6 * rng.uniform(0.5, 1.5, 30)
+    floor[-1] = 4 * floor.min()
+    shape = np.concatenate([0.5 ** np.arange(20), floor])
+    found = VanishingTail(patience=1).check(layer(record(shape, site="input"),
+                                                  trend=_stalled()))
+    assert found is not None and found.kind == "vanishing"

@@ -14,8 +14,9 @@ rightly fades within tens of characters while its loss falls. It is a
 - the loss has stalled (`trend`: the validation loss, else the epoch-mean
   training loss, not `LOSS_PROGRESS` below its best earlier epoch);
 - on an input gradient ∂L/∂x_t or a `Probe` (stock layers), the profile is
-  shaped by decay, not by the input's content: the far end is less than
-  `CONTENT_RISE` times the lowest value nearer the loss. Those sites see
+  shaped by decay, not by the input's content: the median of the far
+  end's last `RISE_LAGS` lags is less than `CONTENT_RISE` times the lowest
+  median of as many lags nearer the loss. Those sites see
   the state gradient through the input's own weights and gates, which are
   small where the input carries nothing (padding the model learned to
   ignore) and large where the information sits: an LSTM classifier on
@@ -43,6 +44,8 @@ MIN_UPDATES = 200
 # nearer the loss is shaped by where the information sits (the same factor
 # `growth.MIN_STEADY_GROWTH` asks of a rise that holds).
 CONTENT_RISE = 3.0
+# ... over this many lags at the far end (a rise of one lag can be noise).
+RISE_LAGS = 3
 
 
 class VanishingTail(base.Detector):
@@ -113,11 +116,15 @@ class VanishingTail(base.Detector):
 
 
 def _shaped_by_content(site, profile):
-    """Whether an input-site `profile` rises again toward its far end."""
-    if site == "state" or profile.size < 3:
+    """Whether an input-site `profile` rises again toward its far end: the
+    median of its last `RISE_LAGS` lags at least `CONTENT_RISE` times the
+    lowest median of as many lags nearer the loss (from lag 1): a rise that
+    holds over a few lags, not one noisy value over a decayed floor."""
+    if site == "state" or profile.size < 2 * RISE_LAGS + 1:
         return False
-    lowest = float(np.min(profile[1:-1]))
-    return lowest > 0 and profile[-1] >= CONTENT_RISE * lowest
+    runs = np.lib.stride_tricks.sliding_window_view(profile[1:-RISE_LAGS], RISE_LAGS)
+    lowest = float(np.min(np.median(runs, axis=1)))
+    return lowest > 0 and float(np.median(profile[-RISE_LAGS:])) >= CONTENT_RISE * lowest
 
 
 def _vanishing_advice(facts):
