@@ -193,8 +193,11 @@ def own_time_text(summary):
     text += f"; {cpu[0]} ({cpu[1]}) CPU"
     one_off_cpu, total = own.get("one_off_cpu_seconds"), own.get("fit_cpu_seconds")
     if isinstance(one_off_cpu, (int, float)) and one_off_cpu > 0:
+        # Tracing ran inside the fit: taken out of both.
         steady = max(float(own["cpu_seconds"]) - one_off_cpu, 0.0)
-        text += f", {_seconds(100 * steady / float(total), 2)} % without the tracing"
+        rest = float(total) - one_off_cpu
+        if rest > 0:
+            text += f", {_seconds(100 * steady / rest, 2)} % without the tracing"
     return text
 
 
