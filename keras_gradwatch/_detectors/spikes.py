@@ -151,8 +151,8 @@ class Spikes(base.Detector):
         found = []
         if self.max_grad_norm is not None and base.finite(norm) and norm > self.max_grad_norm:
             found.append(self._ceiling(norm, step, _words(evidence.norm_source)[0]))
-        confirmed = self._confirmation(step, loss, norm)
         new_spike = self._norm_spike(step, norm, evidence.norm_source) if base.finite(norm) else None
+        confirmed = self._confirmation(step, loss, norm, new_spike)
         if confirmed is None and base.finite(loss):
             jump = self._loss_jump(step, loss)
             if jump is not None:
@@ -273,8 +273,9 @@ class Spikes(base.Detector):
         after = rates[-1]
         return (before, after) if before > 0 and after >= self.factor * before else None
 
-    def _confirmation(self, step, loss, norm):
-        """A finding if this step confirms a waiting jump or spike, else None."""
+    def _confirmation(self, step, loss, norm, spike):
+        """A finding if this step confirms a waiting jump or spike, else None
+        (`spike`: this step's norm spike, or None)."""
         for candidate in (self._jump, self._spike):
             if candidate is None or step <= candidate.step:
                 continue
@@ -283,7 +284,8 @@ class Spikes(base.Detector):
                     return self._confirmed(candidate, step, f"the {what} turned {value} at "
                                            f"step {step}: the gradient exploded.",
                                            {what.replace("gradient norm", "grad_norm"): value})
-            after = (self._jump_held(candidate, step, loss, norm) if isinstance(candidate, _Jump)
+            after = (self._jump_held(candidate, step, loss, norm, spike)
+                     if isinstance(candidate, _Jump)
                      else self._loss_rose(candidate, step, loss))
             if after is not None:
                 return self._confirmed(candidate, step, after[0], {**after[1], "step": step})
@@ -298,7 +300,7 @@ class Spikes(base.Detector):
                 f"of the {LEVEL_STEPS} steps before the jump: the large update made the loss "
                 "worse, a sign of an exploding gradient."), {"loss": loss}
 
-    def _jump_held(self, jump, step, loss, norm):
+    def _jump_held(self, jump, step, loss, norm, spike):
         """`(sentence, evidence)` if what follows `jump` shows the model did
         not come back: a second jump, a norm spike, or every loss since
         above the usual ones for `CONFIRM_STEPS` steps."""
@@ -306,7 +308,6 @@ class Spikes(base.Detector):
             return (f"the loss then jumped again, to {loss:.3g} at step {step}, "
                     f"{loss / jump.losses.top:.0f}x the highest before the first jump: a "
                     "sign of an exploding gradient."), {"loss": loss}
-        spike = self._norm_spike(step, norm, "step") if base.finite(norm) else None
         if spike is not None:
             return (f"the gradient norm then jumped to {norm:.3g} at step {step}, "
                     f"{spike.ratio:.3g}x the {'90th percentile' if spike.warm else 'largest'} "
