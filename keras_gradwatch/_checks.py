@@ -73,7 +73,7 @@ class Checks:
             self._step_loss.new_epoch()
 
     def step(self, logs, step, epoch, batch, add_step, update_ratios=None,
-             step_updates=None, clip=None, lr=None):
+             step_updates=None, clip=None, lr=None, readings=None):
         """Records a step and checks what its logs show.
 
         Args:
@@ -88,8 +88,10 @@ class Checks:
             clip: With adaptive clipping, `(threshold, clipped updates so
                 far)` after this step (threshold None while it is off).
             lr: The learning rate of the step's update, when known.
+            readings: What the step read of the model
+                (`_train_step.StepReadings`), when it did.
         """
-        instant = self._step_loss(_number(logs.get("loss")), batch)
+        instant = self._step_loss(_number(logs.get("loss")), batch, readings)
         grad_norm = _number(logs.get("grad_norm"))
         self.norm_logged = self.norm_logged or grad_norm is not None
         skipped = logs.get("skipped_updates")
@@ -98,7 +100,10 @@ class Checks:
         if skipped is None and scaled:
             # A LossScaleOptimizer skips non-finite steps without counting
             # them: they are the steps its iterations did not advance.
-            applied = _model_facts.iterations(self._model) - self._iterations_at_begin
+            iterations = readings.iterations if readings is not None else None
+            if iterations is None:
+                iterations = _model_facts.iterations(self._model)
+            applied = iterations - self._iterations_at_begin
             skipped = self._skipped_before + (step - self._step_at_begin) - applied
         add_step(
             {

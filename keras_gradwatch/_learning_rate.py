@@ -6,7 +6,10 @@ learning rate of the step's (last) update, without touching the training
 step (no trace, no change):
 
 - a number (Keras keeps it in a variable, which a callback may assign):
-  the variable's value, one read (about 30 µs);
+  the variable's value as the step read it after its update
+  (`_train_step.StepReadings`, no cost after the step), or one eager read
+  (30-200 µs) where the step cannot read it (a `TruncatedBPTT`, several
+  replicas);
 - a `keras.optimizers.schedules.LearningRateSchedule`: the schedule is a
   function of the update count, so its values are evaluated for a block of
   coming updates at once, and each step reads the update count and looks
@@ -83,14 +86,22 @@ class LearningRateReader:
         elif current is not None:
             self.kind = "callable"
 
-    def read(self):
+    def read(self, readings=None):
         """The learning rate of the latest update (of the next one before
-        any), or None when unknown. Never raises."""
+        any), or None when unknown. Never raises.
+
+        Args:
+            readings: The step's `_train_step.StepReadings`, when its step
+                read the rate (or the update count) itself: then nothing
+                is read here.
+        """
         try:
             if self.kind == "variable":
+                if readings is not None and readings.learning_rate is not None:
+                    return readings.learning_rate
                 return float(self._variable.numpy())
             if self.kind == "schedule":
-                return self._scheduled()
+                return self._scheduled(readings.iterations if readings is not None else None)
             if self.kind == "callable":
                 return float(np.asarray(keras.ops.convert_to_numpy(self.optimizer.learning_rate)))
         except Exception:  # noqa: BLE001 - never break training: stop reading
@@ -110,8 +121,10 @@ class LearningRateReader:
         a rollback scaled it down)."""
         self._values = None
 
-    def _scheduled(self):
-        update = max(int(self.optimizer.iterations.numpy()) - 1, 0)
+    def _scheduled(self, iterations=None):
+        if iterations is None:
+            iterations = int(self.optimizer.iterations.numpy())
+        update = max(iterations - 1, 0)
         values = self._values
         if values is None or not self._first <= update < self._first + len(values):
             self._first = update

@@ -286,6 +286,8 @@ class GradWatch(keras.callbacks.Callback):
         self._rollback = None  # _rollback.Rollback, with a "rollback" action
         self._rollbacks = []  # every rollback of the run, for the summary
         self._learning_rate = None  # _learning_rate.LearningRateReader
+        self._readings = None  # _train_step.StepReadingsFunction, when the step reads
+        self._step_readings = None  # the latest step's _train_step.StepReadings
         self._schedule = _schedule.MeasurementSchedule(every)
         self._budget = None  # the folder's Budget, from the first fit on
         self._started = False  # a first fit has begun (records resumed)
@@ -392,6 +394,9 @@ class GradWatch(keras.callbacks.Callback):
             self._install_clipping()
         if not _model_facts.is_tbptt(self.model):  # it logs grad_norm itself
             _train_step.log_grad_norm(self.model)
+        function = self.model.train_function
+        self._readings = function if isinstance(function, _train_step.StepReadingsFunction) \
+            else None
         self._hook = _train_step.TrainFunctionHook(
             self.model,
             wants_probe=lambda: self._probe is None,
@@ -431,7 +436,7 @@ class GradWatch(keras.callbacks.Callback):
                         self._measure(reason)
                 if reason or self._ratios.every_step:
                     # The next step's update is compared with it.
-                    self._ratios.snapshot(_model_facts.iterations(self.model))
+                    self._ratios.snapshot(self._iterations())
             except GradientAlertError:
                 self._finish("raised")
                 raise
@@ -488,19 +493,28 @@ class GradWatch(keras.callbacks.Callback):
 
     # Per-step checks ----------------------------------------------------------
 
+    def _iterations(self):
+        """The optimizer's update count, as the step read it if it did."""
+        readings = self._step_readings
+        if readings is not None and readings.iterations is not None:
+            return readings.iterations
+        return _model_facts.iterations(self.model)
+
     def _check_step(self, logs):
-        rate = self._learning_rate.read()
+        readings = self._step_readings = (
+            self._readings.take() if self._readings is not None else None)
+        rate = self._learning_rate.read(readings)
         self._desk.learning_rates.add(self._step, rate)
         alerts_before = sum(self._desk.counts.values())
         ratios = updates = None
         if self._ratios.pending:
-            updates = self._ratios.updates(_model_facts.iterations(self.model))
+            updates = self._ratios.updates(self._iterations())
             ratios = self._ratios.ratios()
         self._checks.step(
             logs, self._step, self._epoch, self._batch,
             add_step=self._recorder.add_step, update_ratios=ratios, step_updates=updates,
             clip=self._clipper.state() if self._clipper is not None else None,
-            lr=rate,
+            lr=rate, readings=readings,
         )
         if self._rollback is not None:
             loss = logs.get("loss")

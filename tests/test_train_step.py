@@ -101,3 +101,64 @@ def test_train_function_hook_takes_the_first_batch_and_is_removed():
     np.testing.assert_array_equal(taken[0][0].numpy(), x[:4])
     hook.remove()
     assert model.train_function is original and not failures
+
+
+class Readings(keras.callbacks.Callback):
+    """What the step read, next to what an eager read says, at each step;
+    and the learning rate raised 10x after step 2 (a callback's change)."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        tracker = self.model.metrics[0]
+        optimizer = self.model.optimizer
+        self.seen.append((
+            self.function.take(),
+            (float(tracker.total.numpy()), float(tracker.count.numpy()),
+             float(optimizer.learning_rate.numpy()), int(optimizer.iterations.numpy())),
+            sorted(logs),
+        ))
+        if batch == 2 and not hasattr(self, "raised_at"):
+            self.raised_at = len(self.seen) - 1
+            optimizer.learning_rate.assign(optimizer.learning_rate * 10)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_step_reads_loss_totals_rate_and_updates_and_hides_them(steps_per_execution):
+    model, x, y = model_and_batch(keras.optimizers.SGD(0.01))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse",
+                  steps_per_execution=steps_per_execution)
+    model.make_train_function()
+    _train_step.log_grad_norm(model)
+    function = model.train_function
+    assert isinstance(function, _train_step.StepReadingsFunction)
+    watch = Readings(function)
+    # 16 samples, batch 3: a short last batch, whose weight differs.
+    history = model.fit(x, y, batch_size=3, epochs=2, verbose=0, shuffle=False,
+                        callbacks=[watch])
+    assert len(watch.seen) == 2 * -(-6 // steps_per_execution)
+    for readings, eager, keys in watch.seen:
+        assert readings == pytest.approx(eager[:3] + (float(eager[3]),), rel=0, abs=0)
+        assert readings.iterations == eager[3]
+        assert keys == ["grad_norm", "loss"]
+    # The rate of the update the step made, not the one a callback set after it.
+    rates = [readings.learning_rate for readings, _, _ in watch.seen]
+    raised = watch.raised_at
+    assert rates[raised] == pytest.approx(0.01) and rates[raised + 1] == pytest.approx(0.1)
+    # Keras, History and a later fit without GradWatch never see the readings.
+    assert sorted(history.history) == ["grad_norm", "loss"]
+    assert sorted(model.fit(x, y, batch_size=4, epochs=1, verbose=0).history) == [
+        "grad_norm", "loss"]
+    assert sorted(model.train_on_batch(x, y, return_dict=True)) == ["grad_norm", "loss"]
+    assert function.take() is not None
+    assert function.take() is None  # taken once: never a stale reading
+
+
+def test_step_readings_keep_a_nan_loss_and_mark_what_is_unknown():
+    values = [float("nan"), 2.0, 0.0, 5.0, 0b1011]  # the rate was not read
+    readings = _train_step.StepReadings(values)
+    assert np.isnan(readings.loss_total) and readings.loss_count == 2.0
+    assert readings.learning_rate is None and readings.iterations == 5
