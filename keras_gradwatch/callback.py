@@ -566,7 +566,7 @@ class GradWatch(keras.callbacks.Callback):
         _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
         if self._measurements == 0 or self._probe_retakes:
             with self._timed():
-                self._measure("start")
+                self._measure("start" if self._measurements == 0 else "new-probe")
 
     def _measure(self, reason, check=True):
         self._own.heavy()

@@ -392,8 +392,9 @@ def load_run(log_dir):
             f"'{path}' holds no GradWatch records (none of {', '.join(names)})."
         )
     run = Run(path, {}, None, [], [], None)
-    run.settings = read_json(path / RUN, run.damaged) or {}
-    written = run.settings.get("format") or FORMAT_VERSION
+    # The format first: a newer writer may have changed what the schema
+    # below checks, and its records are "newer", not "damaged".
+    written = _written_format(path / RUN) or FORMAT_VERSION
     if written > FORMAT_VERSION:
         raise RunFormatError(
             f"'{path}' holds records in format {written!r}, written by a newer "
@@ -401,10 +402,22 @@ def load_run(log_dir):
             "older. Upgrade it (pip install -U keras-gradwatch), or give "
             "GradWatch another log_dir."
         )
+    run.settings = read_json(path / RUN, run.damaged) or {}
     run.measurements = list(_read_lines(path / MEASUREMENTS, MEASUREMENTS, run.damaged))
     run.alerts = list(_read_lines(path / ALERTS, ALERTS, run.damaged))
     run.summary = read_json(path / SUMMARY, run.damaged)
     return run
+
+
+def _written_format(path):
+    """The `format` a `run.json` declares (an int), or None if it declares
+    none or cannot be read (then `read_json` says why)."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    written = value.get("format") if isinstance(value, dict) else None
+    return written if isinstance(written, int) and not isinstance(written, bool) else None
 
 
 def read_json(path, damaged=None):

@@ -355,6 +355,9 @@ def test_6_fully_masked_probe_batch_is_marked_and_replaced(tmp_path):
     assert "measured nothing" in first["suspect"]
     assert rest and not any(m.get("suspect") for m in rest)
     assert all(m["layer_norms"]["lstm"] > 0 for m in rest)
+    # The new probe batch is measured at once, and says why.
+    assert first["reason"] == "start" and rest[0]["reason"] == "new-probe"
+    assert rest[0]["step"] == 1
     summary = records.summarize(run)
     assert summary["suspect_measurements"] == 1
     assert "measured nothing" in records.trend_note(summary)
@@ -403,6 +406,18 @@ def test_7_format_as_a_string_is_damaged_not_newer(tmp_path):
         run = records.load_run(run_dir)
     assert "newer" not in str(caught[0].message)
     assert run.settings == {} and len(run.measurements) == 3
+
+
+def test_7_newer_format_whose_fields_changed_is_newer_not_damaged(tmp_path):
+    # A newer writer may change a field's type too: the format is read first.
+    run_dir = write_synthetic_run(tmp_path)
+    settings = json.loads((run_dir / "run.json").read_text())
+    newer = {**settings, "format": records.FORMAT_VERSION + 1, "fits": "changed"}
+    (run_dir / "run.json").write_text(json.dumps(newer))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "damaged" warning on the way
+        with pytest.raises(records.RunFormatError, match="newer keras_gradwatch"):
+            records.load_run(run_dir)
 
 
 def test_7_truncated_npz_reports_the_rest(tmp_path, capsys):
