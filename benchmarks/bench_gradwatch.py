@@ -113,7 +113,7 @@ def _ratios(without, with_):
 
 def bench_grad_norm(case):
     """The cost of the grad_norm GradWatch adds to a plain train step."""
-    from keras_gradwatch import _train_step
+    from keras_gradwatch.core import _train_step
 
     name, build, x, y, epochs = case
     plain, hooked = build(), build()
@@ -134,7 +134,7 @@ def bench_grad_norm(case):
 
 def bench_gradwatch(case, folder):
     from keras_gradwatch import GradWatch
-    from keras_gradwatch import _drawing
+    from keras_gradwatch.watch import _drawing
 
     name, build, x, y, epochs = case
     plain, watched = build(), build()

@@ -216,9 +216,9 @@ def _child(case, watch_dir, quick):
     start, epochs = RUNS[case](watch_dir, quick)
     result = {"start": start, "epochs": epochs}
     if watch_dir:
-        from keras_gradwatch import _drawing
-        from keras_gradwatch import _schedule
         from keras_gradwatch import records
+        from keras_gradwatch.watch import _drawing
+        from keras_gradwatch.watch import _schedule
 
         # What the end of the process does (atexit would do it just after),
         # timed: the plots and report the budget left for the exit.

@@ -471,8 +471,8 @@ def path_times(kind, units, window, repeats):
     import numpy as np
     import tensorflow as tf
 
-    from keras_gradwatch import _compat
-    from keras_gradwatch import _fused
+    from keras_gradwatch.core import _compat
+    from keras_gradwatch.tbptt import _fused
 
     paths = ("loop", "unrolled", "fused") if kind == "lstm" else ("loop", "unrolled")
     x = tf.constant(np.random.default_rng(0).normal(size=(BATCH, window, VERSUS_FEATURES)),

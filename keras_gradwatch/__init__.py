@@ -36,39 +36,40 @@ this package.
 
 import importlib
 
+from keras_gradwatch import _moved
 from keras_gradwatch import _registration
-from keras_gradwatch import alerts
-from keras_gradwatch import cli
-from keras_gradwatch import depth
-from keras_gradwatch import errors
-from keras_gradwatch import inference
-from keras_gradwatch import plots
-from keras_gradwatch import records
-from keras_gradwatch import report
-from keras_gradwatch import stats
-from keras_gradwatch import streams
-from keras_gradwatch.alerts import Alert
-from keras_gradwatch.errors import GradientAlertError
-from keras_gradwatch.errors import GradientWarning
-from keras_gradwatch.errors import InvalidInputError
-from keras_gradwatch.errors import KerasGradwatchError
-from keras_gradwatch.errors import NotMeasurableError
-from keras_gradwatch.errors import RunDirectoryError
-from keras_gradwatch.errors import RunFormatError
-from keras_gradwatch.errors import RunLockedError
-from keras_gradwatch.errors import RunRecordWarning
+from keras_gradwatch.core import alerts
+from keras_gradwatch.core import depth
+from keras_gradwatch.core import errors
+from keras_gradwatch.core import stats
+from keras_gradwatch.core.alerts import Alert
+from keras_gradwatch.core.errors import GradientAlertError
+from keras_gradwatch.core.errors import GradientWarning
+from keras_gradwatch.core.errors import InvalidInputError
+from keras_gradwatch.core.errors import KerasGradwatchError
+from keras_gradwatch.core.errors import NotMeasurableError
+from keras_gradwatch.core.errors import RunDirectoryError
+from keras_gradwatch.core.errors import RunFormatError
+from keras_gradwatch.core.errors import RunLockedError
+from keras_gradwatch.core.errors import RunRecordWarning
+from keras_gradwatch.runs import cli
+from keras_gradwatch.runs import plots
+from keras_gradwatch.runs import records
+from keras_gradwatch.runs import report
+from keras_gradwatch.tbptt import inference
+from keras_gradwatch.tbptt import streams
 
 # Names whose modules import Keras (and so TensorFlow): imported on first
 # use, so that the records, plots, report and CLI start fast.
 _LAZY = {
-    "GradWatch": ("keras_gradwatch.callback", "GradWatch"),
-    "LayerProfile": ("keras_gradwatch.measurement", "LayerProfile"),
-    "Measurement": ("keras_gradwatch.measurement", "Measurement"),
-    "TruncatedBPTT": ("keras_gradwatch.tbptt", "TruncatedBPTT"),
-    "callback": ("keras_gradwatch.callback", None),
-    "layers": ("keras_gradwatch.layers", None),
-    "measure": ("keras_gradwatch.measurement", "measure"),
-    "measurement": ("keras_gradwatch.measurement", None),
+    "GradWatch": ("keras_gradwatch.watch.callback", "GradWatch"),
+    "LayerProfile": ("keras_gradwatch.core.measurement", "LayerProfile"),
+    "Measurement": ("keras_gradwatch.core.measurement", "Measurement"),
+    "TruncatedBPTT": ("keras_gradwatch.tbptt.model", "TruncatedBPTT"),
+    "callback": ("keras_gradwatch.watch.callback", None),
+    "layers": ("keras_gradwatch.core.layers", None),
+    "measure": ("keras_gradwatch.core.measurement", "measure"),
+    "measurement": ("keras_gradwatch.core.measurement", None),
     "tbptt": ("keras_gradwatch.tbptt", None),
 }
 
@@ -87,6 +88,11 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
+
+# The documented import paths of the modules that moved into the core and
+# the wings (`import keras_gradwatch.records`, `from keras_gradwatch.layers
+# import LSTM`): the modules themselves, loaded on first use.
+_moved.install()
 
 # Registers the layers and TruncatedBPTT with Keras for `load_model`: now
 # if Keras is loaded, else as soon as it is.

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_gradwatch.cli import main
+from keras_gradwatch.runs.cli import main
 
 sys.exit(main())

@@ -12,7 +12,7 @@ import importlib
 import importlib.abc
 import sys
 
-_MODULES = ("keras_gradwatch.layers", "keras_gradwatch.tbptt")
+_MODULES = ("keras_gradwatch.core.layers", "keras_gradwatch.tbptt.model")
 
 
 def register_when_keras_loads():

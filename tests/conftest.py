@@ -18,9 +18,9 @@ def _seed():
 def _fresh_process_state():
     """Each test starts as a new process would: no run folder waiting to be
     drawn at exit, no time budget or probe batch carried over."""
-    from keras_gradwatch import _drawing
-    from keras_gradwatch import _probe
-    from keras_gradwatch import _schedule
+    from keras_gradwatch.core import _probe
+    from keras_gradwatch.watch import _drawing
+    from keras_gradwatch.watch import _schedule
 
     yield
     _drawing._deferred.clear()

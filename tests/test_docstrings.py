@@ -8,10 +8,14 @@ import pytest
 
 import keras_gradwatch
 
+# The public modules where they live (the core and the wings), not the
+# packages nor the alias modules that keep their former import paths.
 MODULES = sorted(
     info.name
-    for info in pkgutil.iter_modules(keras_gradwatch.__path__, "keras_gradwatch.")
-    if not info.name.rsplit(".", 1)[1].startswith("_")
+    for info in pkgutil.walk_packages(keras_gradwatch.__path__, "keras_gradwatch.")
+    if not info.ispkg
+    and info.name.count(".") == 2
+    and not info.name.rsplit(".", 1)[1].startswith("_")
 )
 
 

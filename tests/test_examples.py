@@ -8,7 +8,7 @@ import runpy
 
 import pytest
 
-from keras_gradwatch import _drawing
+from keras_gradwatch.watch import _drawing
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -39,7 +39,7 @@ def test_adding_problem_with_truncated_bptt(capsys):
     assert "Validation MSE" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # four runs; AutoClip's own tests are in tests/test_autoclip.py
+@pytest.mark.slow  # four runs; AutoClip's own tests are in tests/watch/test_autoclip.py
 def test_exploding_gradients_alert_then_clipping_trains(tmp_path):
     losses = run_example("exploding_gradients", "--runs", str(tmp_path))
     alerts = [
@@ -110,7 +110,7 @@ def test_adding_problem_full(tmp_path):
     assert lstm.horizon > 2 * rnn.horizon
 
 
-@pytest.mark.slow  # four runs; the rescue's own tests are in tests/test_rollback.py
+@pytest.mark.slow  # four runs; the rescue's own tests are in tests/watch/test_rollback.py
 def test_learning_rate_fault_is_named_and_rolled_back(tmp_path):
     results = run_example("learning_rate_fault", "--runs", str(tmp_path))
     rescued = results["exploding='rollback'"]

@@ -78,10 +78,14 @@ def _private_accesses(path):
     return found
 
 
+# The one module that may use Keras and TensorFlow internals.
+COMPAT = ROOT / "keras_gradwatch" / "core" / "_compat.py"
+
+
 def test_keras_internals_are_used_only_in_the_compat_module():
     found = []
-    for path in sorted((ROOT / "keras_gradwatch").glob("*.py")):
-        if path.name != "_compat.py":
+    for path in sorted((ROOT / "keras_gradwatch").rglob("*.py")):
+        if path != COMPAT:
             found += _private_accesses(path)
     assert not found, "private attributes used outside _compat.py: " + ", ".join(found)
 
@@ -96,6 +100,58 @@ def test_the_private_access_check_finds_what_it_looks_for(tmp_path):
         "    return getattr(t, '_keras_mask', None)\n"
     )
     assert sorted(_private_accesses(sample)) == ["sample.py:4 _flatten_layers", "sample.py:5 _keras_mask"]
+
+
+# What each part of the package may import: the core no wing; the TBPTT and
+# the watch wings never each other; the runs wing (no TensorFlow) the core only.
+MAY_IMPORT = {
+    "core": {"core"},
+    "tbptt": {"core", "tbptt"},
+    "watch": {"core", "watch", "runs"},
+    "runs": {"core", "runs"},
+}
+
+
+def _package_imports(path):
+    """The parts of the package (`core`, a wing, or a front-door module)
+    that the module at `path` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[0] != "keras_gradwatch":
+                continue
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "keras_gradwatch":
+                    found.add(parts[1] if len(parts) > 1 else "keras_gradwatch")
+    return found
+
+
+def test_imports_run_one_way_from_the_wings_to_the_core():
+    wrong = []
+    for part, allowed in MAY_IMPORT.items():
+        for path in sorted((ROOT / "keras_gradwatch" / part).rglob("*.py")):
+            for target in sorted(_package_imports(path) - allowed):
+                wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert not wrong, "imports against the direction of the tree: " + ", ".join(wrong)
+
+
+def test_every_module_is_in_the_architecture_page():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "keras_gradwatch"
+    missing = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if f"`{path.relative_to(package).as_posix()}`" not in page
+        and not (path.parent == package and f"`{path.name}`" in page)
+    ]
+    assert not missing, "modules missing from docs/architecture.md: " + ", ".join(missing)
 
 
 def test_tensorflow_backend_is_required_with_a_clear_error():

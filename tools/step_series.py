@@ -2,7 +2,7 @@
 test fixture: `tests/data/step_series.npz`, one array of shape (steps, 3)
 per run, named `<truth>__<name>` (truth: `healthy` or `blowup`).
 
-The step detectors are tested on these real series (`tests/test_detectors.py`):
+The step detectors are tested on these real series (`tests/core/test_detectors.py`):
 no finding on a healthy run, a finding where a blow-up shows.
 
     python benchmarks/bench_real_runs.py --keep KEEP   # the corpus

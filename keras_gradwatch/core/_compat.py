@@ -1,0 +1,236 @@
+"""Private: every use of Keras or TensorFlow internals, in one place.
+
+The rest of the package uses public Keras and TensorFlow only, and comes
+here for what the public API does not offer. Each function says what it
+relies on and the versions it was checked against; when a Keras release
+changes one of them, this module is the one to fix (`tests/test_project.py`
+fails on private attribute access anywhere else).
+
+Checked on: TensorFlow 2.21 with Keras 3.15.1 (the latest), and TensorFlow
+2.18.1 with Keras 3.8.0 (the oldest supported: `.ci/oldest.txt`, run by CI).
+
+Keras behaviour the package relies on without touching private names (kept
+here as a list, so that a review of a new Keras release has one checklist):
+
+- `Model.make_train_function(force=True)` builds the train function from
+  `self.train_step`, read when it is called; `fit` calls
+  `self.train_function(iterator)` once per step with a `tf.data.Iterator`
+  or a `tf.distribute.DistributedIterator`, and the function also runs a
+  plain Python iterator of batches (`_train_step.py`).
+- The stock train step calls `optimizer.apply_gradients`, which calls
+  `optimizer.apply(grads, variables)` (`_train_step.py`).
+- `keras.layers.RNN.inner_loop(sequences, initial_state, mask, training)`
+  runs the recurrence of `RNN.call`; the probed layers override it
+  (`layers.py`).
+- A recurrent layer's `stateful` and `unroll` flags are read when its call
+  is traced (`_state.stateless`, `tbptt.py`).
+- A stateful layer's state lives in `layer.states` variables, read at the
+  start of a call and assigned at its end (`_state.py`).
+- A `keras.random.SeedGenerator` keeps its state in a variable named
+  `seed_generator_state`, listed in its layer's `variables`; a recurrent
+  layer with dropout draws its masks from it at every call, in inference
+  too (`RNN.call` prepares the masks before the loop), so a measurement
+  would advance it (`_random_state.py`).
+- `fit` validates by calling `self.evaluate(..., _use_cached_eval_dataset=True)`
+  on the validation data it was given (`validates_for_fit`), and splits
+  `validation_split` at row `floor(rows * (1 - validation_split))`
+  (`_layout_checks.py`).
+"""
+
+import contextlib
+
+import keras
+
+from keras_gradwatch.core.errors import InvalidInputError
+
+
+def sublayers(model):
+    """Every layer inside `model` (not itself), nested ones included.
+
+    `Model.layers` is one level deep: it misses layers nested in wrappers
+    (`Bidirectional`, `TimeDistributed`) and in subclassed layers. Uses
+    `Layer._flatten_layers(include_self, recursive)` (checked on Keras 3.8 and 3.15).
+    """
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def keras_mask(tensor):
+    """The Keras mask attached to a tensor (`tensor._keras_mask`), or None.
+
+    Keras 3 (checked on 3.8 and 3.15) carries masks between layers on this attribute.
+    """
+    return getattr(tensor, "_keras_mask", None)
+
+
+def set_keras_mask(tensor, mask):
+    """Attaches `mask` to `tensor` as Keras does; returns the tensor."""
+    if mask is None:
+        return tensor
+    # Some tensor types refuse new attributes; losses then see no mask.
+    with contextlib.suppress(AttributeError):
+        tensor._keras_mask = mask
+    return tensor
+
+
+def shadow_call(layer, call):
+    """Makes `call` the layer's `call` until `unshadow_call(layer)`.
+
+    An instance attribute shadows the class's method; `Layer.__call__`
+    looks `self.call` up on every call (checked on Keras 3.8 and 3.15).
+    """
+    layer.call = call
+
+
+def unshadow_call(layer):
+    """Removes what `shadow_call` set: the class's `call` applies again."""
+    del layer.call
+
+
+def shadow_inner_loop(layer, inner_loop):
+    """Makes `inner_loop` the recurrent layer's `inner_loop` until
+    `unshadow_inner_loop(layer)`.
+
+    `keras.layers.RNN.call` runs its recurrence through
+    `self.inner_loop(sequences=..., initial_state=..., mask=...,
+    training=...)`, looked up on every call, and returns
+    `(last_output, outputs, states)` from it (checked on Keras 3.8 and 3.15):
+    an instance attribute shadows the class's method.
+    """
+    layer.inner_loop = inner_loop
+
+
+def unshadow_inner_loop(layer):
+    """Removes what `shadow_inner_loop` set."""
+    vars(layer).pop("inner_loop", None)
+
+
+def validates_for_fit(kwargs):
+    """Whether an `evaluate` call (its keyword arguments) is `fit`'s own
+    validation: Keras 3's `fit` passes `_use_cached_eval_dataset=True`
+    (checked on 3.8 and 3.15), and evaluates the data `fit` was given."""
+    return bool(kwargs.get("_use_cached_eval_dataset"))
+
+
+def loss_tracker(model):
+    """The metric that averages the loss in `fit`'s logs, or None.
+
+    Keras 3 compiles a `keras.metrics.Mean` named "loss" into
+    `model.metrics` (checked on 3.8 and 3.15); its `total` and `count` variables hold the
+    running sum and weight of the epoch. Subclassed models that track their
+    own loss under that name are found the same way.
+    """
+    for metric in getattr(model, "metrics", None) or ():
+        if metric.name == "loss" and hasattr(metric, "total") and hasattr(metric, "count"):
+            return metric
+    return None
+
+
+def require_tensorflow_backend(owner):
+    """Raises `InvalidInputError` unless Keras runs on TensorFlow.
+
+    The training step, the measurements and the state handling are written
+    with TensorFlow (`tf.function`, `tf.gradients`, `tf.distribute`).
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise InvalidInputError(
+            f"Received: {owner} on the Keras backend {backend!r}. "
+            f"{owner} works with the TensorFlow backend only: set the "
+            "environment variable KERAS_BACKEND=tensorflow before Keras is "
+            "imported (or \"backend\": \"tensorflow\" in ~/.keras/keras.json)."
+        )
+
+
+def seed_generator_states(model):
+    """The state variables of every `keras.random.SeedGenerator` of `model`.
+
+    Found by their variable name, `seed_generator_state` (checked on Keras
+    3.8.0 and 3.15.1): layers keep their seed generators in a private list.
+    """
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def build_compiled_loss(model, data_batch):
+    """Builds the model's compiled loss symbolically, if not built yet.
+
+    Keras builds its compiled loss (`CompileLoss`) when the first train
+    step is traced (under a distribution strategy: symbolically, when `fit`
+    starts); a measurement can come first. A multi-output compiled loss
+    creates one loss metric per output when it is built: built inside the
+    measurement's traced function, those metrics would be created there and
+    updated by every measurement. This runs the symbolic build `fit` runs
+    under a strategy: `Trainer._compile_loss` (`.built`) and
+    `Trainer._symbolic_build(data_batch=...)` (checked on Keras 3.8 and
+    3.15). It builds the model, the compiled metrics and the optimizer as
+    well, each only if not built yet, as Keras does.
+    """
+    compiled = getattr(model, "_compile_loss", None)
+    if compiled is None or compiled.built or not hasattr(model, "_symbolic_build"):
+        return
+    model._symbolic_build(data_batch=data_batch)
+
+
+def compiled_loss_id(model):
+    """Identifies the model's compiled loss: a new `compile` makes a new one.
+
+    A traced measurement calls the compiled loss it found when traced; a
+    model compiled again needs a new trace. Uses `Trainer._compile_loss`
+    (None before `compile` or without a loss; checked on Keras 3.8 and 3.15).
+    """
+    return id(getattr(model, "_compile_loss", None))
+
+
+def _no_update(*args, **kwargs):
+    return None
+
+
+@contextlib.contextmanager
+def metrics_untouched(model):
+    """Inside (while tracing), updating the model's metrics adds no op.
+
+    Keras's compiled loss updates a loss metric per output of a
+    multi-output model, and a `compute_loss` override may update trackers
+    of its own: a measurement evaluating the loss must not move the figures
+    `fit` reports. An instance attribute shadows the class's `update_state`
+    (`Metric.update_state` is looked up on the instance at each call;
+    checked on Keras 3.8 and 3.15).
+    """
+    shadowed = []
+    for metric in getattr(model, "metrics", None) or ():
+        if "update_state" not in vars(metric):
+            metric.update_state = _no_update
+            shadowed.append(metric)
+    try:
+        yield
+    finally:
+        for metric in shadowed:
+            del metric.update_state
+
+def learning_rate_schedule(optimizer):
+    """The `LearningRateSchedule` an optimizer was built with, or None.
+
+    A Keras optimizer keeps its `learning_rate` argument in `_learning_rate`:
+    a Variable for a number, the schedule object, or a callable; the public
+    `learning_rate` property evaluates a schedule at the current update
+    count, i.e. gives the rate of the *next* update (checked on Keras 3.8
+    and 3.15). A `LossScaleOptimizer`'s is its inner optimizer's.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    value = getattr(inner, "_learning_rate", None)
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        return value
+    return None
+
+
+def functional_nodes(model):
+    """The call nodes of a functional model, each after the nodes it reads
+    (an empty list for a Sequential or subclassed model).
+
+    Each node has `operation`, `input_tensors` and `output_tensors`. Uses
+    `Function._nodes_by_depth` (a node's depth: its longest path to an
+    output; checked on Keras 3.15).
+    """
+    by_depth = getattr(model, "_nodes_by_depth", None)
+    if not isinstance(by_depth, dict) or isinstance(model, keras.Sequential):
+        return []
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]

@@ -1,0 +1,195 @@
+"""Private: a fused LSTM recurrence (`tf.raw_ops.BlockLSTM`) for training windows.
+
+`BlockLSTM` runs a whole window of an LSTM as one op, forward and backward:
+no step-by-step trace (tracing costs nothing whatever the window) and on
+CPU faster than Keras's `while` loop or its unrolled graph at small and
+medium widths (see docs/benchmarks.md). With `forget_bias=0`,
+`cell_clip=-1` (no clipping), no peephole, and Keras's gate layout
+(i, f, c, o) reordered to the op's (i, c, f, o), it computes what
+`keras.layers.LSTMCell` computes with its default activations (tanh,
+sigmoid):
+
+    i = sigmoid(z_i), f = sigmoid(z_f), o = sigmoid(z_o),
+    c_t = f * c_{t-1} + i * tanh(z_c), h_t = o * tanh(c_t),
+
+z = [x_t, h_{t-1}] @ [kernel; recurrent_kernel] + bias. Its registered
+gradient is checked against finite differences in tests/test_fused.py.
+(`BlockLSTMV2` takes Keras's layout directly, but its registered gradient
+disagrees with finite differences in TF 2.21: not used.)
+
+`fused_inner_loop` replaces a layer's `RNN.inner_loop` (same arguments,
+same results); `unfused_reason` says whether a layer can take it.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_gradwatch.core import _probing
+
+# Compute dtypes BlockLSTM has CPU and GPU kernels for.
+_DTYPES = ("float32", "float16")
+# `TruncatedBPTT(recurrence=...)`.
+RECURRENCES = ("auto", "fused", "stock")
+# With recurrence="auto", LSTMs up to this width run fused. Measured per
+# window forward + backward (batch 32, 8 features, window 50, TF 2.21 CPU,
+# docs/benchmarks.md): fused 2.0 / 5.1 / 8.4 ms at 8 / 64 / 96 units against
+# Keras's loop 3.6 / 8.8 / 12.1 ms and its unrolled graph 2.9 / 8.3 ms; at
+# 128 units the op's kernel falls off (31 ms against 16 ms for the loop),
+# and at 256 units it is no faster than the loop (81 against 80 ms).
+FUSED_MAX_UNITS = 96
+
+
+def planned_path(layer, recurrence):
+    """Whether `layer` runs fused under `recurrence`, and why (not).
+
+    Args:
+        layer: A `keras.layers.RNN` layer.
+        recurrence: One of `RECURRENCES`.
+
+    Returns:
+        `(fused, reason)`: `fused` a bool, `reason` a short fragment for
+        messages and `summary()` (why it is not fused; None when it is).
+    """
+    if recurrence == "stock":
+        return False, "recurrence='stock'"
+    reason = unfused_reason(layer)
+    if reason is None and recurrence == "auto" and layer.cell.units > FUSED_MAX_UNITS:
+        reason = (
+            f"{layer.cell.units} units > {FUSED_MAX_UNITS} (Keras's own "
+            "recurrence is faster there)"
+        )
+    return reason is None, reason
+
+
+def unfused_reason(layer):
+    """Why `layer` cannot run the fused kernel, or None if it can.
+
+    The check is on the layer's settings (a call with a mask, or inside a
+    gradient measurement, also falls back, see `fused_inner_loop`).
+
+    Args:
+        layer: A `keras.layers.RNN` layer.
+
+    Returns:
+        None, or a short reason (a sentence fragment) for a message.
+    """
+    from keras_gradwatch.core import layers as probed_layers
+
+    if not isinstance(layer, keras.layers.LSTM):
+        return f"{type(layer).__name__} has no fused kernel (LSTM only)"
+    stock = (keras.layers.LSTM.inner_loop, probed_layers.LSTM.inner_loop)
+    if type(layer).inner_loop not in stock or type(layer).call not in (
+        keras.layers.LSTM.call,
+    ):
+        return f"{type(layer).__name__} overrides LSTM's call or inner_loop"
+    cell = layer.cell
+    if type(cell) is not keras.layers.LSTMCell:
+        return f"its cell is a {type(cell).__name__}, not an LSTMCell"
+    if cell.activation is not keras.activations.tanh:
+        return f"activation={_name(cell.activation)} (the kernel computes tanh)"
+    if cell.recurrent_activation is not keras.activations.sigmoid:
+        return (
+            f"recurrent_activation={_name(cell.recurrent_activation)} "
+            "(the kernel computes sigmoid)"
+        )
+    if cell.dropout or cell.recurrent_dropout:
+        return (
+            f"dropout={cell.dropout}, recurrent_dropout={cell.recurrent_dropout} "
+            "(the kernel has no dropout)"
+        )
+    if layer.compute_dtype not in _DTYPES:
+        return f"compute dtype {layer.compute_dtype} (the kernel runs float32 and float16)"
+    return None
+
+
+def _name(function):
+    return getattr(function, "__name__", repr(function))
+
+
+def fused_inner_loop(layer, record=None):
+    """A replacement for `layer.inner_loop` that runs `BlockLSTM`.
+
+    Falls back to the layer's own `inner_loop` for a call with a mask or
+    inside a gradient measurement (the probes live inside Keras's loop).
+
+    Args:
+        layer: A `keras.layers.LSTM` for which `unfused_reason` is None.
+        record: Optional callable, `record(layer, fused)` at every call
+            (while tracing): whether that call ran the fused kernel.
+
+    Returns:
+        A function of `(sequences, initial_state, mask, training=False)`
+        returning `(last_output, outputs, states)` as `RNN.inner_loop` does.
+    """
+    own = type(layer).inner_loop
+
+    def inner_loop(sequences, initial_state, mask, training=False):
+        if keras.tree.is_nested(mask):
+            mask = mask[0]
+        fused = mask is None and _probing.current() is None
+        if record is not None:
+            record(layer, fused)
+        if not fused:
+            return own(layer, sequences, initial_state, mask, training=training)
+        return run(layer, sequences, initial_state, layer.return_sequences)
+
+    return inner_loop
+
+
+def _block_weights(cell, dtype):
+    """The op's weight matrix and bias from the cell's, gates reordered."""
+    kernel = tf.cast(cell.kernel, dtype)
+    recurrent = tf.cast(cell.recurrent_kernel, dtype)
+    w = tf.concat([kernel, recurrent], axis=0)
+    i, f, c, o = tf.split(w, 4, axis=1)
+    w = tf.concat([i, c, f, o], axis=1)
+    if cell.use_bias:
+        bi, bf, bc, bo = tf.split(tf.cast(cell.bias, dtype), 4)
+        b = tf.concat([bi, bc, bf, bo], axis=0)
+    else:
+        b = tf.zeros([4 * cell.units], dtype)
+    return w, b
+
+
+def run(layer, sequences, initial_state, return_sequences):
+    """Runs an LSTM layer's recurrence over `sequences` with `BlockLSTM`.
+
+    Args:
+        layer: A `keras.layers.LSTM` (its cell's weights, `go_backwards`).
+        sequences: `(batch, time, features)` inputs, in the compute dtype.
+        initial_state: `[h, c]`, each `(batch, units)`.
+        return_sequences: Whether `outputs` must hold every step.
+
+    Returns:
+        `(last_output, outputs, [h, c])`; `outputs` is `(batch, time,
+        units)`, or `(batch, 1, units)` when not `return_sequences`.
+    """
+    cell = layer.cell
+    dtype = sequences.dtype
+    h0, c0 = (tf.cast(s, dtype) for s in initial_state)
+    w, b = _block_weights(cell, dtype)
+    x = tf.transpose(sequences, [1, 0, 2])  # time major
+    if layer.go_backwards:
+        x = tf.reverse(x, [0])
+    peephole = tf.zeros([cell.units], dtype)
+    steps = tf.cast(tf.shape(x)[0], "int64")
+    _, cs, _, _, _, _, h = tf.raw_ops.BlockLSTM(
+        seq_len_max=steps,
+        x=x,
+        cs_prev=c0,
+        h_prev=h0,
+        w=w,
+        wci=peephole,
+        wcf=peephole,
+        wco=peephole,
+        b=b,
+        forget_bias=0.0,
+        cell_clip=-1.0,
+        use_peephole=False,
+    )
+    last_h, last_c = h[-1], cs[-1]
+    if return_sequences:
+        outputs = tf.transpose(h, [1, 0, 2])
+    else:
+        outputs = last_h[:, None]
+    return last_h, outputs, [last_h, last_c]

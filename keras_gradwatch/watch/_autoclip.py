@@ -1,0 +1,179 @@
+"""Private: AutoClip, adaptive gradient clipping inside the compiled step.
+
+Seetharaman, Wichern, Pardo & Le Roux (2020), "AutoClip: Adaptive Gradient
+Clipping for Source Separation Networks": clip each update's gradients at
+the `percentile`-th percentile of the global gradient norms seen so far.
+The norms are kept in a ring buffer of the last `HISTORY` updates (the
+paper keeps all of them: with thousands of updates the percentile hardly
+moves). The clipping runs inside the compiled training step: it shadows
+`optimizer.apply`, so a plain Keras model's update and each window update
+of a `TruncatedBPTT` are clipped alike, with the norm of the gradients the
+update uses (unscaled under a `LossScaleOptimizer`).
+
+The shadow is traced into the training step: `install` forces the step to
+be traced again, `remove` does so at the end of `fit` (the next `fit`
+traces a step without clipping). `active` is a variable, so that an alert
+can switch clipping on without a new trace.
+"""
+
+import math
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from keras_gradwatch.core import _train_step
+from keras_gradwatch.core.errors import InvalidInputError
+
+HISTORY = 4096
+# The 90th percentile, not the paper's 10th. A norm history of a healthy run
+# is roughly stationary over a few hundred updates, so an update's norm is
+# above the 90th percentile of the ones before it about one time in ten:
+# about 10 % of a healthy run's updates are clipped, each down to a level
+# its own run reached often; a spike (GradWatch's detector calls one at
+# `spike_factor` x the same 90th percentile) is scaled back to that level.
+# The 10th percentile clips about 90 % of the updates of a healthy run (158
+# of 170 on a healthy Adam run): a different optimizer, not a safeguard.
+DEFAULT_PERCENTILE = 90.0
+
+# One AutoClip per model, with its norm history: a script that calls
+# `fit(epochs=1)` in a loop with a new GradWatch each time clips as one long
+# `fit` would.
+_by_model = weakref.WeakKeyDictionary()
+
+
+def for_model(model, percentile=DEFAULT_PERCENTILE, active=True, asked="clip='auto'"):
+    """The model's `AutoClip` (made on first use), at `percentile`.
+
+    An existing one keeps its norm history and, once switched on, stays on.
+
+    Raises:
+        InvalidInputError: Under a strategy with several replicas (`asked`
+            names the arguments that asked for clipping).
+    """
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if replicas > 1:
+        raise InvalidInputError(
+            f"Received: {asked} under a tf.distribute strategy with {replicas} "
+            "replicas. Adaptive clipping runs on one device for now: pass "
+            "global_clipnorm=... to the optimizer instead."
+        )
+    clipper = _by_model.get(model)
+    if clipper is None or clipper.optimizer is not model.optimizer:
+        clipper = _by_model[model] = AutoClip(model, percentile, active)
+    else:
+        clipper.percentile = float(percentile)  # traced anew by `install`
+        if active:
+            clipper.active.assign(True)
+    return clipper
+
+
+def percentile(values, q):
+    """The `q`-th percentile of a 1-D tensor, as `numpy.percentile` (linear).
+
+    Example:
+
+    >>> float(percentile(tf.constant([1.0, 2.0, 3.0, 4.0]), 10.0))
+    1.3
+    """
+    ordered = tf.sort(values)
+    count = tf.shape(ordered)[0]
+    position = (q / 100.0) * tf.cast(count - 1, "float32")
+    low = tf.cast(tf.floor(position), "int32")
+    high = tf.minimum(low + 1, count - 1)
+    weight = position - tf.cast(low, "float32")
+    return ordered[low] + (ordered[high] - ordered[low]) * weight
+
+
+class AutoClip:
+    """Clips every update of one model at a percentile of its norm history.
+
+    Args:
+        model: The model whose `optimizer.apply` is shadowed (a
+            `TruncatedBPTT` or any Keras model).
+        percentile: The percentile of the norms seen so far to clip at
+            (0 < percentile <= 100).
+        active: Whether clipping starts on (else an alert switches it on;
+            the norms are recorded from the start either way).
+    """
+
+    def __init__(self, model, percentile=DEFAULT_PERCENTILE, active=True):
+        self.model = model
+        self.optimizer = model.optimizer
+        self.percentile = float(percentile)
+        self.norms = tf.Variable(tf.zeros([HISTORY]), trainable=False, name="autoclip_norms")
+        self.count = tf.Variable(0, dtype="int64", trainable=False, name="autoclip_count")
+        self.active = tf.Variable(bool(active), trainable=False, name="autoclip_active")
+        self.threshold = tf.Variable(math.inf, trainable=False, name="autoclip_threshold")
+        self.clipped = tf.Variable(0, dtype="int64", trainable=False, name="autoclip_clipped")
+        self._installed = False
+
+    def install(self):
+        """Shadows `optimizer.apply` and has the training step traced again."""
+        if self._installed:
+            return
+        original = self.optimizer.apply
+
+        def apply_clipped(grads, trainable_variables=None):
+            grads = list(grads)
+            _train_step.build(self.optimizer, trainable_variables)
+            return original(self.clip(grads), trainable_variables)
+
+        self._own = vars(self.optimizer).get("apply")  # another shadow, if any
+        self.optimizer.apply = apply_clipped
+        self._installed = True
+        self.model.make_train_function(force=True)
+
+    def remove(self):
+        """Puts `optimizer.apply` back; the next `fit` traces a plain step."""
+        if not self._installed:
+            return
+        if self._own is None:
+            del self.optimizer.apply
+        else:
+            self.optimizer.apply = self._own
+        self._installed = False
+        self.model.train_function = None
+
+    def switch_on(self):
+        """Starts clipping (the `"clip"` alert action); returns a sentence
+        saying so, for the alert."""
+        if bool(self.active.numpy()):
+            return "Adaptive clipping is on already."
+        self.active.assign(True)
+        return (
+            f"Adaptive clipping is now on: each update is clipped at the {self.percentile:g}th "
+            "percentile of the gradient norms seen so far."
+        )
+
+    def clip(self, grads):
+        """Graph code: the gradients of one update, clipped (or not)."""
+        norm = _train_step.global_norm(self.optimizer, grads)
+        seen = tf.minimum(self.count, HISTORY)
+        history = self.norms[: tf.cast(seen, "int32")]
+        limit = tf.cond(
+            seen > 0,
+            lambda: percentile(history, self.percentile),
+            lambda: tf.constant(math.inf),
+        )
+        finite = tf.math.is_finite(norm)
+        clip = tf.logical_and(self.active, tf.logical_and(finite, norm > limit))
+        scale = tf.where(clip, limit / tf.maximum(norm, 1e-30), 1.0)
+        self.threshold.assign(tf.where(self.active, limit, math.inf))
+        self.clipped.assign_add(tf.cast(clip, "int64"))
+
+        def record():
+            # The unclipped norm: the percentile is of what the model produces.
+            index = tf.cast(self.count % HISTORY, "int32")
+            self.norms.scatter_nd_update([[index]], [norm])
+            self.count.assign_add(1)
+            return tf.constant(True)
+
+        tf.cond(finite, record, lambda: tf.constant(False))
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
+    def state(self):
+        """`(threshold, clipped updates so far)`, for the records; the
+        threshold is None while clipping is off or no norm is known."""
+        limit = float(self.threshold.numpy())
+        return (limit if np.isfinite(limit) else None), int(self.clipped.numpy())
