@@ -136,9 +136,10 @@ def _readings(model):
     return tf.stack([tf.cast(value, tf.float64) for value in [*values, float(known)]])
 
 
-def _with_readings(model, logs):
+def with_readings(model, logs):
     """`logs` and the step's readings under `READINGS_KEY`, or `logs` alone
-    when they cannot be taken."""
+    when they cannot be taken. Call it at the end of a train step whose
+    train function is a `StepReadingsFunction`."""
     try:
         readings = _readings(model)
     except Exception:  # noqa: BLE001 - never break the user's step: read eagerly
@@ -214,7 +215,7 @@ def _with_grad_norm(model, step):
             logs = step(data)
         if not isinstance(logs, dict):
             return logs
-        logs = _with_readings(model, logs)
+        logs = with_readings(model, logs)
         if "grad_norm" in logs:
             return logs
         # A train step that is a `tf.function` of its own applies the

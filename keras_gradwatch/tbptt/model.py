@@ -555,7 +555,9 @@ class TruncatedBPTT(keras.Model):
         if self.train_function is not None and not force:
             return self.train_function
         self._train_functions = {}  # compile() or force: trace anew
-        self.train_function = self._run_train_function
+        # The step hands GradWatch its loss totals, learning rate and update
+        # count; this takes them out of the logs (see `train_step`).
+        self.train_function = _train_step.StepReadingsFunction(self._run_train_function)
         return self.train_function
 
     def _run_train_function(self, iterator):
@@ -574,7 +576,8 @@ class TruncatedBPTT(keras.Model):
         return function(iterator)
 
     def train_step(self, data):
-        return self._steps.train_step(data)
+        logs = self._steps.train_step(data)
+        return _train_step.with_readings(self, logs) if isinstance(logs, dict) else logs
 
     def test_step(self, data):
         return self._steps.test_step(data)

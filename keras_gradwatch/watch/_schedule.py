@@ -69,6 +69,7 @@ class Budget:
         self.spent = 0.0  # charged seconds inside the callback
         self.heavy_spent = 0.0  # ... of them in measurements and drawings
         self.waived = 0.0  # one-off seconds, not charged
+        self.waived_cpu = 0.0  # ... of the process's CPU, taken out of the fit's too
         self.measure_seconds = None  # steady-state CPU cost of a measurement
         self.draw_seconds = None  # CPU cost of the last drawing
         self.drawn_at = None  # wall-clock time of the last drawing
@@ -95,7 +96,8 @@ class Budget:
         every-step checks take the whole share (a model whose steps take
         about 2 ms: the checks' 0.1-0.4 ms a step are 5-20 % by themselves,
         and it would never be measured)."""
-        elapsed = self.elapsed()
+        # The training's own CPU: tracing a measurement is no training.
+        elapsed = max(self.elapsed() - self.waived_cpu, 0.0)
         return max(self.overhead * elapsed - self.spent,
                    MIN_SHARE * self.overhead * elapsed - self.heavy_spent)
 
@@ -105,18 +107,21 @@ class Budget:
         if heavy:
             self.heavy_spent += seconds
 
-    def waive(self, seconds):
+    def waive(self, seconds, cpu_seconds=0.0):
         """Takes back a one-off cost of a measurement (tracing), charged or
         to be charged (the spent figures may dip below zero until the
-        charge comes in)."""
+        charge comes in); its `cpu_seconds` of the process's CPU are taken
+        out of the time in `fit` as well."""
         self.spent -= seconds
         self.heavy_spent -= seconds
         self.waived += seconds
+        self.waived_cpu += cpu_seconds
 
-    def measured(self, seconds, traced):
-        """Records a measurement's cost; a traced one's is waived."""
+    def measured(self, seconds, traced, cpu_seconds=0.0):
+        """Records a measurement's cost (`seconds` as charged, `cpu_seconds`
+        of the process's CPU); a traced one's is waived."""
         if traced:
-            self.waive(seconds)
+            self.waive(seconds, cpu_seconds)
         elif self.measure_seconds is None:
             self.measure_seconds = seconds
         else:

@@ -606,7 +606,7 @@ class GradWatch(keras.callbacks.Callback):
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         traced = measurement._traces(self.model) > traces
         if self._budget is not None:
-            self._budget.measured(max(cpu, seconds), traced)
+            self._budget.measured(max(cpu, seconds), traced, cpu)
         if traced:
             self._own.one_off(seconds, cpu)
         self.last_measurement = result

@@ -1009,3 +1009,27 @@ def test_a_dataset_of_unknown_shapes_is_not_judged():
         )
         data = _layout_checks.Data("x", dataset, None, "batch_size", None)
         assert model._data_checks.check(data) is None  # no claim, no error
+
+
+def test_step_hands_its_readings_over_and_hides_them_from_the_logs():
+    keras.utils.set_random_seed(0)
+    model = TruncatedBPTT(make_inner(), window=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    x, y = data(n=2 * B)
+    seen = []
+
+    class Take(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            tracker = next(m for m in self.model.metrics if m.name == "loss")
+            seen.append((self.model.train_function.take(), float(tracker.count.numpy()),
+                         int(self.model.optimizer.iterations.numpy()), sorted(logs)))
+
+    history = model.fit(x, y, batch_size=B, epochs=1, verbose=0, callbacks=[Take()])
+    assert len(seen) == 2
+    for readings, count, iterations, keys in seen:
+        # Three windows a batch (12 steps, window 4): three updates each.
+        assert readings.loss_count == count and readings.iterations == iterations
+        assert readings.learning_rate == pytest.approx(0.01)
+        assert "_gradwatch_readings" not in keys
+    assert seen[1][2] == 6
+    assert not any(key.startswith("_gradwatch") for key in history.history)

@@ -172,6 +172,20 @@ def test_elapsed_counts_time_in_fit_only():
     assert budget.allowance() == pytest.approx(0.45)
 
 
+def test_a_traced_measurement_is_no_training_time():
+    # 10 s of CPU in fit, 2 of them tracing a measurement (waived): the
+    # allowance is 3 % of the 8 s of training, as the own-time share counts.
+    clock = Clock()
+    budget = Budget(0.03, clock=clock)
+    budget.start_fit()
+    clock.now = 10.0
+    budget.measured(2.5, traced=True, cpu_seconds=2.0)  # 2.5 s of wall: waited
+    budget.charge(2.5, heavy=True)
+    assert budget.waived == pytest.approx(2.5)
+    assert budget.spent == pytest.approx(0.0)
+    assert budget.allowance() == pytest.approx(0.03 * 8.0)
+
+
 def test_drawing_needs_its_estimated_cost():
     clock = Clock()
     budget = Budget(0.05, clock=clock, wall_clock=clock)
