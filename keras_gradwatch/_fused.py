@@ -30,20 +30,26 @@ from keras_gradwatch import _probing
 _DTYPES = ("float32", "float16")
 # `TruncatedBPTT(recurrence=...)`.
 RECURRENCES = ("auto", "fused", "stock")
-# With recurrence="auto", LSTMs up to this width run fused. Measured per
-# window forward + backward (batch 32, 8 features, window 50, TF 2.21 CPU,
-# docs/benchmarks.md): fused 2.0 / 5.1 / 8.4 ms at 8 / 64 / 96 units against
-# Keras's loop 3.6 / 8.8 / 12.1 ms and its unrolled graph 2.9 / 8.3 ms; at
-# 128 units the op's kernel falls off (31 ms against 16 ms for the loop),
-# and at 256 units it is no faster than the loop (81 against 80 ms).
+# With recurrence="auto", LSTMs of at most FUSED_MAX_UNITS or at least
+# FUSED_MIN_WIDE_UNITS units run fused; Keras's recurrence is faster in
+# between. Measured per window forward + backward (batch 32, 8 features,
+# window 50, TF 2.21 CPU, docs/benchmarks.md, `paths` and the stepwise
+# gradient's notes there): fused 2.0 / 5.1 / 8.4 ms at 8 / 64 / 96 units
+# against Keras's loop 3.6 / 8.8 / 12.1 ms and its unrolled graph 2.9 /
+# 8.3 ms; at 128 units `BlockLSTMGrad` falls off (31 ms against 16 ms for
+# the loop) and even the stepwise gradient is slower (18.8 against 15.6
+# ms), 160-192 units tie (24.0 / 26.4 against 23.3 / 26.1 ms), 224 units
+# 45 against 38 ms, and from 256 units the fused kernel with the
+# stepwise gradient wins (256: 49 against 79 ms; 256 units with 64
+# features 34 against 64 ms; 512: 144 against 280 ms).
 FUSED_MAX_UNITS = 96
+FUSED_MIN_WIDE_UNITS = 256
 # From this width the fused kernel's backward pass runs step by step
 # (`_block_lstm_stepwise_gradient`) instead of `BlockLSTMGrad`. Measured
 # (forward + backward of one window, batch 32, 8 features, window 50, TF
-# 2.21 CPU, load about 2, tmp scripts): 96 units 8.6 ms with
-# `BlockLSTMGrad` against 10.4 ms step by step; 128 units 31.6 against
-# 18.1 ms; 256 units 146 against 51 ms; 128 units, 64 features, window
-# 100: 62.7 against 30.9 ms.
+# 2.21 CPU, load about 2): 96 units 8.4 ms with `BlockLSTMGrad` against
+# 9.8 ms step by step; 128 units 31.1 against 18.7 ms; 256 units 107
+# against 52 ms; 128 units, 64 features, window 100: 80 against 44 ms.
 STEPWISE_GRADIENT_MIN_UNITS = 128
 
 
@@ -61,10 +67,11 @@ def planned_path(layer, recurrence):
     if recurrence == "stock":
         return False, "recurrence='stock'"
     reason = unfused_reason(layer)
-    if reason is None and recurrence == "auto" and layer.cell.units > FUSED_MAX_UNITS:
+    units = layer.cell.units if reason is None else None
+    if recurrence == "auto" and units is not None and FUSED_MAX_UNITS < units < FUSED_MIN_WIDE_UNITS:
         reason = (
-            f"{layer.cell.units} units > {FUSED_MAX_UNITS} (Keras's own "
-            "recurrence is faster there)"
+            f"{units} units, between {FUSED_MAX_UNITS} and {FUSED_MIN_WIDE_UNITS} "
+            "(Keras's own recurrence is faster there)"
         )
     return reason is None, reason
 
@@ -200,7 +207,9 @@ def _block_lstm_stepwise_gradient(x, c0, h0, w, b):
         cs_prev = tf.concat([c0[None], cs[:-1]], 0)
         # What each step reads, in one tensor: one slice per step.
         saved = tf.concat([i, cs, f, o, ci, co, cs_prev], axis=-1)
-        w_h = w[features:]
+        # Transposed once here: a transposed operand costs the matmul a
+        # copy of it at every step (1.8x slower at 256 units).
+        w_h_t = tf.transpose(w[features:])
         peephole = tf.zeros(tf.shape(c0)[1:], x.dtype)
         steps = tf.shape(x)[0]
 
@@ -213,7 +222,7 @@ def _block_lstm_stepwise_gradient(x, c0, h0, w, b):
                 o=o_t, ci=ci_t, co=co_t, cs_grad=dcs[t] + dc_next,
                 h_grad=dh[t] + dh_next, use_peephole=False,
             )
-            dh_prev = tf.matmul(dgates, w_h, transpose_b=True)
+            dh_prev = tf.matmul(dgates, w_h_t)
             return t - 1, dh_prev, dc_prev, gates.write(t, dgates)
 
         gates = tf.TensorArray(x.dtype, size=steps, element_shape=tf.TensorShape(

@@ -144,11 +144,14 @@ def test_layers_the_kernel_cannot_honour_are_refused(layer, reason):
     assert _fused.planned_path(layer, "auto")[0] is False
 
 
-def test_auto_fuses_small_lstms_only():
+def test_auto_fuses_small_and_wide_lstms_only():
     assert _fused.planned_path(keras.layers.LSTM(_fused.FUSED_MAX_UNITS), "auto") == (True, None)
-    wide = keras.layers.LSTM(_fused.FUSED_MAX_UNITS + 1)
-    assert _fused.planned_path(wide, "auto")[0] is False
-    assert _fused.planned_path(wide, "fused") == (True, None)
+    middle = keras.layers.LSTM(_fused.FUSED_MAX_UNITS + 1)
+    assert _fused.planned_path(middle, "auto")[0] is False
+    assert _fused.planned_path(middle, "fused") == (True, None)
+    wide = keras.layers.LSTM(_fused.FUSED_MIN_WIDE_UNITS)
+    assert _fused.planned_path(wide, "auto") == (True, None)
+    assert _fused.planned_path(keras.layers.LSTM(_fused.FUSED_MIN_WIDE_UNITS - 1), "auto")[0] is False
     assert _fused.planned_path(keras.layers.LSTM(4), "stock")[0] is False
 
 
@@ -225,7 +228,7 @@ def test_plan_and_paths_are_shown():
     inner = _inner(units=_fused.FUSED_MAX_UNITS + 1)
     model = TruncatedBPTT(inner, window=4)
     plan = model.recurrence_plan()
-    assert "units > 96" in plan[inner.layers[0].name]
+    assert "97 units, between 96 and 256" in plan[inner.layers[0].name]
     model.compile(optimizer="sgd", loss="mse")
     assert model.recurrence_paths == {}
     x = np.zeros((B, 8, F), "float32")
