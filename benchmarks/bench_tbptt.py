@@ -459,7 +459,7 @@ def keras_epochs(kind, units, window, variant, epochs):
 # (`_windows.AUTO_UNROLL_STEPS`).
 PATHS = (
     ("lstm", 8, 50), ("lstm", 64, 20), ("lstm", 64, 50), ("lstm", 96, 50),
-    ("lstm", 128, 50), ("lstm", 256, 50), ("lstm", 64, 100),
+    ("lstm", 128, 50), ("lstm", 192, 50), ("lstm", 256, 50), ("lstm", 64, 100),
     ("gru", 64, 20), ("gru", 64, 50), ("gru", 64, 100),
 )
 
