@@ -30,13 +30,27 @@ from keras_gradwatch.core import _probing
 _DTYPES = ("float32", "float16")
 # `TruncatedBPTT(recurrence=...)`.
 RECURRENCES = ("auto", "fused", "stock")
-# With recurrence="auto", LSTMs up to this width run fused. Measured per
-# window forward + backward (batch 32, 8 features, window 50, TF 2.21 CPU,
-# docs/benchmarks.md): fused 2.0 / 5.1 / 8.4 ms at 8 / 64 / 96 units against
-# Keras's loop 3.6 / 8.8 / 12.1 ms and its unrolled graph 2.9 / 8.3 ms; at
-# 128 units the op's kernel falls off (31 ms against 16 ms for the loop),
-# and at 256 units it is no faster than the loop (81 against 80 ms).
+# With recurrence="auto", LSTMs of at most FUSED_MAX_UNITS or at least
+# FUSED_MIN_WIDE_UNITS units run fused; Keras's recurrence is faster in
+# between. Measured per window forward + backward (batch 32, 8 features,
+# window 50, TF 2.21 CPU, docs/benchmarks.md, `paths` and the stepwise
+# gradient's notes there): fused 2.0 / 5.1 / 8.4 ms at 8 / 64 / 96 units
+# against Keras's loop 3.6 / 8.8 / 12.1 ms and its unrolled graph 2.9 /
+# 8.3 ms; at 128 units `BlockLSTMGrad` falls off (31 ms against 16 ms for
+# the loop) and even the stepwise gradient is slower (18.8 against 15.6
+# ms), 160-192 units tie (24.0 / 26.4 against 23.3 / 26.1 ms), 224 units
+# 45 against 38 ms, and from 256 units the fused kernel with the
+# stepwise gradient wins (256: 49 against 79 ms; 256 units with 64
+# features 34 against 64 ms; 512: 144 against 280 ms).
 FUSED_MAX_UNITS = 96
+FUSED_MIN_WIDE_UNITS = 256
+# From this width the fused kernel's backward pass runs step by step
+# (`_block_lstm_stepwise_gradient`) instead of `BlockLSTMGrad`. Measured
+# (forward + backward of one window, batch 32, 8 features, window 50, TF
+# 2.21 CPU, load about 2): 96 units 8.4 ms with `BlockLSTMGrad` against
+# 9.8 ms step by step; 128 units 31.1 against 18.7 ms; 256 units 107
+# against 52 ms; 128 units, 64 features, window 100: 80 against 44 ms.
+STEPWISE_GRADIENT_MIN_UNITS = 128
 
 
 def planned_path(layer, recurrence):
@@ -53,10 +67,11 @@ def planned_path(layer, recurrence):
     if recurrence == "stock":
         return False, "recurrence='stock'"
     reason = unfused_reason(layer)
-    if reason is None and recurrence == "auto" and layer.cell.units > FUSED_MAX_UNITS:
+    units = layer.cell.units if reason is None else None
+    if recurrence == "auto" and units is not None and FUSED_MAX_UNITS < units < FUSED_MIN_WIDE_UNITS:
         reason = (
-            f"{layer.cell.units} units > {FUSED_MAX_UNITS} (Keras's own "
-            "recurrence is faster there)"
+            f"{units} units, between {FUSED_MAX_UNITS} and {FUSED_MIN_WIDE_UNITS} "
+            "(Keras's own recurrence is faster there)"
         )
     return reason is None, reason
 
@@ -151,6 +166,107 @@ def _block_weights(cell, dtype):
     return w, b
 
 
+@tf.custom_gradient
+def _swap_time_batch(t):
+    """`t` with its first two axes swapped (batch major <-> time major).
+
+    The bits are moved as integers of the same width: with oneDNN on
+    (TensorFlow's default on x86 CPUs) a float32 `tf.transpose` runs as
+    `_MklTranspose`, which took about 100 us for a window's (32, 50, 8) or
+    (50, 32, 64) tensor against about 20 us for TensorFlow's own transpose
+    (TF 2.21, 2-core CPU): the three of a window's update were 30 % of an
+    LSTM(8)'s. A permutation: the values are the same.
+    """
+    perm = [1, 0] + list(range(2, t.shape.rank))
+    return _permute_bits(t, perm), lambda grad: _permute_bits(grad, perm)
+
+
+def _permute_bits(t, perm):
+    bits = {"float32": tf.int32, "float16": tf.int16}.get(t.dtype.name)
+    if bits is None:
+        return tf.transpose(t, perm)
+    return tf.bitcast(tf.transpose(tf.bitcast(t, bits), perm), t.dtype)
+
+
+def _block_lstm(x, c0, h0, w, b):
+    """`BlockLSTM` over time-major `x`: `(i, cs, f, o, ci, co, h)`."""
+    peephole = tf.zeros(tf.shape(c0)[1:], x.dtype)
+    return tf.raw_ops.BlockLSTM(
+        seq_len_max=tf.cast(tf.shape(x)[0], "int64"),
+        x=x,
+        cs_prev=c0,
+        h_prev=h0,
+        w=w,
+        wci=peephole,
+        wcf=peephole,
+        wco=peephole,
+        b=b,
+        forget_bias=0.0,
+        cell_clip=-1.0,
+        use_peephole=False,
+    )
+
+
+@tf.custom_gradient
+def _block_lstm_stepwise_gradient(x, c0, h0, w, b):
+    """`BlockLSTM`'s `(cs, h)`, differentiated step by step.
+
+    The same gradient as the op's registered one (`BlockLSTMGrad`),
+    computed differently: a `while` loop runs `LSTMBlockCellGrad` (the
+    gates' gradient, element-wise) and one matmul per step (the gradient
+    flowing to the previous step's output); the gradients of `w`, `b` and
+    `x` are then one matmul each over the whole window. `BlockLSTMGrad`
+    accumulates the weights' gradient with a small matmul at every step,
+    which is what makes it slow from 128 units (see
+    `STEPWISE_GRADIENT_MIN_UNITS`).
+    """
+    i, cs, f, o, ci, co, h = _block_lstm(x, c0, h0, w, b)
+    features = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+
+    def grad(dcs, dh):
+        dcs = tf.zeros_like(cs) if dcs is None else dcs
+        dh = tf.zeros_like(h) if dh is None else dh
+        cs_prev = tf.concat([c0[None], cs[:-1]], 0)
+        # What each step reads, in one tensor: one slice per step.
+        saved = tf.concat([i, cs, f, o, ci, co, cs_prev], axis=-1)
+        # Transposed once here: a transposed operand costs the matmul a
+        # copy of it at every step (1.8x slower at 256 units).
+        w_h_t = _permute_bits(w[features:], [1, 0])  # see _swap_time_batch
+        peephole = tf.zeros(tf.shape(c0)[1:], x.dtype)
+        steps = tf.shape(x)[0]
+
+        def body(t, dh_next, dc_next, gates):
+            i_t, cs_t, f_t, o_t, ci_t, co_t, cs_prev_t = tf.split(saved[t], 7, axis=-1)
+            # x, h_prev, w and b only give the op its shapes.
+            dc_prev, dgates, _, _, _ = tf.raw_ops.LSTMBlockCellGrad(
+                x=x[0], cs_prev=cs_prev_t, h_prev=h0, w=w, wci=peephole,
+                wcf=peephole, wco=peephole, b=b, i=i_t, cs=cs_t, f=f_t,
+                o=o_t, ci=ci_t, co=co_t, cs_grad=dcs[t] + dc_next,
+                h_grad=dh[t] + dh_next, use_peephole=False,
+            )
+            dh_prev = tf.matmul(dgates, w_h_t)
+            return t - 1, dh_prev, dc_prev, gates.write(t, dgates)
+
+        gates = tf.TensorArray(x.dtype, size=steps, element_shape=tf.TensorShape(
+            [h0.shape[0], None]))
+        _, dh0, dc0, gates = tf.while_loop(
+            lambda t, *_: t >= 0,
+            body,
+            [steps - 1, tf.zeros_like(h0), tf.zeros_like(c0), gates],
+            parallel_iterations=1,
+        )
+        gates = gates.stack()  # (time, batch, 4 * units)
+        flat = tf.reshape(gates, [-1, tf.shape(w)[1]])
+        h_prev = tf.concat([h0[None], h[:-1]], 0)
+        xh = tf.reshape(tf.concat([x, h_prev], axis=-1), [-1, tf.shape(w)[0]])
+        dw = tf.matmul(xh, flat, transpose_a=True)
+        db = tf.reduce_sum(flat, axis=0)
+        dx = tf.reshape(tf.matmul(flat, w[:features], transpose_b=True), tf.shape(x))
+        return dx, dc0, dh0, dw, db
+
+    return (cs, h), grad
+
+
 def run(layer, sequences, initial_state, return_sequences):
     """Runs an LSTM layer's recurrence over `sequences` with `BlockLSTM`.
 
@@ -168,28 +284,16 @@ def run(layer, sequences, initial_state, return_sequences):
     dtype = sequences.dtype
     h0, c0 = (tf.cast(s, dtype) for s in initial_state)
     w, b = _block_weights(cell, dtype)
-    x = tf.transpose(sequences, [1, 0, 2])  # time major
+    x = _swap_time_batch(sequences)  # time major
     if layer.go_backwards:
         x = tf.reverse(x, [0])
-    peephole = tf.zeros([cell.units], dtype)
-    steps = tf.cast(tf.shape(x)[0], "int64")
-    _, cs, _, _, _, _, h = tf.raw_ops.BlockLSTM(
-        seq_len_max=steps,
-        x=x,
-        cs_prev=c0,
-        h_prev=h0,
-        w=w,
-        wci=peephole,
-        wcf=peephole,
-        wco=peephole,
-        b=b,
-        forget_bias=0.0,
-        cell_clip=-1.0,
-        use_peephole=False,
-    )
+    if cell.units >= STEPWISE_GRADIENT_MIN_UNITS:
+        cs, h = _block_lstm_stepwise_gradient(x, c0, h0, w, b)
+    else:
+        cs, h = _block_lstm(x, c0, h0, w, b)[1::5]
     last_h, last_c = h[-1], cs[-1]
     if return_sequences:
-        outputs = tf.transpose(h, [1, 0, 2])
+        outputs = _swap_time_batch(h)
     else:
         outputs = last_h[:, None]
     return last_h, outputs, [last_h, last_c]

@@ -220,10 +220,11 @@ class TruncatedBPTT(keras.Model):
             Applies to the layers that do not run the fused kernel.
         recurrence: How the stateful layers run in every step: `"auto"`
             (default) runs each `LSTM` (Keras's or
-            `keras_gradwatch.layers`') of at most 96 units with the
-            default activations, no dropout and no mask as one fused op,
-            `tf.raw_ops.BlockLSTM`, for the whole span (no step-by-step
-            trace: no tracing cost whatever the window), and the others
+            `keras_gradwatch.layers`') of at most 96 or at least 256
+            units with the default activations, no dropout and no mask as
+            one fused op, `tf.raw_ops.BlockLSTM`, for the whole span (no
+            step-by-step trace: no tracing cost whatever the window;
+            Keras's recurrence is faster in between), and the others
             with Keras's recurrence (unrolled or not, see `unroll`);
             `"fused"` runs every stateful layer fused (an error if one
             cannot); `"stock"` never does. Outputs and gradients are the

@@ -43,7 +43,16 @@ def _random(*shape, seed=0):
     return tf.constant(np.random.default_rng(seed).normal(size=shape).astype("float32"))
 
 
-def test_block_lstm_gradient_agrees_with_finite_differences():
+@pytest.fixture(params=["block", "stepwise"])
+def gradient(request, monkeypatch):
+    """Runs a test with each of the fused kernel's backward passes:
+    `BlockLSTMGrad` and the step-by-step one (forced at every width)."""
+    if request.param == "stepwise":
+        monkeypatch.setattr(_fused, "STEPWISE_GRADIENT_MIN_UNITS", 1)
+    return request.param
+
+
+def test_block_lstm_gradient_agrees_with_finite_differences(gradient):
     layer = keras.layers.LSTM(3, return_sequences=True)
     x = _random(2, 5, 2)
     layer(x)
@@ -90,7 +99,7 @@ class _StandInCell:
     ],
 )
 @pytest.mark.parametrize("cls", [keras.layers.LSTM, probed_layers.LSTM])
-def test_fused_equals_stock_values_and_gradients(cls, kwargs):
+def test_fused_equals_stock_values_and_gradients(cls, kwargs, gradient):
     layer = cls(U, return_state=True, **kwargs)
     x, state = _random(B, 7, F), [_random(B, U, seed=1), _random(B, U, seed=2)]
     layer(x, initial_state=state)
@@ -103,7 +112,7 @@ def test_fused_equals_stock_values_and_gradients(cls, kwargs):
         np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-5)
 
 
-def test_fused_runs_mixed_precision_as_the_stock_layer():
+def test_fused_runs_mixed_precision_as_the_stock_layer(gradient):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         layer = keras.layers.LSTM(U, return_sequences=True, return_state=True)
@@ -135,11 +144,14 @@ def test_layers_the_kernel_cannot_honour_are_refused(layer, reason):
     assert _fused.planned_path(layer, "auto")[0] is False
 
 
-def test_auto_fuses_small_lstms_only():
+def test_auto_fuses_small_and_wide_lstms_only():
     assert _fused.planned_path(keras.layers.LSTM(_fused.FUSED_MAX_UNITS), "auto") == (True, None)
-    wide = keras.layers.LSTM(_fused.FUSED_MAX_UNITS + 1)
-    assert _fused.planned_path(wide, "auto")[0] is False
-    assert _fused.planned_path(wide, "fused") == (True, None)
+    middle = keras.layers.LSTM(_fused.FUSED_MAX_UNITS + 1)
+    assert _fused.planned_path(middle, "auto")[0] is False
+    assert _fused.planned_path(middle, "fused") == (True, None)
+    wide = keras.layers.LSTM(_fused.FUSED_MIN_WIDE_UNITS)
+    assert _fused.planned_path(wide, "auto") == (True, None)
+    assert _fused.planned_path(keras.layers.LSTM(_fused.FUSED_MIN_WIDE_UNITS - 1), "auto")[0] is False
     assert _fused.planned_path(keras.layers.LSTM(4), "stock")[0] is False
 
 
@@ -198,6 +210,11 @@ def test_tbptt_training_fused_equals_stock(case):
         np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-5)
 
 
+def test_tbptt_training_with_the_stepwise_gradient_equals_stock(monkeypatch):
+    monkeypatch.setattr(_fused, "STEPWISE_GRADIENT_MIN_UNITS", 1)
+    test_tbptt_training_fused_equals_stock({"window": 3, "backprop": 7})
+
+
 def test_a_mask_falls_back_to_the_stock_recurrence():
     keras.utils.set_random_seed(2)
     inner = _inner(masked=True)
@@ -211,7 +228,7 @@ def test_plan_and_paths_are_shown():
     inner = _inner(units=_fused.FUSED_MAX_UNITS + 1)
     model = TruncatedBPTT(inner, window=4)
     plan = model.recurrence_plan()
-    assert "units > 96" in plan[inner.layers[0].name]
+    assert "97 units, between 96 and 256" in plan[inner.layers[0].name]
     model.compile(optimizer="sgd", loss="mse")
     assert model.recurrence_paths == {}
     x = np.zeros((B, 8, F), "float32")
