@@ -233,6 +233,8 @@ class GradWatch(keras.callbacks.Callback):
         # Kept to start a fresh run, with the same settings, for another model.
         arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         _compat.require_tensorflow_backend("GradWatch")
+        if _compat.multi_worker_config():  # fit needs them before any callback
+            _compat.fix_multi_worker()
         actions = _settings.check(
             log_dir=log_dir, every=every, overhead=overhead, loss_steps=loss_steps,
             nonfinite=nonfinite, exploding=exploding, vanishing=vanishing,
