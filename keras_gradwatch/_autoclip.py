@@ -135,10 +135,14 @@ class AutoClip:
         self._installed = False
         self.model.train_function = None
 
+    def is_on(self):
+        """Whether clipping is on."""
+        return bool(self.active.numpy())
+
     def switch_on(self):
         """Starts clipping (the `"clip"` alert action); returns a sentence
         saying so, for the alert."""
-        if bool(self.active.numpy()):
+        if self.is_on():
             return "Adaptive clipping is on already."
         self.active.assign(True)
         return (

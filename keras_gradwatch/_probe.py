@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradwatch import _compat
 from keras_gradwatch import records
 
 # Sequences of the first training batch that make the probe batch: enough
@@ -89,6 +90,10 @@ def _first_rows(structure, rows):
 def _global(structure, strategy):
     def gather(value):
         if isinstance(value, tf.distribute.DistributedValues):
+            if _compat.in_multi_worker_mode(strategy):
+                # Every worker's share, in replica order: the global batch
+                # (a collective: every worker takes its probe at one step).
+                return strategy.gather(value, axis=0)
             return tf.concat(strategy.experimental_local_results(value), axis=0)
         return value
 

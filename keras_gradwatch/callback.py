@@ -39,6 +39,7 @@ from keras_gradwatch import _schedule
 from keras_gradwatch import _settings
 from keras_gradwatch import _train_step
 from keras_gradwatch import _update_ratio
+from keras_gradwatch import _workers
 from keras_gradwatch import alerts as alerts_lib
 from keras_gradwatch import measurement
 from keras_gradwatch import records
@@ -297,6 +298,7 @@ class GradWatch(keras.callbacks.Callback):
         self._own = _schedule.OwnTime()  # GradWatch's own time, for the summary
         self._hook = None
         self._fits = []
+        self._workers = None  # _workers.Workers, under a multi-worker strategy
         # Where the run is.
         self._step = 0
         self._epoch = -1
@@ -321,13 +323,43 @@ class GradWatch(keras.callbacks.Callback):
 
     # Lifecycle --------------------------------------------------------------
 
+    # A non-chief worker's temporary folder (see `_join_workers`).
+    _worker_folder = None
+
     def on_train_begin(self, logs=None):
+        self._join_workers()
         self._follow_model()
         self._budget = _schedule.budget_for(self.log_dir, self.overhead)
         self._budget.start_fit()
         self._own.start_fit()
         with self._timed():
             self._train_begin()
+
+    def _join_workers(self):
+        """Under a multi-worker strategy, only the chief writes `log_dir`:
+        another worker keeps its records in a temporary folder (`_workers`)."""
+        workers = _workers.for_strategy(self.model.distribute_strategy)
+        if workers is not None and not workers.chief and self._worker_folder is None:
+            model, params, folder = self.model, self.params, workers.folder(self)
+            self.__init__(**{**self._arguments, "log_dir": folder, "plots": None,
+                             "tensorboard": False})
+            self.set_model(model)
+            self.set_params(params)
+            self._worker_folder = folder
+        self._workers = workers
+
+    def _agree_actions(self, raised=False):
+        """Under a multi-worker strategy: an alert action taken on one worker
+        (stop, raise, clip) is taken on all, at this step."""
+        if self._workers is None:
+            return
+        clipping = self._clipper is not None and self._clipper.is_on()
+        stop, peer_raised, clip = self._workers.agree(
+            self.model.stop_training, raised, clipping)
+        if stop or (peer_raised and not raised):
+            self.model.stop_training = True
+        if clip and not clipping:
+            self._clipper.switch_on()
 
     def _follow_model(self):
         """A model other than the last `fit`'s gets a run of its own (see
@@ -431,7 +463,7 @@ class GradWatch(keras.callbacks.Callback):
                         previous,
                         batch,
                         self.params.get("steps") if self.params else None,
-                        self._budget,
+                        self._scheduling_budget(),
                         reserve_drawing=self.plots is not None,
                     )
                     if reason:
@@ -439,7 +471,9 @@ class GradWatch(keras.callbacks.Callback):
                 if reason or self._ratios.every_step:
                     # The next step's update is compared with it.
                     self._ratios.snapshot(self._iterations())
+                self._agree_actions()
             except GradientAlertError:
+                self._agree_actions(raised=True)
                 self._finish("raised")
                 raise
             finally:
@@ -456,13 +490,16 @@ class GradWatch(keras.callbacks.Callback):
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
         if self._probe is not None and self._measure_error is None:
-            reason = self._schedule.epoch_end(self._step, self._measured_step, self._budget)
+            reason = self._schedule.epoch_end(
+                self._step, self._measured_step, self._scheduling_budget())
             if reason:
                 try:
                     self._measure(reason)
                 except GradientAlertError:
+                    self._agree_actions(raised=True)
                     self._finish("raised")
                     raise
+        self._agree_actions()
         # The logs (progress bar, History) get nothing more: a decay rate or
         # a probe-batch norm read there without the profile, the alerts'
         # verdict or the batch size misleads. They are in the records.
@@ -474,6 +511,11 @@ class GradWatch(keras.callbacks.Callback):
         self._line.open = False  # the progress bar ended its line at the epoch end
         with self._timed():
             self._finish("stopped" if self.model.stop_training else "completed")
+
+    def _scheduling_budget(self):
+        """The budget measurements are scheduled by: the chief's, on every
+        worker of a multi-worker strategy (the same steps everywhere)."""
+        return self._budget if self._workers is None else self._workers.budget(self._budget)
 
     @contextlib.contextmanager
     def _timed(self):
