@@ -354,8 +354,8 @@ class GradWatch(keras.callbacks.Callback):
         if self._workers is None:
             return
         clipping = self._clipper is not None and self._clipper.is_on()
-        stop, peer_raised, clip = self._workers.agree(
-            self.model.stop_training, raised, clipping)
+        stop, peer_raised, clip = self._workers.agree_actions(
+            self.model.stop_training, raised, clipping, self._budget)
         if stop or (peer_raised and not raised):
             self.model.stop_training = True
         if clip and not clipping:

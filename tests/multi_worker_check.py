@@ -4,7 +4,8 @@ single-process run of the same training), for `test_multi_worker.py`.
 Usage: `multi_worker_check.py CASE LOG_DIR OUT_JSON`; `TF_CONFIG` (set by the
 test) makes it a worker, its absence a single process without a strategy.
 CASE is "plain" (an LSTM model with GradWatch), "tbptt" (TruncatedBPTT with
-GradWatch) or "stop" (a batch that blows the gradient up, exploding="stop").
+GradWatch), "budget" ("plain", measured as the CPU budget allows) or "stop"
+(a batch that blows the gradient up, exploding="stop").
 Writes what it measured to OUT_JSON.
 """
 
@@ -66,7 +67,9 @@ def main(case, log_dir, out):
     x, y = data(case)
     settings = {"every": 1, "plots": None}
     if case == "stop":
-        settings.update(max_grad_norm=1e4, exploding="stop", every=2)
+        settings.update(max_grad_norm=100.0, exploding="stop", every=2)
+    if case == "budget":  # measured when the chief's CPU budget allows
+        settings.update(every=None, overhead=0.5)
     watch = GradWatch(log_dir, **settings)
     history = trained.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2, verbose=0,
                           shuffle=False, callbacks=[watch])
@@ -75,6 +78,7 @@ def main(case, log_dir, out):
         "replicas": STRATEGY.num_replicas_in_sync,
         "chief": None if workers is None else workers.chief,
         "agreements": None if workers is None else workers.agreements,
+        "agreement_seconds": None if workers is None else workers.seconds,
         "log_dir": str(watch.log_dir),
         "weights": [w.tolist() for w in inner.get_weights()],
         "history": history.history,
