@@ -585,7 +585,6 @@ class GradWatch(keras.callbacks.Callback):
     def _install_clipping(self):
         self._clipper = _autoclip.for_model(
             self.model, self.clip_percentile, active=self.clip == "auto",
-            asked=f"clip={self.clip!r}, exploding={self.exploding!r}",
         )
         self._clipper.install()
         if self._clip_note is not None and not self._clip_warned:
