@@ -4,7 +4,7 @@ single-process run of the same training), for `test_multi_worker.py`.
 Usage: `multi_worker_check.py CASE LOG_DIR OUT_JSON`; `TF_CONFIG` (set by the
 test) makes it a worker, its absence a single process without a strategy.
 CASE is "plain" (an LSTM model with GradWatch), "tbptt" (TruncatedBPTT with
-GradWatch), "budget" ("plain", measured as the CPU budget allows) or "stop"
+GradWatch), "clip" ("plain" with clip="auto"), "budget" ("plain", measured as the CPU budget allows) or "stop"
 (a batch that blows the gradient up, exploding="stop").
 Writes what it measured to OUT_JSON.
 """
@@ -68,6 +68,8 @@ def main(case, log_dir, out):
     settings = {"every": 1, "plots": None}
     if case == "stop":
         settings.update(max_grad_norm=100.0, exploding="stop", every=2)
+    if case == "clip":  # AutoClip from the first step, at a low percentile
+        settings.update(clip="auto", clip_percentile=10.0)
     if case == "budget":  # measured when the chief's CPU budget allows
         settings.update(every=None, overhead=0.5)
     watch = GradWatch(log_dir, **settings)
@@ -85,6 +87,7 @@ def main(case, log_dir, out):
         "alerts": [[a.kind, a.signal, a.step] for a in watch.alerts],
         "stopped": bool(trained.stop_training),
         "steps": watch._step,
+        "clip": None if watch._clipper is None else watch._clipper.state(),
     }
     run = records.load_run(watch.log_dir)  # a worker's own folder still exists
     result["records"] = {

@@ -119,9 +119,14 @@ def test_two_workers_train_and_measure_as_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_truncated_bptt(tmp_path):
-    results, folder, single_folder = run_case("tbptt", tmp_path)
+@pytest.mark.parametrize("case", ["tbptt", "clip"])
+def test_two_workers_truncated_bptt_and_autoclip(case, tmp_path):
+    results, folder, single_folder = run_case(case, tmp_path)
     _check_same_training(results, folder, single_folder, 1e-6)
+    if case == "clip":  # clipped as in one process, at the same threshold
+        (limit0, clipped0), (limit1, clipped1), (limit, clipped) = (r["clip"] for r in results)
+        assert clipped0 == clipped1 == clipped > 0 and limit0 == limit1
+        assert limit0 == pytest.approx(limit, rel=1e-5)
 
 
 @pytest.mark.slow
