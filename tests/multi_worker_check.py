@@ -92,6 +92,7 @@ def main(case, log_dir, out):
     run = records.load_run(watch.log_dir)  # a worker's own folder still exists
     result["records"] = {
         "steps": [[s["step"], records.number(s["grad_norm"])] for s in run.steps],
+        "step_loss": [records.number(s.get("loss")) for s in run.steps],
         "measurements": [
             [m["step"], m["global_norm"], {k: v.tolist() for k, v in run.profiles(m).items()}]
             for m in run.measurements

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -22,6 +23,11 @@ from keras_gradwatch import records
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "multi_worker_check.py"
 TIMEOUT = 120  # seconds per process
+# Keras 3.8 keeps metric variables in sync on write, not on read: under two
+# workers its loss metric (fit's loss, GradWatch's step loss) is not the
+# single process's, though the training is (measured: epoch loss 0.855 vs
+# 0.967). Keras 3.15 reads them in sync: the same loss.
+LOCAL_METRICS = keras.version().startswith("3.8.")
 
 
 def _free_ports(count):
@@ -81,7 +87,12 @@ def _check_same_training(results, folder, single_folder, tolerance):
     # Float32 round-off only: a worker's gradient is the sum of two halves.
     assert _weights_diff(first["weights"], single["weights"]) <= tolerance
     assert _weights_diff(first["weights"], second["weights"]) == 0.0
-    np.testing.assert_allclose(first["history"]["loss"], single["history"]["loss"], rtol=1e-5)
+    assert first["history"]["loss"] == second["history"]["loss"]
+    assert first["records"]["step_loss"] == second["records"]["step_loss"]
+    if not LOCAL_METRICS:
+        np.testing.assert_allclose(first["history"]["loss"], single["history"]["loss"], rtol=1e-5)
+        np.testing.assert_allclose(
+            first["records"]["step_loss"], single["records"]["step_loss"], rtol=1e-5)
     # One run folder, written by the chief only; the other worker's records
     # went to a temporary folder of its own (deleted at its exit).
     assert first["log_dir"] == str(folder)
