@@ -182,7 +182,8 @@ class GradWatch(keras.callbacks.Callback):
             Seetharaman et al. 2020), inside the compiled step, for plain
             models and each `TruncatedBPTT` window update. None (default):
             no clipping, unless `exploding="clip"` (warn, and clip from the
-            first exploding alert on). Not under multi-replica strategies.
+            first exploding alert on). Under a multi-replica strategy, the
+            norms are those of the all-reduced gradient.
         clip_percentile: The percentile, in (0, 100]; default 90: a healthy
             run's updates above the 90th percentile of the norms before
             them, about one in ten, are clipped, a spike back to that level.
