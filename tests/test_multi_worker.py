@@ -164,3 +164,75 @@ def test_the_chief_budget_schedules_both_workers(tmp_path):
     assert len(records.load_run(folder).measurements) == len(first["records"]["measurements"])
     # Agreed at the budget's decisions too, beyond one per step and epoch end.
     assert first["agreements"] == second["agreements"] > first["steps"] + 2
+
+
+# In this process: the pieces, without workers -------------------------------
+
+
+def test_the_keras_fixes_are_for_several_tasks_and_can_be_undone():
+    from keras_gradwatch import _compat
+
+    def config(workers):
+        cluster = {"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]}
+        return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                       "index": 0}})}
+
+    assert _compat.multi_worker_config(config(2)) and not _compat.multi_worker_config(config(1))
+    assert not _compat.multi_worker_config({}) and not _compat.multi_worker_config(
+        {"TF_CONFIG": "not json"})
+    trainer = _compat._trainer_class()
+    module = sys.modules[trainer.__module__]
+
+    def current():
+        return vars(trainer)["_maybe_symbolic_build"], module.reduce_per_replica
+
+    keras_own = current()
+    try:
+        assert _compat.fix_multi_worker()
+        fixed = current()
+        assert fixed[0] is not keras_own[0] and fixed[1] is not keras_own[1]
+        assert _compat.fix_multi_worker() and current() == fixed  # once
+        # Outside multi-worker mode they are Keras's own: a fit as usual.
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        history = model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    finally:
+        _compat.unfix_multi_worker()
+    assert current() == keras_own
+
+
+class _FakeStrategy:
+    """Two workers, one replica each: `reduce` averages this worker's values
+    with the other's."""
+
+    def __init__(self, chief, other):
+        self.extended = type("Extended", (), {"should_checkpoint": chief})()
+        self.other = other
+
+    def reduce(self, op, values, axis):
+        assert op == "MEAN" and axis is None
+        return (values + self.other) / 2
+
+
+def test_workers_agree_on_any_action_and_on_the_chief_decisions():
+    import tensorflow as tf
+
+    from keras_gradwatch import _workers
+
+    # The other worker sends: stop, no raise, no clip; budget allows, allows.
+    other = tf.constant([1.0, 0.0, 0.0, 0.0, 0.0])
+    for chief, budget, expected in ((True, [False, True], (False, True)),
+                                    (False, [True, True], (False, False))):
+        workers = _workers.Workers(_FakeStrategy(chief, other))
+
+        class Budget:
+            def can_measure(self, reserve_drawing=True, decisions=tuple(budget)):
+                return decisions[reserve_drawing]
+
+        assert workers.agree_actions(False, False, False, Budget()) == (True, False, False)
+        # The budget's decisions are the chief's, whatever this worker's says.
+        assert workers.allowed == expected
+        agreed = workers.budget(Budget())
+        assert (agreed.can_measure(False), agreed.can_measure(True)) == expected
+    assert workers.agreements == 1
