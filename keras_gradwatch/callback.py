@@ -357,6 +357,11 @@ class GradWatch(keras.callbacks.Callback):
         clipping = self._clipper is not None and self._clipper.is_on()
         stop, peer_raised, clip = self._workers.agree_actions(
             self.model.stop_training, raised, clipping, self._budget)
+        if peer_raised and not raised:
+            self._line.end()
+            warnings.warn(f"GradWatch: another worker raised an alert at step {self._step} "
+                          "(its error says which); this worker stops training there.",
+                          stacklevel=alerts_lib._user_stacklevel())
         if stop or (peer_raised and not raised):
             self.model.stop_training = True
         if clip and not clipping:
