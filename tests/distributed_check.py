@@ -42,7 +42,7 @@ def data(nan_at=None):
     return x, y
 
 
-def train(strategy, wrapped=True, nan_at=None, epochs=2):
+def train(strategy, wrapped=True, nan_at=None, epochs=2, clip=None):
     replicas = strategy.num_replicas_in_sync
     folder = tempfile.mkdtemp()
     with strategy.scope():
@@ -61,7 +61,8 @@ def train(strategy, wrapped=True, nan_at=None, epochs=2):
         model = TruncatedBPTT(inner, window=4, backprop=6) if wrapped else inner
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     x, y = data(nan_at)
-    watch = GradWatch(folder, every=1, plots=None, nonfinite="warn")
+    watch = GradWatch(folder, every=1, plots=None, nonfinite="warn", clip=clip,
+                      clip_percentile=10.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         history = model.fit(
@@ -74,6 +75,7 @@ def train(strategy, wrapped=True, nan_at=None, epochs=2):
         "run": records.load_run(folder),
         "alerts": [(a.kind, a.signal, a.step, a.layer) for a in watch.alerts],
         "unroll": inner.get_layer("lstm").unroll,
+        "clip": None if watch._clipper is None else watch._clipper.state(),
     }
 
 
@@ -143,17 +145,31 @@ def main():
         "measurements": len(multi["run"].measurements),
     }
 
-    # Adaptive clipping runs on one device only: refused, before any step.
+    # Adaptive clipping: the norm history of the all-reduced norm, the same
+    # on every replica, clips as on one device.
+    out["autoclip"] = {}
+    for wrapped in (True, False):
+        single = train(default, wrapped=wrapped, clip="auto")
+        mirrored = train(mirrored_strategy, wrapped=wrapped, clip="auto")
+        out["autoclip"]["tbptt" if wrapped else "plain"] = {
+            "weights": max_diff(single["weights"], mirrored["weights"]),
+            "clip": [single["clip"], mirrored["clip"]],
+        }
+
+    # batch_shape is the per-replica batch: a global batch equal to it is refused.
     with mirrored_strategy.scope():
-        clipped = keras.Sequential([keras.Input((None, 2)), keras.layers.Dense(1)])
-        clipped.compile(optimizer="sgd", loss="mse")
+        inner = keras.Sequential([
+            keras.Input(batch_shape=(GLOBAL_BATCH, None, 2)),
+            layers.LSTM(5, stateful=True, return_sequences=True),
+        ])
+        model = TruncatedBPTT(inner, window=4)
+        model.compile(optimizer="sgd", loss="mse")
     x, y = data(None)
     try:
-        clipped.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1,
-                    verbose=0, callbacks=[GradWatch(tempfile.mkdtemp(), clip="auto", plots=None)])
-        out["autoclip_refused"] = None
+        model.fit(x, np.repeat(y, 5, axis=-1), batch_size=GLOBAL_BATCH, epochs=1, verbose=0)
+        out["global_batch_shape"] = None
     except InvalidInputError as error:
-        out["autoclip_refused"] = str(error)
+        out["global_batch_shape"] = str(error)
     print(json.dumps(out))
 
 

@@ -38,8 +38,12 @@ here as a list, so that a review of a new Keras release has one checklist):
 """
 
 import contextlib
+import json
+import os
+import sys
 
 import keras
+import tensorflow as tf
 
 from keras_gradwatch.core.errors import InvalidInputError
 
@@ -234,3 +238,138 @@ def functional_nodes(model):
     if not isinstance(by_depth, dict) or isinstance(model, keras.Sequential):
         return []
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+# Multi-worker training: two fixes of Keras's TensorFlow trainer ---------------
+#
+# Under `tf.distribute.MultiWorkerMirroredStrategy` with several workers, stock
+# Keras `fit` fails twice before its first step (checked on Keras 3.15.1 / TF
+# 2.21 and Keras 3.8.0 / TF 2.18.1; the code of both places is the same there):
+#
+# - keras-team/keras#20585: `fit` calls `TensorFlowTrainer._maybe_symbolic_build(
+#   iterator=...)`, which reduces the first batch, a tuple of `PerReplica`
+#   values, with `strategy.reduce("MEAN", batch, axis=None)`: the collective
+#   reduce cannot take a structure ("Attempt to convert a value
+#   (PerReplica:{...}) ... to a Tensor"). The build only needs the batch's
+#   shapes and dtypes: the local replica's share has them.
+# - tensorflow/tensorflow#72388: the train function reduces the step's logs
+#   with the module function `reduce_per_replica(logs, strategy, "auto")`,
+#   which under a multi-worker collective strategy calls
+#   `strategy.reduce("MEAN", value, axis=0)` on every value; the logs are
+#   scalars ("Invalid reduction dimension 0 for input with 0 dimensions").
+#   A scalar is averaged over the replicas with `axis=None` instead.
+#
+# Both fixes delegate to Keras's own code unless the model's strategy is in
+# multi-worker mode, so a process that also trains on one device is not
+# affected. `fix_multi_worker()` installs them (once per process) when a
+# `GradWatch` or a `TruncatedBPTT` is made in a process whose `TF_CONFIG`
+# names several tasks: the first one runs in `fit` before any callback is
+# called, the second when the train function is traced.
+
+_FIXED = "_keras_gradwatch_multi_worker_fix"  # marks a replaced function
+
+
+def in_multi_worker_mode(strategy):
+    """Whether `strategy` trains on several workers (processes).
+
+    Uses `StrategyExtended._in_multi_worker_mode()` (MultiWorkerMirrored:
+    True when its cluster has more than one task; checked on TF 2.18.1 and
+    2.21), False for a strategy without it.
+    """
+    method = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
+    return bool(method()) if method is not None else False
+
+
+def multi_worker_config(environ=None):
+    """Whether `TF_CONFIG` (in `environ`, default `os.environ`) names more
+    than one chief or worker task."""
+    text = (os.environ if environ is None else environ).get("TF_CONFIG")
+    try:
+        cluster = json.loads(text).get("cluster", {}) if text else {}
+        return sum(len(cluster.get(kind, ())) for kind in ("chief", "worker")) > 1
+    except (ValueError, AttributeError, TypeError):
+        return False  # TensorFlow itself reports a malformed TF_CONFIG
+
+
+def _trainer_class():
+    """The class of `keras.Model`'s bases that defines `_maybe_symbolic_build`
+    (Keras's `TensorFlowTrainer`), or None."""
+    for cls in keras.Model.__mro__:
+        if "_maybe_symbolic_build" in vars(cls):
+            return cls
+    return None
+
+
+def _local_share(strategy, value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def _build_from_local_batch(original):
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is None or not in_multi_worker_mode(strategy):
+            return original(self, iterator=iterator, data_batch=data_batch)
+        # As Keras: the first batch of the epoch iterator (Keras 3.8 yields
+        # (step, iterator), 3.15 (begin, end, iterator)), the local share.
+        for *_, it in iterator:
+            batch = next(it)
+            data_batch = keras.tree.map_structure(
+                lambda value: _local_share(strategy, value), batch)
+            break
+        return original(self, data_batch=data_batch)
+
+    setattr(_maybe_symbolic_build, _FIXED, original)
+    return _maybe_symbolic_build
+
+
+def _average_scalars(original):
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not in_multi_worker_mode(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            local = _local_share(strategy, value)
+            if getattr(getattr(local, "shape", None), "rank", None) == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return keras.tree.map_structure(reduce, values)
+
+    setattr(reduce_per_replica, _FIXED, original)
+    return reduce_per_replica
+
+
+def fix_multi_worker():
+    """Installs the two multi-worker fixes above (once per process).
+
+    Returns:
+        True if they are in place (now or before), False if this Keras has
+        no such functions to fix (nothing is changed then).
+    """
+    trainer = _trainer_class()
+    module = sys.modules.get(getattr(trainer, "__module__", None))
+    reduce = getattr(module, "reduce_per_replica", None)
+    if trainer is None or reduce is None:
+        return False
+    build = vars(trainer)["_maybe_symbolic_build"]
+    if not hasattr(build, _FIXED):
+        trainer._maybe_symbolic_build = _build_from_local_batch(build)
+    if not hasattr(reduce, _FIXED):
+        module.reduce_per_replica = _average_scalars(reduce)
+    return True
+
+
+def unfix_multi_worker():
+    """Undoes `fix_multi_worker` (Keras's own functions again)."""
+    trainer = _trainer_class()
+    if trainer is None:
+        return
+    build = vars(trainer)["_maybe_symbolic_build"]
+    if hasattr(build, _FIXED):
+        trainer._maybe_symbolic_build = getattr(build, _FIXED)
+    module = sys.modules.get(trainer.__module__)
+    reduce = getattr(module, "reduce_per_replica", None)
+    if hasattr(reduce, _FIXED):
+        module.reduce_per_replica = getattr(reduce, _FIXED)

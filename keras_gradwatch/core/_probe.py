@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradwatch.core import _compat
+
 # Sequences of the first training batch that make the probe batch: enough
 # for a mean profile, and a measurement's cost does not grow with the batch.
 PROBE_ROWS = 16
@@ -93,6 +95,10 @@ def _first_rows(structure, rows):
 def _global(structure, strategy):
     def gather(value):
         if isinstance(value, tf.distribute.DistributedValues):
+            if _compat.in_multi_worker_mode(strategy):
+                # Every worker's share, in replica order: the global batch
+                # (a collective: every worker takes its probe at one step).
+                return strategy.gather(value, axis=0)
             return tf.concat(strategy.experimental_local_results(value), axis=0)
         return value
 

@@ -134,7 +134,27 @@ class DataChecks:
 
     # Batch sizes, rows and streams ----------------------------------------
 
+    def _check_global_batch_shape(self, received, batch):
+        """A global batch equal to the stateful layers' batch under several
+        replicas: `batch_shape` was given as the global batch, but it is
+        each replica's (each replica would get a fraction of its rows)."""
+        replicas = self.wrapper.distribute_strategy.num_replicas_in_sync
+        expected = self.streams
+        if replicas == 1 or batch is None or batch * replicas != expected:
+            return
+        raise InvalidInputError(
+            f"Received {received}: global batches of {batch} rows under a "
+            f"tf.distribute strategy with {replicas} replicas, but the stateful "
+            f"layers of '{self._model_name()}' were built with a batch of {batch}, "
+            "which is each replica's batch, not the global one: every replica "
+            f"would get {batch // replicas} rows for {batch} states. For a global "
+            f"batch of {batch}, build them with batch_shape=({batch // replicas}, ...) "
+            f"(the per-replica batch); to keep batch_shape=({batch}, ...), pass "
+            f"global batches of {expected}."
+        )
+
     def _check_batch_size(self, name, value):
+        self._check_global_batch_shape(f"{name}={value}", value)
         expected = self.streams
         if value is not None and value > expected:
             raise InvalidInputError(
@@ -215,6 +235,7 @@ class DataChecks:
         if expected is None:
             return
         batch = rows.pop() if len(rows) == 1 else None
+        self._check_global_batch_shape(f"a tf.data.Dataset as {data.name}", batch)
         if batch is not None and (batch > expected or (self.epoch_mode and batch != expected)):
             epoch = (
                 f"with reset='epoch' the stateful layers of '{self._model_name()}' "

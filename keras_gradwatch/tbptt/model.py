@@ -276,6 +276,8 @@ class TruncatedBPTT(keras.Model):
         **kwargs,
     ):
         _compat.require_tensorflow_backend("TruncatedBPTT")
+        if _compat.multi_worker_config():  # fit needs them before any callback
+            _compat.fix_multi_worker()
         auto = window == "auto"
         tolerance, min_window, max_window = _check_windows(
             window, backprop, tolerance, min_window, max_window

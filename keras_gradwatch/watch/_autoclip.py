@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradwatch.core import _train_step
-from keras_gradwatch.core.errors import InvalidInputError
 
 HISTORY = 4096
 # The 90th percentile, not the paper's 10th. A norm history of a healthy run
@@ -42,22 +41,11 @@ DEFAULT_PERCENTILE = 90.0
 _by_model = weakref.WeakKeyDictionary()
 
 
-def for_model(model, percentile=DEFAULT_PERCENTILE, active=True, asked="clip='auto'"):
+def for_model(model, percentile=DEFAULT_PERCENTILE, active=True):
     """The model's `AutoClip` (made on first use), at `percentile`.
 
     An existing one keeps its norm history and, once switched on, stays on.
-
-    Raises:
-        InvalidInputError: Under a strategy with several replicas (`asked`
-            names the arguments that asked for clipping).
     """
-    replicas = model.distribute_strategy.num_replicas_in_sync
-    if replicas > 1:
-        raise InvalidInputError(
-            f"Received: {asked} under a tf.distribute strategy with {replicas} "
-            "replicas. Adaptive clipping runs on one device for now: pass "
-            "global_clipnorm=... to the optimizer instead."
-        )
     clipper = _by_model.get(model)
     if clipper is None or clipper.optimizer is not model.optimizer:
         clipper = _by_model[model] = AutoClip(model, percentile, active)
@@ -101,11 +89,23 @@ class AutoClip:
         self.model = model
         self.optimizer = model.optimizer
         self.percentile = float(percentile)
-        self.norms = tf.Variable(tf.zeros([HISTORY]), trainable=False, name="autoclip_norms")
-        self.count = tf.Variable(0, dtype="int64", trainable=False, name="autoclip_count")
-        self.active = tf.Variable(bool(active), trainable=False, name="autoclip_active")
-        self.threshold = tf.Variable(math.inf, trainable=False, name="autoclip_threshold")
-        self.clipped = tf.Variable(0, dtype="int64", trainable=False, name="autoclip_clipped")
+        # Under tf.distribute, every replica keeps its own copy, updated in
+        # the replica's step: the norm is that of the all-reduced gradient,
+        # so the copies stay equal (no synchronisation inside the step); read
+        # from outside, a variable is the first replica's copy.
+        with model.distribute_strategy.scope():
+            def variable(value, name, dtype=None):
+                return tf.Variable(
+                    value, dtype=dtype, trainable=False, name=name,
+                    synchronization=tf.VariableSynchronization.ON_READ,
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                )
+
+            self.norms = variable(tf.zeros([HISTORY]), "autoclip_norms")
+            self.count = variable(0, "autoclip_count", "int64")
+            self.active = variable(bool(active), "autoclip_active")
+            self.threshold = variable(math.inf, "autoclip_threshold")
+            self.clipped = variable(0, "autoclip_clipped", "int64")
         self._installed = False
 
     def install(self):
@@ -135,10 +135,14 @@ class AutoClip:
         self._installed = False
         self.model.train_function = None
 
+    def is_on(self):
+        """Whether clipping is on."""
+        return bool(self.active.numpy())
+
     def switch_on(self):
         """Starts clipping (the `"clip"` alert action); returns a sentence
         saying so, for the alert."""
-        if bool(self.active.numpy()):
+        if self.is_on():
             return "Adaptive clipping is on already."
         self.active.assign(True)
         return (
@@ -162,14 +166,14 @@ class AutoClip:
         self.threshold.assign(tf.where(self.active, limit, math.inf))
         self.clipped.assign_add(tf.cast(clip, "int64"))
 
-        def record():
-            # The unclipped norm: the percentile is of what the model produces.
-            index = tf.cast(self.count % HISTORY, "int32")
-            self.norms.scatter_nd_update([[index]], [norm])
-            self.count.assign_add(1)
-            return tf.constant(True)
-
-        tf.cond(finite, record, lambda: tf.constant(False))
+        # The unclipped norm, if finite: the percentile is of what the model
+        # produces. Written whole and without a branch, so that each
+        # replica's step updates its own copies the same way.
+        index = tf.cast(self.count % HISTORY, "int32")
+        recorded = tf.tensor_scatter_nd_update(
+            self.norms, [[index]], [tf.where(finite, norm, 0.0)])
+        self.norms.assign(tf.where(finite, recorded, self.norms))
+        self.count.assign_add(tf.cast(finite, "int64"))
         return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
 
     def state(self):

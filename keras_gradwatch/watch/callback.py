@@ -46,6 +46,7 @@ from keras_gradwatch.watch import _rollback
 from keras_gradwatch.watch import _sanity
 from keras_gradwatch.watch import _schedule
 from keras_gradwatch.watch import _settings
+from keras_gradwatch.watch import _workers
 
 PLOT_MODES = _settings.PLOT_MODES
 PROBE_ROWS = _probe.PROBE_ROWS
@@ -181,7 +182,8 @@ class GradWatch(keras.callbacks.Callback):
             Seetharaman et al. 2020), inside the compiled step, for plain
             models and each `TruncatedBPTT` window update. None (default):
             no clipping, unless `exploding="clip"` (warn, and clip from the
-            first exploding alert on). Not under multi-replica strategies.
+            first exploding alert on). Under a multi-replica strategy, the
+            norms are those of the all-reduced gradient.
         clip_percentile: The percentile, in (0, 100]; default 90: a healthy
             run's updates above the 90th percentile of the norms before
             them, about one in ten, are clipped, a spike back to that level.
@@ -233,6 +235,8 @@ class GradWatch(keras.callbacks.Callback):
         # Kept to start a fresh run, with the same settings, for another model.
         arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         _compat.require_tensorflow_backend("GradWatch")
+        if _compat.multi_worker_config():  # fit needs them before any callback
+            _compat.fix_multi_worker()
         actions = _settings.check(
             log_dir=log_dir, every=every, overhead=overhead, loss_steps=loss_steps,
             nonfinite=nonfinite, exploding=exploding, vanishing=vanishing,
@@ -295,6 +299,7 @@ class GradWatch(keras.callbacks.Callback):
         self._own = _schedule.OwnTime()  # GradWatch's own time, for the summary
         self._hook = None
         self._fits = []
+        self._workers = None  # _workers.Workers, under a multi-worker strategy
         # Where the run is.
         self._step = 0
         self._epoch = -1
@@ -319,13 +324,48 @@ class GradWatch(keras.callbacks.Callback):
 
     # Lifecycle --------------------------------------------------------------
 
+    # A non-chief worker's temporary folder (see `_join_workers`).
+    _worker_folder = None
+
     def on_train_begin(self, logs=None):
+        self._join_workers()
         self._follow_model()
         self._budget = _schedule.budget_for(self.log_dir, self.overhead)
         self._budget.start_fit()
         self._own.start_fit()
         with self._timed():
             self._train_begin()
+
+    def _join_workers(self):
+        """Under a multi-worker strategy, only the chief writes `log_dir`:
+        another worker keeps its records in a temporary folder (`_workers`)."""
+        workers = _workers.for_strategy(self.model.distribute_strategy)
+        if workers is not None and not workers.chief and self._worker_folder is None:
+            model, params, folder = self.model, self.params, workers.folder(self)
+            self.__init__(**{**self._arguments, "log_dir": folder, "plots": None,
+                             "tensorboard": False})
+            self.set_model(model)
+            self.set_params(params)
+            self._worker_folder = folder
+        self._workers = workers
+
+    def _agree_actions(self, raised=False):
+        """Under a multi-worker strategy: an alert action taken on one worker
+        (stop, raise, clip) is taken on all, at this step."""
+        if self._workers is None:
+            return
+        clipping = self._clipper is not None and self._clipper.is_on()
+        stop, peer_raised, clip = self._workers.agree_actions(
+            self.model.stop_training, raised, clipping, self._budget)
+        if peer_raised and not raised:
+            self._line.end()
+            warnings.warn(f"GradWatch: another worker raised an alert at step {self._step} "
+                          "(its error says which); this worker stops training there.",
+                          stacklevel=alerts_lib._user_stacklevel())
+        if stop or (peer_raised and not raised):
+            self.model.stop_training = True
+        if clip and not clipping:
+            self._clipper.switch_on()
 
     def _follow_model(self):
         """A model other than the last `fit`'s gets a run of its own (see
@@ -429,7 +469,7 @@ class GradWatch(keras.callbacks.Callback):
                         previous,
                         batch,
                         self.params.get("steps") if self.params else None,
-                        self._budget,
+                        self._scheduling_budget(),
                         reserve_drawing=self.plots is not None,
                     )
                     if reason:
@@ -437,7 +477,9 @@ class GradWatch(keras.callbacks.Callback):
                 if reason or self._ratios.every_step:
                     # The next step's update is compared with it.
                     self._ratios.snapshot(self._iterations())
+                self._agree_actions()
             except GradientAlertError:
+                self._agree_actions(raised=True)
                 self._finish("raised")
                 raise
             finally:
@@ -454,13 +496,16 @@ class GradWatch(keras.callbacks.Callback):
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
         if self._probe is not None and self._measure_error is None:
-            reason = self._schedule.epoch_end(self._step, self._measured_step, self._budget)
+            reason = self._schedule.epoch_end(
+                self._step, self._measured_step, self._scheduling_budget())
             if reason:
                 try:
                     self._measure(reason)
                 except GradientAlertError:
+                    self._agree_actions(raised=True)
                     self._finish("raised")
                     raise
+        self._agree_actions()
         # The logs (progress bar, History) get nothing more: a decay rate or
         # a probe-batch norm read there without the profile, the alerts'
         # verdict or the batch size misleads. They are in the records.
@@ -472,6 +517,11 @@ class GradWatch(keras.callbacks.Callback):
         self._line.open = False  # the progress bar ended its line at the epoch end
         with self._timed():
             self._finish("stopped" if self.model.stop_training else "completed")
+
+    def _scheduling_budget(self):
+        """The budget measurements are scheduled by: the chief's, on every
+        worker of a multi-worker strategy (the same steps everywhere)."""
+        return self._budget if self._workers is None else self._workers.budget(self._budget)
 
     @contextlib.contextmanager
     def _timed(self):
@@ -541,7 +591,6 @@ class GradWatch(keras.callbacks.Callback):
     def _install_clipping(self):
         self._clipper = _autoclip.for_model(
             self.model, self.clip_percentile, active=self.clip == "auto",
-            asked=f"clip={self.clip!r}, exploding={self.exploding!r}",
         )
         self._clipper.install()
         if self._clip_note is not None and not self._clip_warned:
