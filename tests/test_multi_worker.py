@@ -170,7 +170,7 @@ def test_the_chief_budget_schedules_both_workers(tmp_path):
 
 
 def test_the_keras_fixes_are_for_several_tasks_and_can_be_undone():
-    from keras_gradwatch import _compat
+    from keras_gradwatch.core import _compat
 
     def config(workers):
         cluster = {"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]}
@@ -218,7 +218,7 @@ class _FakeStrategy:
 def test_workers_agree_on_any_action_and_on_the_chief_decisions():
     import tensorflow as tf
 
-    from keras_gradwatch import _workers
+    from keras_gradwatch.watch import _workers
 
     # The other worker sends: stop, no raise, no clip; budget allows, allows.
     other = tf.constant([1.0, 0.0, 0.0, 0.0, 0.0])
