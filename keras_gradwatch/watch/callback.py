@@ -43,6 +43,7 @@ from keras_gradwatch.watch import _model_facts
 from keras_gradwatch.watch import _model_runs
 from keras_gradwatch.watch import _recorder
 from keras_gradwatch.watch import _rollback
+from keras_gradwatch.watch import _run_state
 from keras_gradwatch.watch import _sanity
 from keras_gradwatch.watch import _schedule
 from keras_gradwatch.watch import _settings
@@ -287,7 +288,7 @@ class GradWatch(keras.callbacks.Callback):
         self._rollbacks = []  # every rollback of the run, for the summary
         self._learning_rate = None  # _learning_rate.LearningRateReader
         self._schedule = _schedule.MeasurementSchedule(every)
-        self._budget = None  # the folder's Budget, from the first fit on
+        self._run = _run_state.RunState(log_dir, overhead)  # budget, drawing at exit
         self._started = False  # a first fit has begun (records resumed)
         self._status = "running"
         self._own = _schedule.OwnTime()  # GradWatch's own time, for the summary
@@ -319,8 +320,7 @@ class GradWatch(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._follow_model()
-        self._budget = _schedule.budget_for(self.log_dir, self.overhead)
-        self._budget.start_fit()
+        self._run.budget.start_fit()
         self._own.start_fit()
         with self._timed():
             self._train_begin()
@@ -377,7 +377,7 @@ class GradWatch(keras.callbacks.Callback):
             self._probe = (
                 _probe.split(self.probe_data, self.model.distribute_strategy)
                 if self.probe_data is not None
-                else _probe.known(self.log_dir, inner)
+                else None  # the hook takes the first training batch
             )
         self._fits.append({"started": time.time(), "first_step": self._step})
         self._recorder.write_settings(
@@ -424,7 +424,7 @@ class GradWatch(keras.callbacks.Callback):
                         previous,
                         batch,
                         self.params.get("steps") if self.params else None,
-                        self._budget,
+                        self._run.budget,
                         reserve_drawing=self.plots is not None,
                     )
                     if reason:
@@ -449,7 +449,7 @@ class GradWatch(keras.callbacks.Callback):
         if started is not None and self._step > first_step:
             self._ratios.decide((time.perf_counter() - started) / (self._step - first_step))
         if self._probe is not None and self._measure_error is None:
-            reason = self._schedule.epoch_end(self._step, self._measured_step, self._budget)
+            reason = self._schedule.epoch_end(self._step, self._measured_step, self._run.budget)
             if reason:
                 try:
                     self._measure(reason)
@@ -460,7 +460,7 @@ class GradWatch(keras.callbacks.Callback):
         # a probe-batch norm read there without the profile, the alerts'
         # verdict or the batch size misleads. They are in the records.
         self._recorder.write_summary(self.summary())  # summary() flushes the steps
-        if self.plots == "epoch" and self._budget.can_draw():
+        if self.plots == "epoch" and self._run.budget.can_draw():
             self._draw()
 
     def on_train_end(self, logs=None):
@@ -479,12 +479,12 @@ class GradWatch(keras.callbacks.Callback):
             yield
         finally:
             seconds = self._own.leave()
-            if self._budget is not None:
+            if self._started:
                 heavy = self._own.heavy_block
                 # Heavy work that waits (a GPU) is charged its wall time, so
                 # that it cannot stretch training beyond the overhead either.
                 charged = max(seconds, self._own.block_wall) if heavy else seconds
-                self._budget.charge(charged, heavy=heavy)
+                self._run.budget.charge(charged, heavy=heavy)
 
     # Per-step checks ----------------------------------------------------------
 
@@ -549,7 +549,6 @@ class GradWatch(keras.callbacks.Callback):
 
     def _take_probe(self, batch):
         self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
-        _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
         if self._measurements == 0 or self._probe_retakes:
             with self._timed():
                 self._measure("start")
@@ -591,8 +590,7 @@ class GradWatch(keras.callbacks.Callback):
                 )
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         traced = measurement._traces(self.model) > traces
-        if self._budget is not None:
-            self._budget.measured(max(cpu, seconds), traced)
+        self._run.budget.measured(max(cpu, seconds), traced)
         if traced:
             self._own.one_off(seconds, cpu)
         self.last_measurement = result
@@ -716,6 +714,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measured_step = resumed.measured_step
         self._fits = resumed.fits
         self._own.resume(resumed.own_time)
+        self._run.resume(resumed.own_time)
         self._desk.counts.update(resumed.alert_counts)
 
     def _step_failed(self, error):
@@ -725,7 +724,7 @@ class GradWatch(keras.callbacks.Callback):
         if self._hook is None and self._status != "running":
             return  # finished already (an error inside a step, then train end)
         self._status = status
-        self._budget.end_fit()
+        self._run.budget.end_fit()
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -751,7 +750,7 @@ class GradWatch(keras.callbacks.Callback):
         if the last drawing is a minute old); otherwise when the process
         exits, also when training ended early (a short fit stopped by an
         alert would pay a second of drawing for a few seconds of training)."""
-        budget = self._budget
+        budget = self._run.budget
         stale = budget.since_drawing() > _drawing.INTERACTIVE_SECONDS
         if budget.can_draw() or (stale and _drawing._interactive()):
             self._draw()
@@ -759,7 +758,7 @@ class GradWatch(keras.callbacks.Callback):
             self._defer_drawing()
 
     def _defer_drawing(self):
-        _drawing.defer(self.log_dir, self._recorder.images_later(self._step))
+        self._run.drawing.defer(self._recorder.images_later(self._step))
 
     def _draw(self):
         self._own.heavy()
@@ -767,7 +766,7 @@ class GradWatch(keras.callbacks.Callback):
         seconds = _drawing.draw(self.log_dir)
         if seconds is None:
             return None
-        if self._budget is not None:
-            self._budget.drew(max(time.process_time() - cpu_start, seconds))
+        self._run.drawing.drawn()
+        self._run.budget.drew(max(time.process_time() - cpu_start, seconds))
         self._recorder.images(self._step)
         return seconds
