@@ -64,8 +64,9 @@ class Budget:
         `own_time` (`OwnTime.totals`), not from this process's memory: the
         same whether the run was written by this process or another.
 
-        The time in `fit` and the one-off (tracing) time are the summary's;
-        the rest of GradWatch's time counts as charged, all of it as heavy
+        The time in `fit` is the summary's; the one-off (tracing) time is
+        waived as a measurement's is, its CPU or wall time, the longer; the
+        rest of GradWatch's CPU time counts as charged, all of it as heavy
         work (the summary does not split it: the cautious reading). The
         costs of a measurement and a drawing are learnt again.
         """
@@ -74,8 +75,10 @@ class Budget:
         if not all(isinstance(v, (int, float)) and v >= 0 for v in values):
             return
         fit, own, one_off = (float(v) for v in values)
+        one_off_wall = own_time.get("one_off_seconds")
         self._fit_seconds = fit
-        self.waived = one_off
+        self.waived = max(one_off, float(one_off_wall)) \
+            if isinstance(one_off_wall, (int, float)) else one_off
         self.spent = self.heavy_spent = max(own - one_off, 0.0)
 
     def start_fit(self):

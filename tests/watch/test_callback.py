@@ -605,7 +605,7 @@ def test_a_new_callback_on_a_continued_folder_inherits_nothing_from_the_process(
     # process would: the first fit's time in fit and one-off tracing.
     assert second._run.budget is not first._run.budget
     own = records.load_run(tmp_path).summary["own_time"]
-    assert second._run.budget.waived == own["one_off_cpu_seconds"]
+    assert second._run.budget.waived == max(own["one_off_cpu_seconds"], own["one_off_seconds"])
     assert second._run.budget.elapsed() <= own["fit_cpu_seconds"]
     assert second._run.budget.elapsed() > first._run.budget.elapsed()
 
@@ -630,17 +630,19 @@ def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
     assert min(per_fit) >= 2, per_fit
     # Each callback measures on its own probe batch, of the same size.
     assert {m["sequences"] for m in run.measurements} == {B}
-    # The traced measurement's cost (CPU) was waived, not charged: the last
-    # callback's budget, resumed from the summary, says so.
-    budget = watches[-1]._run.budget
+    # The traced measurement's cost was waived, not charged: its CPU time,
+    # or its wall time when that was longer (a busy machine).
+    budget = watches[-1]._run.budget  # resumed from the summary
     own = run.summary["own_time"]
-    assert budget.waived == pytest.approx(own["one_off_cpu_seconds"], rel=1e-6)
+    assert budget.waived == pytest.approx(
+        max(own["one_off_cpu_seconds"], own["one_off_seconds"]), rel=1e-6)
     # The own time adds up over the four GradWatch instances (each resumes
-    # the run's summary): every CPU second the budget saw, charged or
-    # waived, counted once; and the fits' time, drawings at their end included.
-    # (Within 10 %: the last summary write of each fit, an fsync, comes after
-    # its figures are taken.)
-    assert own["cpu_seconds"] == pytest.approx(budget.spent + budget.waived, rel=0.1)
+    # the run's summary): every second the budget saw, charged or waived,
+    # counted once. Light hooks are charged their thread's CPU (at most the
+    # process's), heavy work max(CPU, wall): the total lies between half the
+    # own CPU time and the own wall time (10 % for the last summary write of
+    # each fit, an fsync, which comes after its figures are taken).
+    assert 0.5 * own["cpu_seconds"] <= budget.spent + budget.waived <= 1.1 * own["seconds"]
     assert own["fit_cpu_seconds"] >= budget.elapsed()
 
 

@@ -189,7 +189,8 @@ def test_a_continued_run_resumes_its_budget_from_the_summary():
     budget = Budget(0.1, clock=clock)
     budget.resume({"fit_cpu_seconds": 100.0, "cpu_seconds": 4.0, "one_off_cpu_seconds": 1.5,
                    "seconds": 9.0, "fit_seconds": 120.0, "one_off_seconds": 2.0})
-    assert budget.elapsed() == 100.0 and budget.waived == 1.5
+    # Tracing waived at the longer of its CPU and wall time, as in the fit.
+    assert budget.elapsed() == 100.0 and budget.waived == 2.0
     assert budget.spent == budget.heavy_spent == 2.5  # charged: own CPU less the one-off
     # 0.1 x 100 s of fit, less the 2.5 s charged; then the new fit adds to it.
     assert budget.allowance() == pytest.approx(7.5)
