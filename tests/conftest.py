@@ -14,6 +14,28 @@ def _seed():
     yield
 
 
+class _NoExitHooks:
+    """`atexit` as the package's drawings see it during a test: nothing is
+    registered, so that the test process does not draw, when it exits, the
+    runs of every test that left one for the exit (a test of that drawing
+    calls `ExitDrawing.at_exit` itself)."""
+
+    @staticmethod
+    def register(function, *args, **kwargs):
+        return function
+
+    @staticmethod
+    def unregister(function):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _no_drawing_at_process_exit(monkeypatch):
+    from keras_gradwatch.watch import _drawing
+
+    monkeypatch.setattr(_drawing, "atexit", _NoExitHooks)
+
+
 def draw_runs_left_for_exit():
     """What the end of the process does: draws every run a `GradWatch` left
     for the exit (`_drawing.ExitDrawing`), the latest first, as `atexit`

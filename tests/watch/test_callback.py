@@ -502,6 +502,25 @@ def test_plots_and_report_are_drawn_at_the_end(tmp_path):
         GradWatch(tmp_path, plots="always")
 
 
+def test_a_drawing_left_for_the_exit_is_registered_once_and_taken_back_when_drawn(
+        tmp_path, monkeypatch):
+    calls = []
+
+    class Hooks:  # atexit, recording what the drawing asks of it
+        register = staticmethod(lambda function: calls.append(("register", function)))
+        unregister = staticmethod(lambda function: calls.append(("unregister", function)))
+
+    monkeypatch.setattr(_drawing, "atexit", Hooks)
+    drawing = _drawing.ExitDrawing(tmp_path)
+    drawing.defer()
+    drawing.defer()  # deferred again: still one drawing at exit
+    assert drawing.pending
+    drawing.drawn()
+    drawing.drawn()
+    assert not drawing.pending
+    assert calls == [("register", drawing.at_exit), ("unregister", drawing.at_exit)]
+
+
 def test_drawing_stays_within_the_budget_and_happens_at_exit(tmp_path, monkeypatch):
     monkeypatch.setattr(_drawing, "_interactive", lambda: False)
     drawn = []
