@@ -14,18 +14,40 @@ def _seed():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_state():
-    """Each test starts as a new process would: no run folder waiting to be
-    drawn at exit, no time budget or probe batch carried over."""
-    from keras_gradwatch.core import _probe
-    from keras_gradwatch.watch import _drawing
-    from keras_gradwatch.watch import _schedule
+class _NoExitHooks:
+    """`atexit` as the package's drawings see it during a test: nothing is
+    registered, so that the test process does not draw, when it exits, the
+    runs of every test that left one for the exit (a test of that drawing
+    calls `ExitDrawing.at_exit` itself)."""
 
-    yield
-    _drawing._deferred.clear()
-    _schedule._budgets.clear()
-    _probe.clear()
+    @staticmethod
+    def register(function, *args, **kwargs):
+        return function
+
+    @staticmethod
+    def unregister(function):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _no_drawing_at_process_exit(monkeypatch):
+    from keras_gradwatch.watch import _drawing
+
+    monkeypatch.setattr(_drawing, "atexit", _NoExitHooks)
+
+
+def draw_runs_left_for_exit():
+    """What the end of the process does: draws every run a `GradWatch` left
+    for the exit (`_drawing.ExitDrawing`), the latest first, as `atexit`
+    would. For runs whose callbacks the test does not hold (an example
+    script's)."""
+    import gc
+
+    from keras_gradwatch.watch import _drawing
+
+    waiting = [o for o in gc.get_objects() if isinstance(o, _drawing.ExitDrawing) and o.pending]
+    for drawing in reversed(waiting):
+        drawing.at_exit()
 
 
 def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,

@@ -7,8 +7,7 @@ import pathlib
 import runpy
 
 import pytest
-
-from keras_gradwatch.watch import _drawing
+from conftest import draw_runs_left_for_exit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -18,7 +17,7 @@ def run_example(name, *args):
     module = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="example")
     result = module["main"](["--quick", *args])
     # A script's short runs are drawn when its process exits: do that here.
-    _drawing._draw_deferred()
+    draw_runs_left_for_exit()
     return result
 
 

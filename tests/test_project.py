@@ -90,6 +90,56 @@ def test_keras_internals_are_used_only_in_the_compat_module():
     assert not found, "private attributes used outside _compat.py: " + ", ".join(found)
 
 
+# What the package changes on Keras objects it does not own: only through
+# the hooks of `core/_compat.py`, each with the versions it was checked on.
+HOOKED = {"apply", "train_function", "learning_rate", "unroll", "stateful", "call", "inner_loop"}
+
+
+def _hooked_changes(path):
+    """Sets and deletions of `HOOKED` attributes on objects other than the
+    module's own (`self`, `cls`), by assignment or `setattr`/`delattr`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            if (isinstance(target, ast.Attribute) and target.attr in HOOKED
+                    and not (isinstance(target.value, ast.Name) and target.value.id in ("self", "cls"))):
+                found.append(f"{path.name}:{node.lineno} {target.attr}")
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("setattr", "delattr")
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in HOOKED):
+            found.append(f"{path.name}:{node.lineno} {node.args[1].value}")
+    return found
+
+
+def test_keras_objects_are_changed_only_through_the_hooks():
+    found = []
+    for path in sorted((ROOT / "keras_gradwatch").rglob("*.py")):
+        if path != COMPAT:
+            found += _hooked_changes(path)
+    assert not found, "Keras objects changed outside core/_compat.py: " + ", ".join(found)
+
+
+def test_the_hook_check_finds_what_it_looks_for(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def f(model, layer, optimizer):\n"
+        "    model.train_function = None\n"
+        "    layer.unroll = True\n"
+        "    del optimizer.apply\n"
+        "    setattr(layer, 'stateful', False)\n"
+        "class Own:\n"
+        "    def g(self):\n"
+        "        self.train_function = None\n"
+    )
+    assert sorted(_hooked_changes(sample)) == [
+        "sample.py:2 train_function", "sample.py:3 unroll", "sample.py:4 apply", "sample.py:5 stateful"]
+
+
 def test_the_private_access_check_finds_what_it_looks_for(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text(

@@ -1,10 +1,14 @@
-"""Private: every use of Keras or TensorFlow internals, in one place.
+"""Private: every use of Keras or TensorFlow internals, and every change
+the package makes to a Keras object, in one place (the hooks).
 
 The rest of the package uses public Keras and TensorFlow only, and comes
-here for what the public API does not offer. Each function says what it
-relies on and the versions it was checked against; when a Keras release
-changes one of them, this module is the one to fix (`tests/test_project.py`
-fails on private attribute access anywhere else).
+here for what the public API does not offer, and to change a Keras object
+it does not own: a model's train function, an optimizer's `apply` and
+learning rate, a layer's `call`, `inner_loop`, `unroll` and `stateful`
+(section "Hooks" below). Each function says what it relies on and the
+versions it was checked against; when a Keras release changes one of
+them, this module is the one to fix (`tests/test_project.py` fails on
+private attribute access, and on any of these changes, anywhere else).
 
 Checked on: TensorFlow 2.21 with Keras 3.15.1 (the latest), and TensorFlow
 2.18.1 with Keras 3.8.0 (the oldest supported: `.ci/oldest.txt`, run by CI).
@@ -46,6 +50,70 @@ import keras
 import tensorflow as tf
 
 from keras_gradwatch.core.errors import InvalidInputError
+
+# Hooks: the changes the package makes to Keras objects ---------------------
+
+
+def set_train_function(model, function):
+    """Makes `function` the model's train function; None has the next
+    `fit` trace the train step anew.
+
+    `fit` calls `make_train_function()`, which returns `model.train_function`
+    as it is when set, and traces `train_step` when it is None; `fit` then
+    calls it once per step with the iterator (checked on Keras 3.8 and 3.15).
+    """
+    model.train_function = function
+
+
+def shadow_apply(optimizer, apply):
+    """Makes `apply` the optimizer's `apply` until `unshadow_apply`.
+
+    An instance attribute shadows the class's method: `apply_gradients`
+    calls `self.apply(grads, variables)` through the instance (checked on
+    Keras 3.8 and 3.15). Shadows stack: a shadow calls the `apply` it read
+    before shadowing.
+
+    Returns:
+        What `unshadow_apply` puts back: the shadow this one covers, or
+        None when it covers the class's method.
+    """
+    covered = vars(optimizer).get("apply")
+    optimizer.apply = apply
+    return covered
+
+
+def unshadow_apply(optimizer, covered):
+    """Puts back what `shadow_apply` covered (`covered`, its return value)."""
+    if covered is None:
+        del optimizer.apply
+    else:
+        optimizer.apply = covered
+
+
+def set_learning_rate(optimizer, learning_rate):
+    """Sets the optimizer's learning rate (a float, or a schedule: the
+    train step must then be traced again, it reads the schedule then).
+
+    `Optimizer.learning_rate`'s setter takes a schedule in place of a
+    variable (checked on Keras 3.8 and 3.15).
+    """
+    optimizer.learning_rate = learning_rate
+
+
+def set_unroll(layer, unroll):
+    """Sets a recurrent layer's `unroll`, read when its call is traced
+    (checked on Keras 3.8 and 3.15): a trace made with it unrolls."""
+    layer.unroll = unroll
+
+
+def set_stateful(layer, stateful):
+    """Sets a recurrent layer's `stateful`, read when its call is traced
+    (checked on Keras 3.8 and 3.15): a stateless trace starts from a zero
+    state and leaves the state variables alone."""
+    layer.stateful = stateful
+
+
+# Internals -------------------------------------------------------------------
 
 
 def sublayers(model):

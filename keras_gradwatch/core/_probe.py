@@ -2,13 +2,10 @@
 
 A run measures one batch all along, so that its profiles are comparable
 from one measurement to the next: `probe_data` if given, else the first
-`PROBE_ROWS` sequences of the first training batch. A new `GradWatch`
-continuing a run folder in the same process (a script calling `fit` in a
-loop with a new callback each time) finds that folder's batch here.
+`PROBE_ROWS` sequences of the first training batch. The batch lives on the
+`GradWatch` that took it: a new `GradWatch` continuing a run folder takes
+its own, as it would in a new process.
 """
-
-import os
-import weakref
 
 import keras
 import numpy as np
@@ -22,31 +19,6 @@ PROBE_ROWS = 16
 # Probe batches replaced at most, in a run, when one measured nothing (all
 # its sequences masked): data that is masked throughout gets no more tries.
 RETAKES = 3
-
-# The probe batch of each run folder in this process, with its model.
-_by_folder = {}
-
-
-def remember(log_dir, model, probe):
-    """Keeps `probe` as the batch of `log_dir` while `model` lives."""
-    _by_folder[_folder_key(log_dir)] = (weakref.ref(model), probe)
-
-
-def known(log_dir, model):
-    """The batch remembered for `log_dir` and this same `model`, or None."""
-    owner, probe = _by_folder.get(_folder_key(log_dir), (None, None))
-    return probe if owner is not None and owner() is model else None
-
-
-def clear():
-    """Forgets every folder's batch (tests)."""
-    _by_folder.clear()
-
-
-def _folder_key(log_dir):
-    # As `records.folder_key` (the core does not import the `runs` wing).
-    return os.path.realpath(os.fspath(log_dir))
-
 
 def from_batch(batch, strategy, rows=PROBE_ROWS):
     """`(x, y, sample_weight)`: the first `rows` sequences of a training

@@ -129,9 +129,9 @@ def stateless(model):
     """
     layers = [layer for layer in recurrent_layers(model) if layer.stateful]
     for layer in layers:
-        layer.stateful = False
+        _compat.set_stateful(layer, False)
     try:
         yield
     finally:
         for layer in layers:
-            layer.stateful = True
+            _compat.set_stateful(layer, True)

@@ -104,7 +104,7 @@ def log_grad_norm(model):
         del model.train_step
     # It stays the model's train function after this fit (with or without
     # GradWatch): it always takes the readings out of the logs.
-    model.train_function = StepReadingsFunction(model.train_function)
+    _compat.set_train_function(model, StepReadingsFunction(model.train_function))
     _built[model] = model.train_function
     return True
 
@@ -268,7 +268,7 @@ def _measuring(optimizer):
         if entry is None:
             # The optimizer's own `apply` may be shadowed already (AutoClip):
             # that one comes back afterwards.
-            entry = _shadows[key] = [0, optimizer.apply, vars(optimizer).get("apply")]
+            entry = _shadows[key] = [0, optimizer.apply, None]
             original = entry[1]
 
             def apply_and_measure(grads, trainable_variables=None):
@@ -282,7 +282,7 @@ def _measuring(optimizer):
                         collected.append(None)  # no norm for this step
                 return original(grads, trainable_variables)
 
-            optimizer.apply = apply_and_measure
+            entry[2] = _compat.shadow_apply(optimizer, apply_and_measure)
         entry[0] += 1
     outer = getattr(_local, "norms", None)
     _local.norms = norms = []
@@ -294,10 +294,7 @@ def _measuring(optimizer):
             entry[0] -= 1
             if not entry[0]:
                 del _shadows[key]
-                if entry[2] is None:
-                    del optimizer.apply
-                else:
-                    optimizer.apply = entry[2]
+                _compat.unshadow_apply(optimizer, entry[2])
 
 
 def next_batches(model, iterator):
@@ -385,12 +382,12 @@ class TrainFunctionHook:
                 raise
 
         self._wrapper = train_function
-        model.train_function = train_function
+        _compat.set_train_function(model, train_function)
 
     def remove(self):
         """Puts the original train function back (once)."""
         if self._wrapper is not None and self.model.train_function is self._wrapper:
-            self.model.train_function = self._original
+            _compat.set_train_function(self.model, self._original)
         self._wrapper = None
 
 

@@ -7,6 +7,7 @@ its statistics (`keras_gradwatch.stats`).
 """
 
 import dataclasses
+import warnings
 import weakref
 
 import keras
@@ -93,7 +94,8 @@ class Measurement:
         length: Number of time steps of the probe sequence.
         sequences: Number of sequences averaged over.
         loss_steps: `"last"` (loss at the final step) or `"all"`.
-        window: The window `truncation_bias` refers to, or None.
+        window: The span `truncation_bias` is measured against (the
+            `backprop` of `measure`), or None.
         global_norm: With `gradient_norms=True`, the global L2 norm of the
             gradient of the training loss (mean over sequences and steps)
             with respect to the trainable weights; else None.
@@ -141,10 +143,11 @@ def measure(
     sample_weight=None,
     loss=None,
     loss_steps="last",
-    window=None,
+    backprop=None,
     threshold=stats.DEFAULT_HORIZON_THRESHOLD,
     tolerance=stats.DEFAULT_BIAS_TOLERANCE,
     gradient_norms=False,
+    window=None,
 ):
     """Measures ‖∂L/∂h_t‖ against the number of steps back from the loss.
 
@@ -196,14 +199,18 @@ def measure(
             no per-step part (`add_loss` terms only, or a `compute_loss` of
             the model's own) is measured whole, and the result says
             `loss_steps="all"`. `"all"`: the training loss over all steps.
-        window: Window for `truncation_bias`. Defaults to `backprop` of a
-            `TruncatedBPTT` model (the steps each update reaches), else none.
+        backprop: The span `truncation_bias` is measured against: the
+            steps each update back-propagates through. Defaults to
+            `backprop` of a `TruncatedBPTT` model, else none (no bias).
         threshold: Relative threshold of `horizon` (default 0.01).
         tolerance: Tolerance of `suggested_window` (default 0.05).
         gradient_norms: Also return the global and per-layer norms of the
             weights' gradient of the training loss (mean over sequences and
             steps), and the gradient across depth (`Measurement.depth`),
             from the same forward and backward pass.
+        window: Deprecated name of `backprop` (it is not the window of
+            an update, k1, but the span its gradient reaches, k2): still
+            accepted, with a `DeprecationWarning`.
 
     Returns:
         A `Measurement`; `.layers[name].profile` is the profile of a layer.
@@ -212,7 +219,8 @@ def measure(
         NotMeasurableError: If the model's training objective cannot be
             evaluated on the batch (the message says why).
         InvalidInputError: If `x` has no time axis, `loss_steps` is unknown,
-            targets come without a loss, or the model holds nothing to probe.
+            targets come without a loss, the model holds nothing to probe,
+            or both `backprop` and its former name `window` are passed.
 
     Example:
 
@@ -229,6 +237,20 @@ def measure(
     >>> result.layers["rnn"].decay_rate < 1.0
     True
     """
+    if window is not None:
+        if backprop is not None:
+            raise InvalidInputError(
+                f"Received: backprop={backprop!r} and window={window!r}. `window` is "
+                "the former name of `backprop`: pass `backprop` only."
+            )
+        warnings.warn(
+            f"measure(window={window!r}) is deprecated: pass backprop={window!r}, the "
+            "span the truncation bias is measured against (the steps each update "
+            "back-propagates through).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        backprop = window
     return _measure(
         model,
         x,
@@ -236,7 +258,7 @@ def measure(
         sample_weight=sample_weight,
         loss=loss,
         loss_steps=loss_steps,
-        window=window,
+        window=backprop,
         threshold=threshold,
         tolerance=tolerance,
         gradient_norms=gradient_norms,

@@ -498,6 +498,85 @@ def _steps_label(run, measured):
     return f"training step (one batch; TBPTT makes one update per window of {window})"
 
 
+def _draw_step_norms(ax, steps):
+    """Each training step's `grad_norm` (finite ones): a line, or for
+    thousands of steps a band of each bin's range and its median."""
+    finite_steps = [s for s in steps if math.isfinite(records.number(s["grad_norm"]))]
+    if not finite_steps:
+        return
+    x = np.array([s["step"] for s in finite_steps])
+    values = _positive([records.number(s["grad_norm"]) for s in finite_steps])
+    if len(x) <= 200:
+        ax.plot(x, values, color="0.35", lw=0.8,
+                marker="." if len(x) < 30 else None,
+                label="grad_norm of each training step\n(its whole training batch)")
+        return
+    # Thousands of noisy steps read as a band: draw each bin's
+    # range, and their median as the trend.
+    bins = np.array_split(np.arange(len(x)), min(120, len(x) // 5))
+    centres = [x[b].mean() for b in bins]
+    ax.fill_between(
+        centres,
+        [np.nanmin(values[b]) for b in bins],
+        [np.nanmax(values[b]) for b in bins],
+        color="0.75", alpha=0.6, lw=0,
+        label="grad_norm of the training steps\n(range per bin)",
+    )
+    ax.plot(centres, [np.nanmedian(values[b]) for b in bins],
+            color="0.15", lw=1.3,
+            label=f"median per bin of {len(x) // len(bins)} steps")
+
+
+def _draw_probe_norms(ax, measured):
+    """The measurements' global and per-layer norms, on the probe batch."""
+    if not measured:
+        return
+    x = [m["step"] for m in measured]
+    rows = measured[-1].get("sequences")
+    # A smaller batch's mean gradient has a larger norm (the noise
+    # of a mean of fewer samples): say how small the probe is.
+    probe = f"probe batch, {rows} rows" if rows else "probe batch"
+    ax.plot(x, _positive([records.number(m["global_norm"]) for m in measured]),
+            "o-", color="black", ms=3.5, lw=1.2,
+            label=f"global norm on the {probe}")
+    names = list(measured[-1].get("layer_norms") or {})
+    for i, name in enumerate(names[: len(_LAYER_COLOURS)]):
+        values = [records.number((m.get("layer_norms") or {}).get(name)) for m in measured]
+        ax.plot(x, _positive([np.nan if v is None else v for v in values]),
+                ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85,
+                label=f"layer {name} ({probe})")
+
+
+def _draw_clipping(ax, run, summary):
+    """AutoClip's threshold over training, and the suggested clipnorm."""
+    clipping = [(s["step"], records.number(s.get("clip")), s["clipped_updates"])
+                for s in run.steps if s.get("clipped_updates") is not None]
+    if any(v is not None for _, v, _ in clipping):
+        # Adaptive clipping: its threshold over training, NaN while off.
+        clip_x = [x for x, _, _ in clipping]
+        clip_v = [np.nan if v is None else v for _, v, _ in clipping]
+        clipped = clipping[-1][2]
+        ax.step(clip_x, clip_v, where="post", color="tab:blue", lw=1.4,
+                label=f"AutoClip threshold ({clipped} updates clipped)")
+    clip = summary.get("suggested_clipnorm")
+    if clip and not summary.get("clip_note"):  # an adaptive optimizer: no clipnorm helps
+        ax.axhline(clip, color="tab:green", ls="--", lw=1.2,
+                   label=f"suggested global_clipnorm = {clip:g}\n({records.CLIP_BASIS})")
+
+
+def _draw_step_losses(low, run, losses):
+    """Each step's loss in the lower panel, with the TBPTT windows."""
+    lx, ly = zip(*losses)
+    low.plot(lx, ly, color="tab:blue", lw=0.8,
+             marker="." if len(lx) < 30 else None)
+    positive = [v for v in ly if v > 0]
+    if positive and len(positive) == len(ly) and max(ly) / min(positive) > 20:
+        low.set_yscale("log")
+    low.set_ylabel("loss\n(per step)")
+    low.grid(True, alpha=0.3)
+    _draw_windows(low, run)
+
+
 def plot_norms(run, path=None, summary=None):
     """Draws gradient norms over training; returns the PNG path or None.
 
@@ -532,57 +611,9 @@ def plot_norms(run, path=None, summary=None):
             ax, low = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
         else:
             ax, low = figure.subplots(), None
-        finite_steps = [s for s in steps if math.isfinite(records.number(s["grad_norm"]))]
-        if finite_steps:
-            x = np.array([s["step"] for s in finite_steps])
-            values = _positive([records.number(s["grad_norm"]) for s in finite_steps])
-            if len(x) <= 200:
-                ax.plot(x, values, color="0.35", lw=0.8,
-                        marker="." if len(x) < 30 else None,
-                        label="grad_norm of each training step\n(its whole training batch)")
-            else:
-                # Thousands of noisy steps read as a band: draw each bin's
-                # range, and their median as the trend.
-                bins = np.array_split(np.arange(len(x)), min(120, len(x) // 5))
-                centres = [x[b].mean() for b in bins]
-                ax.fill_between(
-                    centres,
-                    [np.nanmin(values[b]) for b in bins],
-                    [np.nanmax(values[b]) for b in bins],
-                    color="0.75", alpha=0.6, lw=0,
-                    label="grad_norm of the training steps\n(range per bin)",
-                )
-                ax.plot(centres, [np.nanmedian(values[b]) for b in bins],
-                        color="0.15", lw=1.3,
-                        label=f"median per bin of {len(x) // len(bins)} steps")
-        if measured:
-            x = [m["step"] for m in measured]
-            rows = measured[-1].get("sequences")
-            # A smaller batch's mean gradient has a larger norm (the noise
-            # of a mean of fewer samples): say how small the probe is.
-            probe = f"probe batch, {rows} rows" if rows else "probe batch"
-            ax.plot(x, _positive([records.number(m["global_norm"]) for m in measured]),
-                    "o-", color="black", ms=3.5, lw=1.2,
-                    label=f"global norm on the {probe}")
-            names = list(measured[-1].get("layer_norms") or {})
-            for i, name in enumerate(names[: len(_LAYER_COLOURS)]):
-                values = [records.number((m.get("layer_norms") or {}).get(name)) for m in measured]
-                ax.plot(x, _positive([np.nan if v is None else v for v in values]),
-                        ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85,
-                        label=f"layer {name} ({probe})")
-        clipping = [(s["step"], records.number(s.get("clip")), s["clipped_updates"])
-                    for s in run.steps if s.get("clipped_updates") is not None]
-        if any(v is not None for _, v, _ in clipping):
-            # Adaptive clipping: its threshold over training, NaN while off.
-            clip_x = [x for x, _, _ in clipping]
-            clip_v = [np.nan if v is None else v for _, v, _ in clipping]
-            clipped = clipping[-1][2]
-            ax.step(clip_x, clip_v, where="post", color="tab:blue", lw=1.4,
-                    label=f"AutoClip threshold ({clipped} updates clipped)")
-        clip = summary.get("suggested_clipnorm")
-        if clip and not summary.get("clip_note"):  # an adaptive optimizer: no clipnorm helps
-            ax.axhline(clip, color="tab:green", ls="--", lw=1.2,
-                       label=f"suggested global_clipnorm = {clip:g}\n({records.CLIP_BASIS})")
+        _draw_step_norms(ax, steps)
+        _draw_probe_norms(ax, measured)
+        _draw_clipping(ax, run, summary)
         top = blended_transform_factory(ax.transData, ax.transAxes)
         _draw_alerts(ax, low, top, run.alerts)
         if broken:
@@ -603,18 +634,8 @@ def plot_norms(run, path=None, summary=None):
         ax.grid(True, alpha=0.3)
         _integer_steps(ax)
         if low is not None:
-            lx, ly = zip(*losses)
-            low.plot(lx, ly, color="tab:blue", lw=0.8,
-                     marker="." if len(lx) < 30 else None)
-            positive = [v for v in ly if v > 0]
-            if positive and len(positive) == len(ly) and max(ly) / min(positive) > 20:
-                low.set_yscale("log")
-            low.set_ylabel("loss\n(per step)")
-            low.grid(True, alpha=0.3)
-            _draw_windows(low, run)
-            low.set_xlabel(_steps_label(run, measured))
-        else:
-            ax.set_xlabel(_steps_label(run, measured))
+            _draw_step_losses(low, run, losses)
+        (ax if low is None else low).set_xlabel(_steps_label(run, measured))
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             # Outside the axes: the legend never hides a series.
@@ -792,6 +813,37 @@ def _layer_ticks(ax, names, blocks=()):
     return spans
 
 
+def _draw_depth_reference(top, low, latest, names, fraction):
+    """The layer the depth alerts compare with, and the latest
+    measurement's vanishing threshold below it."""
+    reference = latest.reference
+    if reference is None:
+        return
+    at = names.index(latest.layers[reference])
+    value = latest.output_grad[reference]
+    for ax in (top, low):
+        ax.axvline(at, color="0.4", ls="--", lw=1)
+    if value > 0:
+        top.axhline(value * fraction, color=ALERT_STYLE["vanishing"][0], ls=":", lw=1.2,
+                    label=f"vanishing_fraction={fraction:g} of the reference "
+                          "(latest)")
+    top.annotate(f"reference: {latest.layers[reference]}\n(last layer before "
+                 "the output)", xy=(at, 1.0), xycoords=("data", "axes fraction"),
+                 xytext=(4, -4), textcoords="offset points", ha="left", va="top",
+                 fontsize=8, color="0.3")
+
+
+def _draw_depth_alerts(top, alerts, names):
+    """Depth alerts, marked at the layer they name."""
+    for alert in alerts:
+        if alert.get("signal") == "depth" and alert.get("layer") in names:
+            colour, marker = ALERT_STYLE.get(alert.get("kind"), _OTHER_KIND)
+            top.plot([names.index(alert["layer"])], [0.97], marker, color=colour, ms=9,
+                     mec="black", mew=0.4, ls="none", clip_on=False,
+                     transform=top.get_xaxis_transform(),
+                     label=f"{alert.get('kind')} across depth (step {alert.get('step')})")
+
+
 def plot_depth(run, path=None):
     """Draws the gradient across depth; returns the PNG path, or None.
 
@@ -835,26 +887,8 @@ def plot_depth(run, path=None):
             low.plot(x, _positive(_by_name(profile, profile.weight_ratio, names)), **style)
         latest = profiles[-1]
         reference = latest.reference
-        if reference is not None:
-            at = names.index(latest.layers[reference])
-            value = latest.output_grad[reference]
-            for ax in (top, low):
-                ax.axvline(at, color="0.4", ls="--", lw=1)
-            if value > 0:
-                top.axhline(value * fraction, color=ALERT_STYLE["vanishing"][0], ls=":", lw=1.2,
-                            label=f"vanishing_fraction={fraction:g} of the reference "
-                                  "(latest)")
-            top.annotate(f"reference: {latest.layers[reference]}\n(last layer before "
-                         "the output)", xy=(at, 1.0), xycoords=("data", "axes fraction"),
-                         xytext=(4, -4), textcoords="offset points", ha="left", va="top",
-                         fontsize=8, color="0.3")
-        for alert in run.alerts:
-            if alert.get("signal") == "depth" and alert.get("layer") in names:
-                colour, marker = ALERT_STYLE.get(alert.get("kind"), _OTHER_KIND)
-                top.plot([names.index(alert["layer"])], [0.97], marker, color=colour, ms=9,
-                         mec="black", mew=0.4, ls="none", clip_on=False,
-                         transform=top.get_xaxis_transform(),
-                         label=f"{alert.get('kind')} across depth (step {alert.get('step')})")
+        _draw_depth_reference(top, low, latest, names, fraction)
+        _draw_depth_alerts(top, run.alerts, names)
         for ax in (top, low):
             if ax.has_data():
                 ax.set_yscale("log")

@@ -250,14 +250,14 @@ class WindowedSteps:
         self._unroll_depth += 1
         previous = [layer.unroll for layer in layers]
         for layer in layers:
-            layer.unroll = unroll
+            _compat.set_unroll(layer, unroll)
         try:
             yield
         finally:
             self._unroll_depth -= 1
             restore = previous if self._unroll_depth else self._unroll_saved
             for layer, value in zip(layers, restore):
-                layer.unroll = value
+                _compat.set_unroll(layer, value)
             if not self._unroll_depth:
                 for layer in self._fused_layers:
                     _compat.unshadow_inner_loop(layer)

@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from keras_gradwatch.core import _compat
 from keras_gradwatch.core import _train_step
 
 HISTORY = 4096
@@ -119,8 +120,7 @@ class AutoClip:
             _train_step.build(self.optimizer, trainable_variables)
             return original(self.clip(grads), trainable_variables)
 
-        self._own = vars(self.optimizer).get("apply")  # another shadow, if any
-        self.optimizer.apply = apply_clipped
+        self._own = _compat.shadow_apply(self.optimizer, apply_clipped)  # another shadow, if any
         self._installed = True
         self.model.make_train_function(force=True)
 
@@ -128,12 +128,9 @@ class AutoClip:
         """Puts `optimizer.apply` back; the next `fit` traces a plain step."""
         if not self._installed:
             return
-        if self._own is None:
-            del self.optimizer.apply
-        else:
-            self.optimizer.apply = self._own
+        _compat.unshadow_apply(self.optimizer, self._own)
         self._installed = False
-        self.model.train_function = None
+        _compat.set_train_function(self.model, None)
 
     def is_on(self):
         """Whether clipping is on."""

@@ -195,7 +195,7 @@ class Rollback:
             return schedule  # from an earlier fit's rollback
         scaled = ScaledSchedule(schedule)
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        inner.learning_rate = scaled
+        _compat.set_learning_rate(inner, scaled)
         self.model.make_train_function(force=True)  # the step reads the wrapper
         return scaled
 
@@ -288,5 +288,5 @@ class Rollback:
         if self.schedule is None or self._count or float(self.schedule.scale.numpy()) != 1.0:
             return
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        inner.learning_rate = self.schedule.schedule
-        self.model.train_function = None
+        _compat.set_learning_rate(inner, self.schedule.schedule)
+        _compat.set_train_function(self.model, None)

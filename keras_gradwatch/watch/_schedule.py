@@ -2,8 +2,9 @@
 
 Two parts:
 
-- `Budget`: the accounting of one run folder in this process, in CPU
-  time. It adds up the process CPU time spent in `fit` (over every `fit`
+- `Budget`: the accounting of one run, in CPU time (one per `GradWatch`;
+  a continued run folder resumes it from its summary, `Budget.resume`).
+  It adds up the process CPU time spent in `fit` (over every `fit`
   call) and the CPU time spent inside the callback (`OwnTime`'s measure),
   and answers whether a measurement or a drawing fits within `overhead` of
   the training's. One-off costs (tracing a measurement) are waived, never
@@ -26,8 +27,6 @@ gives it; they take their clocks as arguments so that tests can drive them.
 
 import time
 
-from keras_gradwatch.runs import records
-
 # The share of `overhead` measurements and drawings always get, even when
 # the every-step checks alone take more than `overhead`.
 MIN_SHARE = 1 / 3
@@ -35,21 +34,6 @@ MIN_SHARE = 1 / 3
 # Until a drawing has been timed in this process: matplotlib's import and a
 # first drawing of three small figures take about this long on a laptop.
 DEFAULT_DRAW_SECONDS = 1.0
-
-# A new GradWatch on a folder this process already watched continues its
-# accounting (e.g. `fit(..., callbacks=[GradWatch("runs/a")])` in a loop).
-_budgets = {}
-
-
-def budget_for(log_dir, overhead):
-    """The `Budget` of a run folder in this process (created on first use)."""
-    key = records.folder_key(log_dir)
-    budget = _budgets.get(key)
-    if budget is None:
-        budget = _budgets[key] = Budget(overhead)
-    budget.overhead = overhead
-    return budget
-
 
 class Budget:
     """Time spent in `fit` and inside the callback, and what fits in it.
@@ -75,6 +59,28 @@ class Budget:
         self.drawn_at = None  # wall-clock time of the last drawing
         self._fit_seconds = 0.0  # over finished fits
         self._fit_start = None
+
+    def resume(self, own_time):
+        """Continues the accounting of a run folder from its summary's
+        `own_time` (`OwnTime.totals`), not from this process's memory: the
+        same whether the run was written by this process or another.
+
+        The time in `fit` is the summary's; the one-off (tracing) time is
+        waived as a measurement's is, its CPU or wall time, the longer; the
+        rest of GradWatch's CPU time counts as charged, all of it as heavy
+        work (the summary does not split it: the cautious reading). The
+        costs of a measurement and a drawing are learnt again.
+        """
+        fields = ("fit_cpu_seconds", "cpu_seconds", "one_off_cpu_seconds")
+        values = [(own_time or {}).get(field) for field in fields]
+        if not all(isinstance(v, (int, float)) and v >= 0 for v in values):
+            return
+        fit, own, one_off = (float(v) for v in values)
+        one_off_wall = own_time.get("one_off_seconds")
+        self._fit_seconds = fit
+        self.waived = max(one_off, float(one_off_wall)) \
+            if isinstance(one_off_wall, (int, float)) else one_off
+        self.spent = self.heavy_spent = max(own - one_off, 0.0)
 
     def start_fit(self):
         self._fit_start = self.clock()

@@ -43,6 +43,7 @@ from keras_gradwatch.watch import _model_facts
 from keras_gradwatch.watch import _model_runs
 from keras_gradwatch.watch import _recorder
 from keras_gradwatch.watch import _rollback
+from keras_gradwatch.watch import _run_state
 from keras_gradwatch.watch import _sanity
 from keras_gradwatch.watch import _schedule
 from keras_gradwatch.watch import _settings
@@ -293,7 +294,7 @@ class GradWatch(keras.callbacks.Callback):
         self._readings = None  # _train_step.StepReadingsFunction, when the step reads
         self._step_readings = None  # the latest step's _train_step.StepReadings
         self._schedule = _schedule.MeasurementSchedule(every)
-        self._budget = None  # the folder's Budget, from the first fit on
+        self._run = _run_state.RunState(log_dir, overhead)  # budget, drawing at exit
         self._started = False  # a first fit has begun (records resumed)
         self._status = "running"
         self._own = _schedule.OwnTime()  # GradWatch's own time, for the summary
@@ -330,8 +331,7 @@ class GradWatch(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._join_workers()
         self._follow_model()
-        self._budget = _schedule.budget_for(self.log_dir, self.overhead)
-        self._budget.start_fit()
+        self._run.budget.start_fit()
         self._own.start_fit()
         with self._timed():
             self._train_begin()
@@ -356,7 +356,7 @@ class GradWatch(keras.callbacks.Callback):
             return
         clipping = self._clipper is not None and self._clipper.is_on()
         stop, peer_raised, clip = self._workers.agree_actions(
-            self.model.stop_training, raised, clipping, self._budget)
+            self.model.stop_training, raised, clipping, self._run.budget)
         if peer_raised and not raised:
             self._line.end()
             warnings.warn(f"GradWatch: another worker raised an alert at step {self._step} "
@@ -419,7 +419,7 @@ class GradWatch(keras.callbacks.Callback):
             self._probe = (
                 _probe.split(self.probe_data, self.model.distribute_strategy)
                 if self.probe_data is not None
-                else _probe.known(self.log_dir, inner)
+                else None  # the hook takes the first training batch
             )
         self._fits.append({"started": time.time(), "first_step": self._step})
         self._recorder.write_settings(
@@ -510,7 +510,7 @@ class GradWatch(keras.callbacks.Callback):
         # a probe-batch norm read there without the profile, the alerts'
         # verdict or the batch size misleads. They are in the records.
         self._recorder.write_summary(self.summary())  # summary() flushes the steps
-        if self.plots == "epoch" and self._budget.can_draw():
+        if self.plots == "epoch" and self._run.budget.can_draw():
             self._draw()
 
     def on_train_end(self, logs=None):
@@ -521,7 +521,8 @@ class GradWatch(keras.callbacks.Callback):
     def _scheduling_budget(self):
         """The budget measurements are scheduled by: the chief's, on every
         worker of a multi-worker strategy (the same steps everywhere)."""
-        return self._budget if self._workers is None else self._workers.budget(self._budget)
+        budget = self._run.budget
+        return budget if self._workers is None else self._workers.budget(budget)
 
     @contextlib.contextmanager
     def _timed(self):
@@ -534,12 +535,12 @@ class GradWatch(keras.callbacks.Callback):
             yield
         finally:
             seconds = self._own.leave()
-            if self._budget is not None:
+            if self._started:
                 heavy = self._own.heavy_block
                 # Heavy work that waits (a GPU) is charged its wall time, so
                 # that it cannot stretch training beyond the overhead either.
                 charged = max(seconds, self._own.block_wall) if heavy else seconds
-                self._budget.charge(charged, heavy=heavy)
+                self._run.budget.charge(charged, heavy=heavy)
 
     # Per-step checks ----------------------------------------------------------
 
@@ -612,7 +613,6 @@ class GradWatch(keras.callbacks.Callback):
 
     def _take_probe(self, batch):
         self._probe = _probe.from_batch(batch, self.model.distribute_strategy)
-        _probe.remember(self.log_dir, _model_facts.inner(self.model), self._probe)
         if self._measurements == 0 or self._probe_retakes:
             with self._timed():
                 self._measure("start" if self._measurements == 0 else "new-probe")
@@ -654,8 +654,7 @@ class GradWatch(keras.callbacks.Callback):
                 )
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         traced = measurement._traces(self.model) > traces
-        if self._budget is not None:
-            self._budget.measured(max(cpu, seconds), traced, cpu)
+        self._run.budget.measured(max(cpu, seconds), traced, cpu)
         if traced:
             self._own.one_off(seconds, cpu)
         self.last_measurement = result
@@ -779,6 +778,7 @@ class GradWatch(keras.callbacks.Callback):
         self._measured_step = resumed.measured_step
         self._fits = resumed.fits
         self._own.resume(resumed.own_time)
+        self._run.resume(resumed.own_time)
         self._desk.counts.update(resumed.alert_counts)
 
     def _step_failed(self, error):
@@ -788,7 +788,7 @@ class GradWatch(keras.callbacks.Callback):
         if self._hook is None and self._status != "running":
             return  # finished already (an error inside a step, then train end)
         self._status = status
-        self._budget.end_fit()
+        self._run.budget.end_fit()
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -814,7 +814,7 @@ class GradWatch(keras.callbacks.Callback):
         if the last drawing is a minute old); otherwise when the process
         exits, also when training ended early (a short fit stopped by an
         alert would pay a second of drawing for a few seconds of training)."""
-        budget = self._budget
+        budget = self._run.budget
         stale = budget.since_drawing() > _drawing.INTERACTIVE_SECONDS
         if budget.can_draw() or (stale and _drawing._interactive()):
             self._draw()
@@ -822,7 +822,7 @@ class GradWatch(keras.callbacks.Callback):
             self._defer_drawing()
 
     def _defer_drawing(self):
-        _drawing.defer(self.log_dir, self._recorder.images_later(self._step))
+        self._run.drawing.defer(self._recorder.images_later(self._step))
 
     def _draw(self):
         self._own.heavy()
@@ -830,7 +830,7 @@ class GradWatch(keras.callbacks.Callback):
         seconds = _drawing.draw(self.log_dir)
         if seconds is None:
             return None
-        if self._budget is not None:
-            self._budget.drew(max(time.process_time() - cpu_start, seconds))
+        self._run.drawing.drawn()
+        self._run.budget.drew(max(time.process_time() - cpu_start, seconds))
         self._recorder.images(self._step)
         return seconds

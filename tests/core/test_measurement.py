@@ -260,9 +260,23 @@ def test_repeated_measurements_reuse_one_trace():
 
 
 def test_summary_lists_each_layer():
-    result = measure(linear_rnn(0.5), sequences(), window=4)
+    result = measure(linear_rnn(0.5), sequences(), backprop=4)
     text = result.summary()
     assert "rnn" in text and "bias@4" in text
+
+
+def test_the_former_window_keyword_warns_and_still_works():
+    model, x = linear_rnn(0.5), sequences()
+    with pytest.warns(DeprecationWarning, match=r"measure\(window=4\) is deprecated: pass backprop=4"):
+        old = measure(model, x, window=4)
+    new = measure(model, x, backprop=4)
+    assert old.window == new.window == 4
+    assert old.layers["rnn"].truncation_bias == new.layers["rnn"].truncation_bias
+    # The bias is measured against that span: the profile's mass at lags >= 4.
+    profile = new.layers["rnn"].profile
+    assert new.layers["rnn"].truncation_bias == pytest.approx(profile[4:].sum() / profile.sum())
+    with pytest.raises(InvalidInputError, match="pass `backprop` only"):
+        measure(model, x, backprop=4, window=4)
 
 
 @pytest.mark.parametrize(

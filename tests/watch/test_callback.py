@@ -21,7 +21,6 @@ from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch import layers
 from keras_gradwatch import records
 from keras_gradwatch.watch import _drawing
-from keras_gradwatch.watch import _schedule
 
 B, T, F = 8, 12, 2
 
@@ -489,9 +488,10 @@ def test_plots_and_report_are_drawn_at_the_end(tmp_path):
     fit(model, x, y, [GradWatch(tmp_path / "end", every=2, overhead=100.0)], epochs=1)
     names = {p.name for p in (tmp_path / "end").iterdir()}
     assert {"report.html", "decay_profile.png", "decay_heatmap.png", "gradient_norms.png"} <= names
-    fit(model, x, y, [GradWatch(tmp_path / "none", plots=None)], epochs=1)
+    never = GradWatch(tmp_path / "none", plots=None)
+    fit(model, x, y, [never], epochs=1)
     assert not list((tmp_path / "none").glob("*.png"))
-    assert str(tmp_path / "none") not in map(str, _drawing.deferred())
+    assert not never._run.drawing.pending  # nothing left for the exit either
     drawn = []
     watch = GradWatch(tmp_path / "epoch", plots="epoch", overhead=100.0)
     original = watch._draw
@@ -502,6 +502,25 @@ def test_plots_and_report_are_drawn_at_the_end(tmp_path):
         GradWatch(tmp_path, plots="always")
 
 
+def test_a_drawing_left_for_the_exit_is_registered_once_and_taken_back_when_drawn(
+        tmp_path, monkeypatch):
+    calls = []
+
+    class Hooks:  # atexit, recording what the drawing asks of it
+        register = staticmethod(lambda function: calls.append(("register", function)))
+        unregister = staticmethod(lambda function: calls.append(("unregister", function)))
+
+    monkeypatch.setattr(_drawing, "atexit", Hooks)
+    drawing = _drawing.ExitDrawing(tmp_path)
+    drawing.defer()
+    drawing.defer()  # deferred again: still one drawing at exit
+    assert drawing.pending
+    drawing.drawn()
+    drawing.drawn()
+    assert not drawing.pending
+    assert calls == [("register", drawing.at_exit), ("unregister", drawing.at_exit)]
+
+
 def test_drawing_stays_within_the_budget_and_happens_at_exit(tmp_path, monkeypatch):
     monkeypatch.setattr(_drawing, "_interactive", lambda: False)
     drawn = []
@@ -510,25 +529,29 @@ def test_drawing_stays_within_the_budget_and_happens_at_exit(tmp_path, monkeypat
     model = lstm_model()
     model.compile(optimizer="adam", loss="mse")
     x, y = data()
-    for _ in range(4):  # fit(epochs=1) in a loop, a new callback each time
-        fit(model, x, y, [GradWatch(tmp_path)], epochs=1)
+    watches = [GradWatch(tmp_path) for _ in range(4)]
+    for watch in watches:  # fit(epochs=1) in a loop, a new callback each time
+        fit(model, x, y, [watch], epochs=1)
     # Short fits: drawing (about a second) does not fit in 3 % of them.
     assert drawn == [] and not (tmp_path / "report.html").exists()
-    assert str(tmp_path) in map(str, _drawing.deferred())
-    _drawing._draw_deferred()  # what the end of the process does
+    assert all(watch._run.drawing.pending for watch in watches)
+    for watch in reversed(watches):  # what the end of the process does (atexit: last in, first out)
+        watch._run.drawing.at_exit()
+    # Drawn once: the other callbacks find the report newer than the records.
     assert len(drawn) == 1 and (tmp_path / "report.html").exists()
-    assert _drawing.deferred() == []
+    assert not any(watch._run.drawing.pending for watch in watches)
     # A fit stopped by an alert draws at exit too: a second of drawing
     # would cost more than its few seconds of training.
     x[8:16] = np.nan
     catcher, caught = quiet()
+    stopped = GradWatch(tmp_path / "stopped")
     try:
-        fit(model, x, y, [GradWatch(tmp_path / "stopped")], epochs=1, shuffle=False)
+        fit(model, x, y, [stopped], epochs=1, shuffle=False)
     finally:
         catcher.__exit__(None, None, None)
     assert records.load_run(tmp_path / "stopped").summary["status"] == "stopped"
     assert not (tmp_path / "stopped" / "report.html").exists()
-    _drawing._draw_deferred()
+    stopped._run.drawing.at_exit()
     assert (tmp_path / "stopped" / "report.html").exists()
 
 
@@ -537,8 +560,9 @@ def test_tensorboard_event_files(tmp_path):
     model.compile(optimizer="adam", loss="mse")
     x, _ = data()
     y = np.cumsum(x[..., :1], axis=1) / T
-    fit(model, x, y, [GradWatch(tmp_path, every=2, tensorboard=True)], epochs=1)
-    _drawing._draw_deferred()  # a short fit draws its plots at exit
+    watch = GradWatch(tmp_path, every=2, tensorboard=True)
+    fit(model, x, y, [watch], epochs=1)
+    watch._run.drawing.at_exit()  # a short fit draws its plots at exit
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert events
     tags = set()
@@ -585,14 +609,35 @@ def test_the_budget_decides_how_often_a_short_run_is_measured(tmp_path):
     assert len(few) < len(reasons)
 
 
+def test_a_new_callback_on_a_continued_folder_inherits_nothing_from_the_process(tmp_path):
+    model = lstm_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data(n=8 * 4)
+    first = GradWatch(tmp_path, overhead=100.0)
+    fit(model, x, y, [first], epochs=1, shuffle=False)
+    second = GradWatch(tmp_path, overhead=100.0)
+    fit(model, x[::-1].copy(), y[::-1].copy(), [second], epochs=1, shuffle=False)
+    # Its probe batch is its own first training batch, not the first callback's.
+    np.testing.assert_array_equal(first._probe[0], x[:B])
+    np.testing.assert_array_equal(second._probe[0], x[::-1][:B])
+    # Its budget is its own, resumed from the folder's summary as a new
+    # process would: the first fit's time in fit and one-off tracing.
+    assert second._run.budget is not first._run.budget
+    own = records.load_run(tmp_path).summary["own_time"]
+    assert second._run.budget.waived == max(own["one_off_cpu_seconds"], own["one_off_seconds"])
+    assert second._run.budget.elapsed() <= own["fit_cpu_seconds"]
+    assert second._run.budget.elapsed() > first._run.budget.elapsed()
+
+
 def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
     from keras_gradwatch import measurement
 
     model = lstm_model()
     model.compile(optimizer="adam", loss="mse")
     x, y = data(n=8 * 6)
-    for _ in range(4):  # keras-io style: fit(epochs=1) in a loop
-        fit(model, x, y, [GradWatch(tmp_path, overhead=100.0)], epochs=1)
+    watches = [GradWatch(tmp_path, overhead=100.0) for _ in range(4)]
+    for watch in watches:  # keras-io style: fit(epochs=1) in a loop
+        fit(model, x, y, [watch], epochs=1)
     run = records.load_run(tmp_path)
     assert measurement._traces(model) == 1
     traced = [m["traced"] for m in run.measurements]
@@ -602,11 +647,11 @@ def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
         for fit_ in run.settings["fits"]
     ]
     assert min(per_fit) >= 2, per_fit
-    # One probe batch for the whole run: the same sequences every time.
+    # Each callback measures on its own probe batch, of the same size.
     assert {m["sequences"] for m in run.measurements} == {B}
     # The traced measurement's cost was waived, not charged: its CPU time,
     # or its wall time when that was longer (a busy machine).
-    budget = _schedule.budget_for(tmp_path, 100.0)
+    budget = watches[-1]._run.budget  # resumed from the summary
     own = run.summary["own_time"]
     assert budget.waived == pytest.approx(
         max(own["one_off_cpu_seconds"], own["one_off_seconds"]), rel=1e-6)

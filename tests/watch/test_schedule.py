@@ -5,7 +5,6 @@ import pytest
 from keras_gradwatch.watch._schedule import Budget
 from keras_gradwatch.watch._schedule import MeasurementSchedule
 from keras_gradwatch.watch._schedule import OwnTime
-from keras_gradwatch.watch._schedule import budget_for
 
 
 class Clock:
@@ -199,12 +198,24 @@ def test_drawing_needs_its_estimated_cost():
     assert budget.since_drawing() == pytest.approx(60.0)
 
 
-def test_a_folder_keeps_its_budget_in_the_process(tmp_path):
-    first = budget_for(tmp_path / "a", 0.03)
-    first.charge(1.0)
-    again = budget_for(str(tmp_path / "a"), 0.05)
-    assert again is first and again.overhead == 0.05
-    assert budget_for(tmp_path / "b", 0.03) is not first
+def test_a_continued_run_resumes_its_budget_from_the_summary():
+    clock = Clock()
+    budget = Budget(0.1, clock=clock)
+    budget.resume({"fit_cpu_seconds": 100.0, "cpu_seconds": 4.0, "one_off_cpu_seconds": 1.5,
+                   "seconds": 9.0, "fit_seconds": 120.0, "one_off_seconds": 2.0})
+    # Tracing waived at the longer of its CPU and wall time, as in the fit.
+    assert budget.elapsed() == 100.0 and budget.waived == 2.0
+    assert budget.spent == budget.heavy_spent == 2.5  # charged: own CPU less the one-off
+    # 0.1 x 100 s of fit, less the 2.5 s charged; then the new fit adds to it.
+    assert budget.allowance() == pytest.approx(7.5)
+    budget.start_fit()
+    clock.now = 10.0
+    assert budget.allowance() == pytest.approx(0.1 * 110.0 - 2.5)
+    # A summary without the figures (an older run): the budget starts afresh.
+    fresh = Budget(0.1, clock=Clock())
+    fresh.resume({"fit_cpu_seconds": 100.0})
+    fresh.resume(None)
+    assert fresh.elapsed() == 0.0 and fresh.spent == 0.0 and fresh.waived == 0.0
 
 
 def test_own_time_counts_outermost_blocks_and_fits():
