@@ -281,7 +281,7 @@ def test_gradwatch_marks_a_measurement_far_from_training_suspect(tmp_path):
     y = rng(1).normal(size=(64, 1)).astype("float32")
     with pytest.warns(UserWarning, match="suspect") as caught:
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
-                            callbacks=[GradWatch(tmp_path, plots=None, loss=huge)])
+                            callbacks=[GradWatch(tmp_path, plots=None, loss=huge, overhead=100.0)])
     assert sum("suspect" in str(w.message) for w in caught) == 1  # once
     records = _records(tmp_path, "measurements.jsonl")
     assert records[0]["reason"] == "start" and "suspect" not in records[0]  # no reference yet
