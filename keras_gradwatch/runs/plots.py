@@ -284,6 +284,17 @@ def _plain(value, digits):
     return f"{rounded:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{rounded:.0f}"
 
 
+def _log_scale(ax):
+    """A log y axis with readable ticks when something positive and finite
+    is drawn on it; else the axis stays linear (a run whose every value is
+    NaN or 0 is still drawn, with its markers)."""
+    low, high = ax.dataLim.intervaly
+    if not (math.isfinite(high) and high > 0):
+        return
+    ax.set_yscale("log")
+    _readable_log_ticks(ax)
+
+
 def _readable_log_ticks(ax):
     """Round, plain-number ticks on a log y axis that spans less than two
     decades: its default ticks label every minor tick (2, 3, ... 9 of each
@@ -357,8 +368,7 @@ def plot_decay(run, path=None, series=None):
                 ax.plot(lags, _positive(table[i]), color=colours(norm(steps[i])),
                         lw=width, alpha=1.0 if i == picked[-1] else 0.7,
                         marker="o" if table.shape[1] <= 12 else None, ms=3)
-            ax.set_yscale("log")
-            _readable_log_ticks(ax)
+            _log_scale(ax)
             _integer_lags(ax)
             ax.set_xlabel("steps back from the loss (time steps)")
             site = sites.get(name, "")
@@ -622,9 +632,7 @@ def plot_norms(run, path=None, summary=None):
             ax.plot(broken, [0.03] * len(broken), "x", color="darkred", ms=8, mew=2,
                     ls="none", transform=top, clip_on=False,
                     label=f"non-finite norm ({len(broken)} step(s))")
-        if ax.has_data():
-            ax.set_yscale("log")
-            _readable_log_ticks(ax)
+        _log_scale(ax)
         rate_axis = _draw_learning_rate(ax, run)
         ax.set_ylabel("gradient norm (L2)")
         title = "Gradient norms over training"
@@ -689,12 +697,13 @@ def _draw_learning_rate(ax, run):
     colour = "darkgoldenrod"  # none of the norms' or the alerts' colours
     right = ax.twinx()
     right.step(steps, values, where="post", color=colour, lw=1.2, alpha=0.9)
-    right.set_yscale("log")
     low, high = min(values), max(values)
-    if high < 10 * low:
-        # A flat or narrow series: a decade around it, so that it reads as flat.
-        right.set_ylim(low / 3, high * 3)
-    _readable_log_ticks(right)
+    if low > 0:  # a rate of 0 (a warm-up's start) has no place on a log axis
+        right.set_yscale("log")
+        if high < 10 * low:
+            # A flat or narrow series: a decade around it, so that it reads as flat.
+            right.set_ylim(low / 3, high * 3)
+        _readable_log_ticks(right)
     right.set_ylabel("learning rate", color=colour)
     right.tick_params(axis="y", colors=colour)
     ax.plot([], [], color=colour, lw=1.2, label="learning rate (right axis)")
@@ -744,8 +753,7 @@ def plot_update_ratios(run, path=None):
                 x, v = zip(*points)
                 ax.plot(x, v, ".-" if len(x) < 200 else "-", ms=3, lw=0.9,
                         color=_LAYER_COLOURS[i % len(_LAYER_COLOURS)], label=f"layer {name}")
-        ax.set_yscale("log")
-        _readable_log_ticks(ax)
+        _log_scale(ax)
         ax.set_ylabel("‖Δw‖ / ‖w‖ of one step")
         ax.set_xlabel("training step")
         ax.set_title("Update-to-weight ratio per layer", y=1.0)
@@ -890,9 +898,7 @@ def plot_depth(run, path=None):
         _draw_depth_reference(top, low, latest, names, fraction)
         _draw_depth_alerts(top, run.alerts, names)
         for ax in (top, low):
-            if ax.has_data():
-                ax.set_yscale("log")
-                _readable_log_ticks(ax)
+            _log_scale(ax)
             ax.grid(True, which="major", alpha=0.3)
         top.set_ylabel("gradient reaching the layer\n‖∂L/∂output‖ (L2, mean per row)")
         low.set_ylabel("weights' gradient / weights\n‖∇w‖ / ‖w‖")
@@ -999,8 +1005,7 @@ def plot_comparison(runs, path, layer=None):
                 ),
             )
             drawn += 1
-        ax.set_yscale("log")
-        _readable_log_ticks(ax)
+        _log_scale(ax)
         _integer_lags(ax)
         ax.set_xlabel("steps back from the loss (time steps)")
         site = sites.pop() if len(sites) == 1 else ""

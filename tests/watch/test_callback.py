@@ -449,6 +449,26 @@ def test_repeated_alerts_are_rate_limited(tmp_path):
     assert run.summary["alerts"]["nonfinite"] == 20 + len(checked)
 
 
+def test_a_run_whose_every_value_is_nan_is_still_drawn(tmp_path):
+    # Every loss, norm and profile NaN: nothing positive for a log axis, and
+    # the plots of such a run are the ones its user needs most.
+    model = lstm_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data(n=8 * 6)
+    y[:] = np.nan
+    catcher, _ = quiet()
+    try:
+        watch = GradWatch(tmp_path, nonfinite="warn", plots=None, overhead=100.0)
+        fit(model, x, y, [watch], epochs=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "drawing failed" warning
+            assert watch.draw() is not None
+    finally:
+        catcher.__exit__(None, None, None)
+    for name in ("gradient_norms.png", "depth_profile.png", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
 def test_probe_data_argument_is_measured_before_training(tmp_path):
     model = lstm_model()
     model.compile(optimizer="sgd", loss="mse")
