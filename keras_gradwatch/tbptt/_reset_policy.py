@@ -7,11 +7,9 @@ batch continues row `i` of the previous one, so the state carries from
 batch to batch and goes back to zero at the start of each epoch and of each
 `evaluate`/`predict` call; `fit` must not shuffle (it would mix the
 streams), and the data must come in whole batches of streams (the data
-checks ask `carries_streams`). Both decisions live here, in one object.
+checks ask `carries_streams`). Both decisions live here, in one object
+(it imports no Keras: `fit` asks it, then acts).
 """
-
-import keras
-import tensorflow as tf
 
 from keras_gradwatch.core.errors import InvalidInputError
 
@@ -65,8 +63,14 @@ class ResetPolicy:
         if self.carries_streams:
             reset_state()
 
-    def shuffle(self, shuffle, x=None):
+    def shuffle(self, shuffle, streamed=False):
         """`fit`'s `shuffle` for the user's value (None: unset).
+
+        Args:
+            shuffle: The value passed to `fit`, or None.
+            streamed: Whether `x` is a `tf.data.Dataset` or a
+                `keras.utils.PyDataset` (Keras only warns about shuffling
+                those, so it is not turned on for them).
 
         Raises:
             InvalidInputError: `shuffle=True` while batches carry streams.
@@ -82,22 +86,10 @@ class ResetPolicy:
                 )
             return False
         if shuffle is None:
-            # Keras's default, except where Keras would only warn about it.
-            return not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+            return not streamed  # Keras's default, but where it only warns
         return shuffle
 
-    def epoch_callback(self, model):
-        """The callback `fit` runs first (resetting the state at each epoch
-        start while batches carry streams), or None."""
-        return _ResetAtEpochStart(model) if self.carries_streams else None
-
-
-class _ResetAtEpochStart(keras.callbacks.Callback):
-    """Resets the recurrent state before each epoch (`reset="epoch"`)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self._wrapper = model
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._wrapper.reset_state()
+    @property
+    def resets_every_epoch(self) -> bool:
+        """Whether `fit` resets the state at each epoch start."""
+        return self.carries_streams

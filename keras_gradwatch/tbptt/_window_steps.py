@@ -22,8 +22,8 @@ from keras_gradwatch.core import _state
 from keras_gradwatch.core import _train_step
 from keras_gradwatch.tbptt import _forward_windows
 from keras_gradwatch.tbptt import _recurrence_switch
+from keras_gradwatch.tbptt import _step_data
 from keras_gradwatch.tbptt import _window_loss
-from keras_gradwatch.tbptt._step_data import WindowedBatch
 
 
 class WindowedSteps:
@@ -107,7 +107,7 @@ class WindowedSteps:
         settings.reset.start_step(self.wrapper.reset_state)
         rows = _sequence.batch_rows(x)
         x = _sequence.pad_rows(x, plan.batch_size)
-        return WindowedBatch(x, y, sample_weight, rows, plan, settings.schedule)
+        return _step_data.WindowedBatch(x, y, sample_weight, rows, plan, settings.schedule)
 
     # Updates --------------------------------------------------------------
 

@@ -8,14 +8,15 @@ one compiled train function per window, and the steps, handed to
 """
 
 import keras
+import tensorflow as tf
 
 from keras_gradwatch.core import _compat
 from keras_gradwatch.core import _train_step
 from keras_gradwatch.tbptt import _call_arguments
 from keras_gradwatch.tbptt import _layout_checks
 from keras_gradwatch.tbptt import _reset_policy
+from keras_gradwatch.tbptt import _step_data
 from keras_gradwatch.tbptt import _windows
-from keras_gradwatch.tbptt._step_data import StepSettings
 
 
 class WindowedTraining:
@@ -67,8 +68,10 @@ class WindowedTraining:
         """
         arguments = _call_arguments.bound(keras.Model.fit, self, args, kwargs)
         policy = self._reset_policy
-        arguments["shuffle"] = policy.shuffle(arguments.get("shuffle"), arguments.get("x"))
-        for ours in (policy.epoch_callback(self), self._auto):
+        streamed = isinstance(arguments.get("x"), (tf.data.Dataset, keras.utils.PyDataset))
+        arguments["shuffle"] = policy.shuffle(arguments.get("shuffle"), streamed)
+        reset = _ResetAtEpochStart(self) if policy.resets_every_epoch else None
+        for ours in (reset, self._auto):
             if ours is not None:
                 arguments["callbacks"] = _call_arguments.with_callback(
                     self, arguments.get("callbacks"), ours
@@ -135,7 +138,7 @@ class WindowedTraining:
     def _step_settings(self):
         """What the settings say about the steps traced now."""
         schedule = _windows.WindowSchedule(self.window, self.backprop, self.unroll)
-        return StepSettings(schedule, self._reset_policy, self.recurrence, self.auto_window)
+        return _step_data.StepSettings(schedule, self._reset_policy, self.recurrence, self.auto_window)
 
     def train_step(self, data):
         logs = self._steps.train_step(data, self._step_settings())
@@ -146,3 +149,14 @@ class WindowedTraining:
 
     def predict_step(self, data):
         return self._steps.predict_step(data, self._step_settings())
+
+
+class _ResetAtEpochStart(keras.callbacks.Callback):
+    """Resets the recurrent state before each epoch (`reset="epoch"`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._wrapper = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._wrapper.reset_state()
