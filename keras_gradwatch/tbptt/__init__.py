@@ -1,10 +1,18 @@
 """Truncated BPTT: `TruncatedBPTT` and what serves it.
 
-`model` (`TruncatedBPTT`, the `keras.Model` wrapper), `_window_steps` (its
-compiled steps), `_windows` (the window schedule in integers), `_fused`
-(the fused LSTM path), `_layout_checks` and `_target_shapes` (the checks of
-the data before any step), `_auto_window` (`window="auto"`), `streams`
-(`make_streams`) and `inference` (`with_batch_size`).
+`model` (`TruncatedBPTT`, the `keras.Model` wrapper and its settings),
+`_windowed_training` (its `fit`/`evaluate`/`predict` and train functions),
+`_step_data` (the data model of a windowed step: `StepSettings`,
+`WindowedBatch`), `_reset_policy` (when the state resets, whether `fit`
+shuffles), `_window_steps` (its compiled steps: the windowed update loop),
+`_forward_windows` (the forward-only passes), `_window_loss` (one window's
+loss and metrics), `_recurrence_switch` (how the stateful layers run in a
+step), `_windows` (the window schedule in integers), `_fused` (the fused
+LSTM path), `_setting_checks` (the constructor's checks), `_call_arguments`
+(Keras's call arguments by name), `_layout_checks` and `_target_shapes`
+(the checks of the data before any step), `_auto_window`
+(`window="auto"`), `streams` (`make_streams`) and `inference`
+(`with_batch_size`).
 
 It imports the core only. `keras_gradwatch.tbptt.TruncatedBPTT` (the
 documented path of the former `tbptt` module) loads `model`, and so

@@ -297,3 +297,27 @@ def run(layer, sequences, initial_state, return_sequences):
     else:
         outputs = last_h[:, None]
     return last_h, outputs, [last_h, last_c]
+
+
+def recurrence_plan(layers, recurrence, window, taken):
+    """`TruncatedBPTT.recurrence_plan`: how each layer runs its training
+    windows.
+
+    Args:
+        layers: The stateful recurrent layers.
+        recurrence: One of `RECURRENCES`.
+        window: The window in use.
+        taken: The paths traced for that window, by layer name.
+
+    Returns:
+        A dict from layer name to `"fused"` or `"Keras's recurrence
+        (why)"`, followed by the path traced, if any.
+    """
+    plan = {}
+    for layer in layers:
+        fused, reason = planned_path(layer, recurrence)
+        planned = "fused" if fused else f"Keras's recurrence ({reason})"
+        if layer.name in taken:
+            planned += f"; traced for window {window}: {taken[layer.name]}"
+        plan[layer.name] = planned
+    return plan

@@ -53,12 +53,15 @@ class DataChecks:
     """The data checks of one `TruncatedBPTT` (see the module docstring).
 
     Args:
-        wrapper: The `TruncatedBPTT` (its wrapped model, `reset`, loss and
+        wrapper: The `TruncatedBPTT` (its wrapped model, loss and
             distribution strategy are read at each check).
+        reset_policy: Its `_reset_policy.ResetPolicy` (the wrapper sets a
+            new one here when its `reset` changes).
     """
 
-    def __init__(self, wrapper):
+    def __init__(self, wrapper, reset_policy):
         self.wrapper = wrapper
+        self.reset_policy = reset_policy
         # Output shape per input shapes: `fit(epochs=1)` in a loop checks
         # the same shapes at every call, and the spec costs a trace.
         self._output_shapes = {}
@@ -110,7 +113,8 @@ class DataChecks:
 
     @property
     def epoch_mode(self):
-        return self.wrapper.reset == "epoch"
+        """Whether batches carry streams (row i continues row i)."""
+        return self.reset_policy.carries_streams
 
     @property
     def streams(self):

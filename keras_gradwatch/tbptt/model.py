@@ -1,143 +1,27 @@
 """Windowed truncated backpropagation through time (TBPTT) inside `fit`."""
 
-import inspect
-
 import keras
-import tensorflow as tf
 
 from keras_gradwatch.core import _batch_plan
 from keras_gradwatch.core import _compat
-from keras_gradwatch.core import _sequence
 from keras_gradwatch.core import _state
-from keras_gradwatch.core import _train_step
 from keras_gradwatch.core.errors import InvalidInputError
 from keras_gradwatch.tbptt import _auto_window
+from keras_gradwatch.tbptt import _call_arguments
 from keras_gradwatch.tbptt import _fused
 from keras_gradwatch.tbptt import _layout_checks
+from keras_gradwatch.tbptt import _reset_policy
+from keras_gradwatch.tbptt import _setting_checks
 from keras_gradwatch.tbptt import _window_steps
 from keras_gradwatch.tbptt import _windows
+from keras_gradwatch.tbptt._windowed_training import WindowedTraining
 
-RESET_MODES = ("batch", "epoch")
+RESET_MODES = _reset_policy.RESET_MODES
 AUTO_UNROLL_STEPS = _windows.AUTO_UNROLL_STEPS
 
 
-def _check_steps(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(
-            f"Received: {name}={value!r}. Pass a positive integer number of "
-            "time steps."
-        )
-
-
-def _check_windows(window, backprop, tolerance, min_window, max_window):
-    """Checks the window arguments; returns the automatic window's settings
-    (defaults filled in with `window="auto"`, else all None)."""
-    if window == "auto":
-        if backprop is not None:
-            raise InvalidInputError(
-                f"Received: backprop={backprop!r} with window='auto'. The "
-                "automatic window sets how far each update reaches: leave "
-                "backprop=None, or pass an integer window."
-            )
-        tolerance, min_window, max_window = _auto_window.check_settings(
-            tolerance, min_window, max_window
-        )
-    else:
-        if isinstance(window, str):
-            raise InvalidInputError(
-                f"Received: window={window!r}. Pass a positive integer "
-                "number of time steps, or window='auto'."
-            )
-        _check_steps(window, "window")
-        given = {"tolerance": tolerance, "min_window": min_window, "max_window": max_window}
-        given = {name: value for name, value in given.items() if value is not None}
-        if given:
-            raise InvalidInputError(
-                f"Received: {', '.join(f'{k}={v!r}' for k, v in given.items())} "
-                f"with window={window!r}. These set the automatic window: "
-                "pass window='auto', or leave them out."
-            )
-    if backprop is not None:
-        _check_steps(backprop, "backprop")
-        if backprop < window:
-            raise InvalidInputError(
-                f"Received: backprop={backprop}, window={window}. Each "
-                "update back-propagates through at least its own window: "
-                "pass backprop >= window, or leave backprop=None."
-            )
-    return tolerance, min_window, max_window
-
-
-def _check_recurrence(model, recurrence):
-    """Checks `recurrence`; with "fused", that every stateful layer can."""
-    if recurrence not in _fused.RECURRENCES:
-        raise InvalidInputError(
-            f"Received: recurrence={recurrence!r}. Pass 'auto' (the fused "
-            "LSTM kernel where it is faster), 'fused' (the fused kernel for "
-            "every stateful layer) or 'stock' (Keras's own recurrence)."
-        )
-    if recurrence != "fused":
-        return
-    refused = {
-        layer.name: _fused.unfused_reason(layer) for layer in _state.stateful_layers(model)
-    }
-    refused = {name: reason for name, reason in refused.items() if reason}
-    if refused:
-        listed = "; ".join(f"{name!r}: {reason}" for name, reason in refused.items())
-        raise InvalidInputError(
-            f"Received: recurrence='fused' for layers that cannot run the "
-            f"fused LSTM kernel ({listed}). Pass recurrence='auto' (each "
-            "layer that can runs fused, the others Keras's recurrence), or "
-            "build those layers as plain LSTMs (default activations, no "
-            "dropout)."
-        )
-
-
-def _check_model(model, reset, unroll):
-    """Checks `reset`, `unroll` and the wrapped model."""
-    if reset not in RESET_MODES:
-        raise InvalidInputError(
-            f"Received: reset={reset!r}. Pass reset='batch' (independent "
-            "sequences in every batch) or reset='epoch' (batches continue "
-            "the same streams)."
-        )
-    if not (isinstance(unroll, bool) or unroll == "auto"):
-        raise InvalidInputError(
-            f"Received: unroll={unroll!r}. Pass unroll='auto' (unroll "
-            "short training spans), True or False."
-        )
-    if not isinstance(model, keras.Model):
-        raise InvalidInputError(
-            f"Received: model of type {type(model).__name__}. Pass a "
-            "keras.Model (Sequential, functional or subclassed) holding a "
-            "stateful recurrent layer."
-        )
-    _state.stateful_layers(model)
-    _state.warn_non_stateful(model)
-    fixed = _sequence.fixed_time_length(model)
-    if fixed is not None:
-        shapes = [tuple(t.shape) for t in keras.tree.flatten(model.inputs)]
-        raise InvalidInputError(
-            f"Received: a model built for a fixed time length of {fixed} "
-            f"steps (input shapes {shapes}). TruncatedBPTT feeds it "
-            "windows of `window` steps, so its time axis must be free: "
-            "build it on keras.Input(batch_shape=(batch, None, ...))."
-        )
-
-
-class _ResetAtEpochStart(keras.callbacks.Callback):
-    """Resets the recurrent state before each epoch (`reset="epoch"`)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self._wrapper = model
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._wrapper.reset_state()
-
-
 @keras.saving.register_keras_serializable(package="keras_gradwatch")
-class TruncatedBPTT(keras.Model):
+class TruncatedBPTT(WindowedTraining, keras.Model):
     """Trains a stateful recurrent model with truncated BPTT inside `fit`.
 
     Each batch `x` of shape `(batch, T, ...)` is cut along axis 1 into
@@ -279,14 +163,15 @@ class TruncatedBPTT(keras.Model):
         if _compat.multi_worker_config():  # fit needs them before any callback
             _compat.fix_multi_worker()
         auto = window == "auto"
-        tolerance, min_window, max_window = _check_windows(
+        tolerance, min_window, max_window = _setting_checks.check_windows(
             window, backprop, tolerance, min_window, max_window
         )
-        _check_model(model, reset, unroll)
-        _check_recurrence(model, recurrence)
+        reset_policy = _reset_policy.ResetPolicy(reset)
+        _setting_checks.check_model(model, unroll)
+        _setting_checks.check_recurrence(model, recurrence)
         super().__init__(**kwargs)
         self.model = model
-        self.reset = reset
+        self._reset_policy = reset_policy
         self.unroll = unroll
         self.recurrence = recurrence
         self.auto_window = auto
@@ -309,7 +194,7 @@ class TruncatedBPTT(keras.Model):
             name="skipped_updates",
         )
         self._steps = _window_steps.WindowedSteps(self, self._skipped_updates)
-        self._data_checks = _layout_checks.DataChecks(self)
+        self._data_checks = _layout_checks.DataChecks(self, reset_policy)
         # The wrapper owns no layer of its own: it is built when the wrapped
         # model is (a stateful model usually is, from its batch_shape).
         self.built = model.built
@@ -322,14 +207,8 @@ class TruncatedBPTT(keras.Model):
 
     @window.setter
     def window(self, value):
-        _check_steps(value, "window")
+        _setting_checks.check_window(value, self._backprop_argument)
         backprop = self._backprop_argument
-        if backprop is not None and backprop < value:
-            raise InvalidInputError(
-                f"Received: window={value} with backprop={backprop}. Each "
-                "update back-propagates through at least its own window: "
-                f"pass a window of at most {backprop}."
-            )
         self._windows = _windows.WindowSchedule(
             value, value if backprop is None else backprop, self.unroll
         )
@@ -378,7 +257,7 @@ class TruncatedBPTT(keras.Model):
         Takes `keras.Model.summary`'s arguments; `expand_nested` defaults to
         True, so that the wrapped model's layers are listed.
         """
-        arguments = _arguments(keras.Model.summary, self, args, kwargs)
+        arguments = _call_arguments.bound(keras.Model.summary, self, args, kwargs)
         arguments.setdefault("expand_nested", True)
         super().summary(**arguments)
         window = (
@@ -406,15 +285,10 @@ class TruncatedBPTT(keras.Model):
             current window has been traced, by the path it took (`"fused"`,
             `"unrolled"` or `"loop"`, see `recurrence_paths`).
         """
-        taken = self.recurrence_paths
-        plan = {}
-        for layer in _state.stateful_layers(self.model):
-            fused, reason = _fused.planned_path(layer, self.recurrence)
-            planned = "fused" if fused else f"Keras's recurrence ({reason})"
-            if layer.name in taken:
-                planned += f"; traced for window {self.window}: {taken[layer.name]}"
-            plan[layer.name] = planned
-        return plan
+        return _fused.recurrence_plan(
+            _state.stateful_layers(self.model), self.recurrence, self.window,
+            self.recurrence_paths,
+        )
 
     @property
     def recurrence_paths(self):
@@ -463,145 +337,6 @@ class TruncatedBPTT(keras.Model):
         """Number of updates skipped because their gradients were not finite."""
         return int(self._skipped_updates.numpy())
 
-    # fit / evaluate / predict --------------------------------------------
-
-    def fit(self, *args, **kwargs):
-        """Trains the model, as `keras.Model.fit`, one update per window.
-
-        Takes `keras.Model.fit`'s arguments. `shuffle` defaults to True with
-        `reset="batch"` and to False with `reset="epoch"`, where shuffling
-        would mix the streams (an error). `batch_size` defaults to the
-        stateful layers' batch size.
-
-        Before any step, the training data and the validation data
-        (`validation_data`, `validation_split`, `validation_batch_size`)
-        are checked: a batch size above the stateful one; with
-        `reset="epoch"`, any other batch size, rows that are not whole
-        batches, arrays laid out by `make_streams` for another number of
-        streams, a `tf.data.Dataset` of another static batch size; and
-        targets that a built-in element-wise loss would broadcast against
-        the model's output. Each error names the argument. Data whose shapes
-        are unknown (a generator, a dataset of unknown batch size) is not
-        checked.
-
-        Raises:
-            InvalidInputError: For data that fails these checks, or
-                `shuffle=True` with `reset="epoch"`.
-        """
-        arguments = _arguments(keras.Model.fit, self, args, kwargs)
-        x = arguments.get("x")
-        shuffle = arguments.get("shuffle")
-        if self.reset == "epoch":
-            if shuffle:
-                raise InvalidInputError(
-                    f"Received: shuffle={shuffle!r} with reset='epoch'. In "
-                    "epoch mode row i of each batch continues row i of the "
-                    "previous batch, and shuffling would mix the streams. "
-                    "Pass shuffle=False (the default in this mode), or use "
-                    "reset='batch' for independent sequences."
-                )
-            arguments["shuffle"] = False
-            arguments["callbacks"] = self._with_callbacks(
-                arguments.get("callbacks"), _ResetAtEpochStart(self)
-            )
-        elif shuffle is None:
-            # Keras's default, except where Keras would only warn about it.
-            arguments["shuffle"] = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
-        if self._auto is not None:
-            arguments["callbacks"] = self._with_callbacks(arguments.get("callbacks"), self._auto)
-        # Every piece of data is checked before the first step.
-        self._data_checks.fit(arguments)
-        return super().fit(**arguments)
-
-    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
-        """Evaluates the model window by window, as `keras.Model.evaluate`.
-
-        The data is checked as `fit`'s `x` and `y` are, before any step.
-        """
-        if self.reset == "epoch":
-            self.reset_state()
-        if not _compat.validates_for_fit(kwargs):  # fit checked its validation data
-            batch_size = self._data_checks.check(
-                _layout_checks.Data("x", x, y, "batch_size", batch_size)
-            )
-        return super().evaluate(x=x, y=y, batch_size=batch_size, **kwargs)
-
-    def predict(self, x, batch_size=None, **kwargs):
-        """Predicts window by window; returns full-length outputs.
-
-        The data is checked as `fit`'s `x` is, before any step.
-        """
-        if self.reset == "epoch":
-            self.reset_state()
-        batch_size = self._data_checks.check(
-            _layout_checks.Data("x", x, None, "batch_size", batch_size), targets=False
-        )
-        return super().predict(x, batch_size=batch_size, **kwargs)
-
-    def _with_callbacks(self, callbacks, ours):
-        """`callbacks` with `ours` first (the user's see its effect)."""
-        if isinstance(callbacks, keras.callbacks.CallbackList):
-            ours.set_model(self)
-            callbacks.callbacks.insert(0, ours)
-            return callbacks
-        return [ours] + list(callbacks or [])
-
-    # Steps ----------------------------------------------------------------
-
-    def make_train_function(self, force=False):
-        """Keras's train function, one compiled step per window used.
-
-        Returns a Python function that runs the compiled step of the window
-        in use, so that a new window (set between steps) takes effect at the
-        next step without retracing the windows seen before.
-        """
-        if self.train_function is not None and not force:
-            return self.train_function
-        self._train_functions = {}  # compile() or force: trace anew
-        # The step hands GradWatch its loss totals, learning rate and update
-        # count; this takes them out of the logs (see `train_step`).
-        self.train_function = _train_step.StepReadingsFunction(self._run_train_function)
-        return self.train_function
-
-    def _run_train_function(self, iterator):
-        if self._auto is not None and self._auto.wants_probe():
-            batches = _train_step.next_batches(self, iterator)
-            if batches:
-                self._auto.take_probe(batches[0], self.distribute_strategy)
-                iterator = iter(batches)
-        window = self.window
-        function = self._train_functions.get(window)
-        if function is None:
-            outer = self.train_function
-            super().make_train_function(force=True)
-            function = self._train_functions[window] = self.train_function
-            self.train_function = outer
-        return function(iterator)
-
-    def train_step(self, data):
-        logs = self._steps.train_step(data)
-        return _train_step.with_readings(self, logs) if isinstance(logs, dict) else logs
-
-    def test_step(self, data):
-        return self._steps.test_step(data)
-
-    def predict_step(self, data):
-        return self._steps.predict_step(data)
-
     def _state_variables(self):
         return _state.state_variables(_state.stateful_layers(self.model))
 
-
-def _arguments(method, model, args, kwargs):
-    """The arguments of a call to a `keras.Model` method, by name.
-
-    Read from Keras's own signature, so that the wrapper changes some of
-    them without copying (and falling behind) the signature.
-    """
-    try:
-        bound = inspect.signature(method).bind(model, *args, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"TruncatedBPTT.{method.__name__}(): {error}") from None
-    arguments = dict(bound.arguments)
-    del arguments["self"]
-    return arguments

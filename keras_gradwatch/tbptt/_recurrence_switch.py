@@ -1,0 +1,95 @@
+"""Private: how the stateful layers run inside `TruncatedBPTT`'s steps.
+
+For the calls made inside a step, the stateful layers' `unroll` is set by
+the wrapper (unrolled over a span of static length, else not), and the
+layers chosen for the fused kernel (`_fused.planned_path`) run
+`tf.raw_ops.BlockLSTM`; the layers' own values come back when the step
+ends. While a training window is traced, the path each layer takes is
+recorded (`TruncatedBPTT.recurrence_paths`). Every change goes through
+`core/_compat.py`.
+"""
+
+import contextlib
+
+from keras_gradwatch.core import _compat
+from keras_gradwatch.core import _state
+from keras_gradwatch.tbptt import _fused
+
+
+class RecurrenceSwitch:
+    """The recurrence switches of one wrapped model's stateful layers.
+
+    Args:
+        inner: The wrapped model.
+
+    Attributes:
+        paths: The path each stateful layer took in the traced training
+            step of each window: `{window: {layer name: path}}`, path
+            `"fused"`, `"unrolled"` or `"loop"`.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.paths = {}
+        self._depth = 0  # nesting of `unrolled`, across replicas
+        self._saved = ()
+        self._fused_layers = ()  # layers running BlockLSTM inside a step
+        self._recording = None  # the window whose paths are being recorded
+
+    @contextlib.contextmanager
+    def unrolled(self, unroll, recurrence=None):
+        """Sets `unroll` on the stateful layers for the calls made inside;
+        the outermost use (a step) also runs the layers `recurrence` chooses
+        for the fused kernel with it.
+
+        The layers' own values come back when the outermost use ends. Under
+        `MirroredStrategy` each replica's step runs in its own thread and
+        they interleave at `merge_call`: a replica that enters second sees
+        the first one's setting, not the layers' own, so it must not restore
+        what it saw.
+        """
+        stateful = _state.stateful_layers(self.inner)
+        layers = [layer for layer in stateful if hasattr(layer, "unroll")]
+        if self._depth == 0:
+            self._saved = tuple(layer.unroll for layer in layers)
+            self._fused_layers = tuple(
+                layer for layer in stateful
+                if recurrence is not None and _fused.planned_path(layer, recurrence)[0]
+            )
+            for layer in self._fused_layers:
+                _compat.shadow_inner_loop(layer, _fused.fused_inner_loop(layer, self._record_path))
+        self._depth += 1
+        previous = [layer.unroll for layer in layers]
+        for layer in layers:
+            _compat.set_unroll(layer, unroll)
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            restore = previous if self._depth else self._saved
+            for layer, value in zip(layers, restore):
+                _compat.set_unroll(layer, value)
+            if not self._depth:
+                for layer in self._fused_layers:
+                    _compat.unshadow_inner_loop(layer)
+                self._fused_layers = ()
+
+    @contextlib.contextmanager
+    def recording(self, window):
+        """Records, under `window`, the path each stateful layer takes in
+        the calls made inside (a training span being traced)."""
+        self._recording = window
+        fused = {id(layer) for layer in self._fused_layers}
+        for layer in _state.stateful_layers(self.inner):
+            if id(layer) not in fused:
+                self._record_path(layer, False)
+        try:
+            yield
+        finally:
+            self._recording = None
+
+    def _record_path(self, layer, fused):
+        """Notes the path `layer` took in the training window being traced."""
+        if self._recording is not None:
+            path = "fused" if fused else ("unrolled" if layer.unroll else "loop")
+            self.paths.setdefault(self._recording, {})[layer.name] = path
