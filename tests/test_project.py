@@ -246,6 +246,21 @@ def test_import_is_light_and_leaves_the_environment_alone():
     assert done.stdout.split("\n")[:3] == ["[]", "True", "True True"]
 
 
+def test_a_private_module_imported_first_imports():
+    # Its `import keras` registers the package's objects, whose module
+    # imports it back while it is half loaded: that registration waits for
+    # the model's own import (which registers it).
+    code = (
+        "import keras_gradwatch.tbptt._windowed_training\n"
+        "import keras\n"
+        "from keras_gradwatch import TruncatedBPTT\n"
+        "print(keras.saving.get_registered_object('keras_gradwatch>TruncatedBPTT'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "keras_gradwatch.tbptt.model.TruncatedBPTT" in done.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script, labels",
