@@ -26,23 +26,15 @@ def _register():
     for module in _MODULES:
         try:
             importlib.import_module(module)
-        except ImportError:
+        except ImportError as error:
             # Keras was first imported by one of the package's own modules
             # (e.g. a private module imported on its own), which the module
-            # to register imports back while it is half loaded: that module
-            # registers itself when it is imported later.
-            if not _initializing():
+            # to register imports back while it is half loaded (it is in
+            # `sys.modules` already): that module registers itself when it
+            # is imported later.
+            half_loaded = error.name in sys.modules
+            if not (half_loaded and error.name.startswith("keras_gradwatch.")):
                 raise
-            sys.modules.pop(module, None)
-
-
-def _initializing():
-    """Whether a module of this package is still being imported."""
-    return any(
-        name.startswith("keras_gradwatch.") and getattr(getattr(m, "__spec__", None),
-                                                        "_initializing", False)
-        for name, m in list(sys.modules.items())
-    )
 
 
 class _AfterKeras(importlib.abc.MetaPathFinder):
