@@ -17,9 +17,10 @@ from keras_gradwatch.core import measurement
 from keras_gradwatch.core import stats
 from keras_gradwatch.core.errors import InvalidInputError
 from keras_gradwatch.runs import records
+from keras_gradwatch.watch import _autoclip
 
 PLOT_MODES = ("end", "epoch", None)
-DEFAULT_CLIP_PERCENTILE = 90.0  # see `_autoclip.DEFAULT_PERCENTILE`
+DEFAULT_CLIP_PERCENTILE = _autoclip.DEFAULT_PERCENTILE
 
 # Kinds with an argument of their own in `GradWatch`'s signature.
 OWN_ARGUMENTS = ("nonfinite", "exploding", "vanishing")
@@ -143,7 +144,7 @@ def setting(default, doc, check=None, record=False):
     return dataclasses.field(default=default, metadata=metadata)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # probe_data may be arrays
 class WatchSettings:
     """`GradWatch`'s settings, checked when made (see `GradWatch`).
 
