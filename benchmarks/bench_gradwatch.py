@@ -148,7 +148,7 @@ def bench_gradwatch(case, folder):
     )
     # What the end of the process does: draw what the budget deferred.
     start = time.perf_counter()
-    watch._run.drawing.at_exit()
+    watch._engine.run.drawing.at_exit()
     drawing = time.perf_counter() - start
     with_[-1] += drawing
     timer.seconds += drawing

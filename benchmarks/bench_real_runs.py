@@ -108,9 +108,10 @@ def _watch_methods(callback, clock):
     """Times every hook Keras calls on `callback`, and its probe-taking hook
     (called from inside the train function, not from a Keras hook)."""
     names = [n for n in dir(callback) if n.startswith("on_") and callable(getattr(callback, n))]
-    names += [n for n in ("_take_probe",) if callable(getattr(callback, n, None))]
     for name in names:
         setattr(callback, name, clock.wrap(getattr(callback, name)))
+    measurer = callback._engine.measurer  # the hook reads take_probe at train begin
+    measurer.take_probe = clock.wrap(measurer.take_probe)
 
 
 def _measurement_count(root):

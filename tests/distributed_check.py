@@ -75,7 +75,7 @@ def train(strategy, wrapped=True, nan_at=None, epochs=2, clip=None):
         "run": records.load_run(folder),
         "alerts": [(a.kind, a.signal, a.step, a.layer) for a in watch.alerts],
         "unroll": inner.get_layer("lstm").unroll,
-        "clip": None if watch._clipper is None else watch._clipper.state(),
+        "clip": watch._engine.interventions.clip_state(),
     }
 
 

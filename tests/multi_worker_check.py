@@ -75,7 +75,7 @@ def main(case, log_dir, out):
     watch = GradWatch(log_dir, **settings)
     history = trained.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2, verbose=0,
                           shuffle=False, callbacks=[watch])
-    workers = watch._workers
+    workers = watch._engine.workers
     result = {
         "replicas": STRATEGY.num_replicas_in_sync,
         "chief": None if workers is None else workers.chief,
@@ -86,8 +86,8 @@ def main(case, log_dir, out):
         "history": history.history,
         "alerts": [[a.kind, a.signal, a.step] for a in watch.alerts],
         "stopped": bool(trained.stop_training),
-        "steps": watch._step,
-        "clip": None if watch._clipper is None else watch._clipper.state(),
+        "steps": watch._engine.step,
+        "clip": watch._engine.interventions.clip_state(),
     }
     run = records.load_run(watch.log_dir)  # a worker's own folder still exists
     result["records"] = {

@@ -1,8 +1,8 @@
 """Private: what one `GradWatch` holds of its run beyond the records.
 
 The time budget (`_schedule.Budget`) and the drawing left for the end of
-the process (`_drawing.ExitDrawing`); the probe batch is the callback's own
-(`GradWatch._probe`). One `RunState` per `GradWatch`, nothing kept in the
+the process (`_drawing.ExitDrawing`); the probe batch is the run's own
+(`_measuring.Measurer.probe`). One `RunState` per `GradWatch`, nothing kept in the
 process: a new `GradWatch` on a continued run folder resumes from the
 folder's records (`resume`), as it would in a new process, and never
 inherits another callback's budget or probe batch.

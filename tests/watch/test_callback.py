@@ -511,11 +511,11 @@ def test_plots_and_report_are_drawn_at_the_end(tmp_path):
     never = GradWatch(tmp_path / "none", plots=None)
     fit(model, x, y, [never], epochs=1)
     assert not list((tmp_path / "none").glob("*.png"))
-    assert not never._run.drawing.pending  # nothing left for the exit either
+    assert not never._engine.run.drawing.pending  # nothing left for the exit either
     drawn = []
     watch = GradWatch(tmp_path / "epoch", plots="epoch", overhead=100.0)
-    original = watch._draw
-    watch._draw = lambda: drawn.append(original())
+    original = watch._engine.finishing.draw
+    watch._engine.finishing.draw = lambda: drawn.append(original())
     fit(model, x, y, [watch], epochs=3)
     assert len(drawn) == 4  # three epoch ends and the end of training
     with pytest.raises(InvalidInputError, match="plots='always'"):
@@ -554,12 +554,12 @@ def test_drawing_stays_within_the_budget_and_happens_at_exit(tmp_path, monkeypat
         fit(model, x, y, [watch], epochs=1)
     # Short fits: drawing (about a second) does not fit in 3 % of them.
     assert drawn == [] and not (tmp_path / "report.html").exists()
-    assert all(watch._run.drawing.pending for watch in watches)
+    assert all(watch._engine.run.drawing.pending for watch in watches)
     for watch in reversed(watches):  # what the end of the process does (atexit: last in, first out)
-        watch._run.drawing.at_exit()
+        watch._engine.run.drawing.at_exit()
     # Drawn once: the other callbacks find the report newer than the records.
     assert len(drawn) == 1 and (tmp_path / "report.html").exists()
-    assert not any(watch._run.drawing.pending for watch in watches)
+    assert not any(watch._engine.run.drawing.pending for watch in watches)
     # A fit stopped by an alert draws at exit too: a second of drawing
     # would cost more than its few seconds of training.
     x[8:16] = np.nan
@@ -571,7 +571,7 @@ def test_drawing_stays_within_the_budget_and_happens_at_exit(tmp_path, monkeypat
         catcher.__exit__(None, None, None)
     assert records.load_run(tmp_path / "stopped").summary["status"] == "stopped"
     assert not (tmp_path / "stopped" / "report.html").exists()
-    stopped._run.drawing.at_exit()
+    stopped._engine.run.drawing.at_exit()
     assert (tmp_path / "stopped" / "report.html").exists()
 
 
@@ -582,7 +582,7 @@ def test_tensorboard_event_files(tmp_path):
     y = np.cumsum(x[..., :1], axis=1) / T
     watch = GradWatch(tmp_path, every=2, tensorboard=True)
     fit(model, x, y, [watch], epochs=1)
-    watch._run.drawing.at_exit()  # a short fit draws its plots at exit
+    watch._engine.run.drawing.at_exit()  # a short fit draws its plots at exit
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert events
     tags = set()
@@ -638,15 +638,15 @@ def test_a_new_callback_on_a_continued_folder_inherits_nothing_from_the_process(
     second = GradWatch(tmp_path, overhead=100.0)
     fit(model, x[::-1].copy(), y[::-1].copy(), [second], epochs=1, shuffle=False)
     # Its probe batch is its own first training batch, not the first callback's.
-    np.testing.assert_array_equal(first._probe[0], x[:B])
-    np.testing.assert_array_equal(second._probe[0], x[::-1][:B])
+    np.testing.assert_array_equal(first._engine.measurer.probe[0], x[:B])
+    np.testing.assert_array_equal(second._engine.measurer.probe[0], x[::-1][:B])
     # Its budget is its own, resumed from the folder's summary as a new
     # process would: the first fit's time in fit and one-off tracing.
-    assert second._run.budget is not first._run.budget
+    assert second._engine.run.budget is not first._engine.run.budget
     own = records.load_run(tmp_path).summary["own_time"]
-    assert second._run.budget.waived == max(own["one_off_cpu_seconds"], own["one_off_seconds"])
-    assert second._run.budget.elapsed() <= own["fit_cpu_seconds"]
-    assert second._run.budget.elapsed() > first._run.budget.elapsed()
+    assert second._engine.run.budget.waived == max(own["one_off_cpu_seconds"], own["one_off_seconds"])
+    assert second._engine.run.budget.elapsed() <= own["fit_cpu_seconds"]
+    assert second._engine.run.budget.elapsed() > first._engine.run.budget.elapsed()
 
 
 def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
@@ -671,7 +671,7 @@ def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
     assert {m["sequences"] for m in run.measurements} == {B}
     # The traced measurement's cost was waived, not charged: its CPU time,
     # or its wall time when that was longer (a busy machine).
-    budget = watches[-1]._run.budget  # resumed from the summary
+    budget = watches[-1]._engine.run.budget  # resumed from the summary
     own = run.summary["own_time"]
     assert budget.waived == pytest.approx(
         max(own["one_off_cpu_seconds"], own["one_off_seconds"]), rel=1e-6)
@@ -809,3 +809,35 @@ def test_run_of_a_newer_format_is_refused_not_overwritten(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     with pytest.raises(RunFormatError, match=f"format {records.FORMAT_VERSION + 1}"):
         records.load_run(tmp_path)
+
+
+# Settings ---------------------------------------------------------------------
+
+
+def test_the_settings_fields_are_the_keywords_the_docstring_and_run_json(tmp_path):
+    import dataclasses
+    import inspect
+    import re
+
+    from keras_gradwatch.watch import _settings
+
+    fields = dataclasses.fields(_settings.WatchSettings)
+    parameters = list(inspect.signature(GradWatch).parameters.values())
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    for parameter, field in zip(parameters, fields):
+        assert parameter.default == field.default or (
+            parameter.default is inspect.Parameter.empty
+            and field.default is dataclasses.MISSING), field.name
+    args = GradWatch.__doc__.split("    Args:\n")[1].split("\n\n")[0]
+    assert re.findall(r"^        ([a-z_]+): ", args, re.M) == [f.name for f in fields]
+    assert "{settings}" not in GradWatch.__doc__
+    recorded = [f.name for f in fields if f.metadata["record"]]
+    watch = GradWatch(tmp_path, every=2, loss=len, actions={"truncation": None})
+    settings = _settings.WatchSettings(tmp_path, every=2, loss=len,
+                                       actions={"truncation": None}).recorded()
+    assert list(settings) == recorded
+    assert settings["loss"] == repr(len)
+    assert settings["actions"]["truncation"] is None
+    assert settings["actions"]["nonfinite"] == "stop"
+    assert watch.actions == {kind: settings["actions"][kind] for kind in settings["actions"]}
+    assert (watch.every, watch.log_dir, watch.spike_factor) == (2, tmp_path, 10.0)
