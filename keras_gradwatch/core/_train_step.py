@@ -32,17 +32,12 @@ import itertools
 import math
 import threading
 import warnings
-import weakref
 
 import keras
 import tensorflow as tf
 
 from keras_gradwatch.core import _compat
 from keras_gradwatch.core.alerts import _user_stacklevel
-
-# The train function built with the norm, per model: while it is the
-# model's train function, there is nothing to rebuild.
-_built = weakref.WeakKeyDictionary()
 
 
 def global_norm(optimizer, grads):
@@ -93,8 +88,8 @@ def log_grad_norm(model):
     if getattr(model, "optimizer", None) is None:
         return False
     current = getattr(model, "train_function", None)
-    if current is not None and _built.get(model) is current:
-        return True
+    if isinstance(current, StepReadingsFunction):
+        return True  # built here with the norm: nothing to rebuild
     step = model.train_step
     model.train_step = _with_grad_norm(model, step)
     try:
@@ -105,7 +100,6 @@ def log_grad_norm(model):
     # It stays the model's train function after this fit (with or without
     # GradWatch): it always takes the readings out of the logs.
     _compat.set_train_function(model, StepReadingsFunction(model.train_function))
-    _built[model] = model.train_function
     return True
 
 
