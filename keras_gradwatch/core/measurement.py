@@ -393,7 +393,8 @@ class _Measurer:
     def __call__(self, x, y, sample_weight, scale):
         return self.function(x, y, sample_weight, scale)
 
-    def _run(self, x, y, sample_weight, scale):
+    def _forward(self, x):
+        """The probed forward pass (traced): `(y_pred, session, has_time)`."""
         with _state.stateless(self.model):
             has_time = self.profiles and _sequence.output_time_axes(
                 self.model, x, _sequence.first_leaf(x).shape[0], 2
@@ -407,6 +408,10 @@ class _Measurer:
             depth_units(self.model) if self.depth else (),
         ) as session:
             y_pred = self.model(x, training=False)
+        return y_pred, session, has_time
+
+    def _run(self, x, y, sample_weight, scale):
+        y_pred, session, has_time = self._forward(x)
         sites = session.sites
         depth_sites = session.depth
         depth_probes = [leaf for site in depth_sites for leaf in site.outputs]
