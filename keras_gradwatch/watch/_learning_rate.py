@@ -8,8 +8,8 @@ step (no trace, no change):
 - a number (Keras keeps it in a variable, which a callback may assign):
   the variable's value as the step read it after its update
   (`_train_step.StepReadings`, no cost after the step), or one eager read
-  (30-200 µs) where the step cannot read it (a `TruncatedBPTT`, several
-  replicas);
+  (30-200 µs) where the step cannot read it (several replicas, or a
+  train step that returns no dict);
 - a `keras.optimizers.schedules.LearningRateSchedule`: the schedule is a
   function of the update count, so its values are evaluated for a block of
   coming updates at once, and each step reads the update count and looks
