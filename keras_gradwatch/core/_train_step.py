@@ -132,8 +132,10 @@ def _readings(model):
 
 def with_readings(model, logs):
     """`logs` and the step's readings under `READINGS_KEY`, or `logs` alone
-    when they cannot be taken. Call it at the end of a train step whose
-    train function is a `StepReadingsFunction`."""
+    when they cannot be taken (or are no dict). Call it at the end of a
+    train step whose train function is a `StepReadingsFunction`."""
+    if not isinstance(logs, dict):
+        return logs
     try:
         readings = _readings(model)
     except Exception:  # noqa: BLE001 - never break the user's step: read eagerly
@@ -207,10 +209,8 @@ def _with_grad_norm(model, step):
     def train_step(data):
         with _measuring(model.optimizer) as norms:
             logs = step(data)
-        if not isinstance(logs, dict):
-            return logs
         logs = with_readings(model, logs)
-        if "grad_norm" in logs:
+        if not isinstance(logs, dict) or "grad_norm" in logs:
             return logs
         # A train step that is a `tf.function` of its own applies the
         # gradients in its own graph: a norm taken there cannot leave it.

@@ -141,8 +141,7 @@ class WindowedTraining:
         return _step_data.StepSettings(schedule, self._reset_policy, self.recurrence, self.auto_window)
 
     def train_step(self, data):
-        logs = self._steps.train_step(data, self._step_settings())
-        return _train_step.with_readings(self, logs) if isinstance(logs, dict) else logs
+        return _train_step.with_readings(self, self._steps.train_step(data, self._step_settings()))
 
     def test_step(self, data):
         return self._steps.test_step(data, self._step_settings())

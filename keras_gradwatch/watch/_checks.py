@@ -100,10 +100,7 @@ class Checks:
         if skipped is None and scaled:
             # A LossScaleOptimizer skips non-finite steps without counting
             # them: they are the steps its iterations did not advance.
-            iterations = readings.iterations if readings is not None else None
-            if iterations is None:
-                iterations = _model_facts.iterations(self._model)
-            applied = iterations - self._iterations_at_begin
+            applied = _model_facts.iterations(self._model, readings) - self._iterations_at_begin
             skipped = self._skipped_before + (step - self._step_at_begin) - applied
         add_step(
             {

@@ -265,10 +265,7 @@ class WatchEngine:
 
     def _iterations(self):
         """The optimizer's update count, as the step read it if it did."""
-        readings = self._step_readings
-        if readings is not None and readings.iterations is not None:
-            return readings.iterations
-        return _model_facts.iterations(self.model)
+        return _model_facts.iterations(self.model, self._step_readings)
 
     def _check_step(self, logs):
         readings = self._step_readings = (

@@ -29,8 +29,12 @@ def loss_scaled(model):
     return isinstance(getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer)
 
 
-def iterations(model):
-    """The optimizer's update count (0 without an optimizer)."""
+def iterations(model, readings=None):
+    """The optimizer's update count (0 without an optimizer): as the step
+    read it (`readings`, its `_train_step.StepReadings`) if it did, else
+    read now."""
+    if readings is not None and readings.iterations is not None:
+        return readings.iterations
     optimizer = getattr(model, "optimizer", None)
     return int(optimizer.iterations.numpy()) if optimizer is not None else 0
 
