@@ -392,6 +392,8 @@ def compile_overhead(windows):
 VERSUS_SEQUENCES, VERSUS_LENGTH, VERSUS_FEATURES = 128, 1000, 8
 VERSUS = (("lstm", 8, 50), ("lstm", 64, 50), ("lstm", 256, 50), ("gru", 64, 50), ("lstm", 64, 100))
 WALL = tuple((kind, 64, window) for kind in ("lstm", "gru") for window in (20, 50, 100))
+# After `load_model`, and after a change from this window to half of it.
+WALL_AFTER = (("lstm", 64, 50), ("gru", 64, 50), ("gru", 64, 100))
 # How the Keras side runs: TruncatedBPTT with its defaults, forced paths,
 # or plain `fit` of the stateless model over the windows pre-cut.
 VARIANTS = {
@@ -402,19 +404,39 @@ VARIANTS = {
 }
 
 
-def keras_epochs(kind, units, window, variant, epochs):
-    """Seconds of each of `epochs` epochs of one `fit` call, timed inside
-    `fit` (own process: the first one pays every trace), and of the whole
-    call (`fit_s`: the epochs and `fit`'s set-up, 30-90 ms here)."""
-    keras = _setup()
-    import numpy as np
-
-    from keras_gradwatch import TruncatedBPTT
-
+def _versus_data(np):
     rng = np.random.default_rng(0)
     shape = (VERSUS_SEQUENCES, VERSUS_LENGTH, VERSUS_FEATURES)
     x = rng.normal(size=shape).astype("float32")
     y = (np.cumsum(x[..., :1], axis=1) / np.sqrt(VERSUS_LENGTH)).astype("float32")
+    return x, y
+
+
+def _cut(np, x, window):
+    """The sequences cut into windows, window-major: window w of every
+    batch of sequences, then w + 1 (the plain fit's data)."""
+    count = x.shape[1] // window
+    return np.concatenate([x[:, w * window : (w + 1) * window] for w in range(count)])
+
+
+def keras_epochs(kind, units, window, variant, epochs, case="fresh"):
+    """Seconds of each of `epochs` epochs of one `fit` call, timed inside
+    `fit` (own process: the first one pays every trace), and of the whole
+    call (`fit_s`: the epochs and `fit`'s set-up, 30-90 ms here).
+
+    `case`: `"fresh"` (a new model), `"loaded"` (a model trained one epoch,
+    saved to a `.keras` file and loaded with `keras.models.load_model`) or
+    `"rewindowed"` (a model trained two epochs at `window`, then timed at
+    half of it: `window="auto"` changes the window so, between steps).
+    """
+    keras = _setup()
+    import tempfile
+
+    import numpy as np
+
+    from keras_gradwatch import TruncatedBPTT
+
+    x, y = _versus_data(np)
     layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind]
     stateful = variant != "plain"
     inner = keras.Sequential(
@@ -424,15 +446,27 @@ def keras_epochs(kind, units, window, variant, epochs):
             keras.layers.Dense(1),
         ]
     )
-    if stateful:
-        model = TruncatedBPTT(inner, window=window, **VARIANTS[variant])
-    else:
-        model = inner
-        count = VERSUS_LENGTH // window
-        # Window-major: window w of every batch of sequences, then w + 1.
-        x = np.concatenate([x[:, w * window : (w + 1) * window] for w in range(count)])
-        y = np.concatenate([y[:, w * window : (w + 1) * window] for w in range(count)])
+    model = TruncatedBPTT(inner, window=window, **VARIANTS[variant]) if stateful else inner
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+
+    def data(window):
+        return (x, y) if stateful else (_cut(np, x, window), _cut(np, y, window))
+
+    def fit(model, window, epochs, callbacks=()):
+        model.fit(*data(window), batch_size=BATCH, epochs=epochs, verbose=0,
+                  shuffle=False, callbacks=list(callbacks))
+
+    if case == "loaded":
+        fit(model, window, 1)
+        path = os.path.join(tempfile.mkdtemp(), "model.keras")
+        model.save(path)
+        keras.backend.clear_session()
+        model = keras.models.load_model(path)
+    elif case == "rewindowed":
+        fit(model, window, 2)
+        window //= 2
+        if stateful:
+            model.window = window
 
     class EpochTimer(keras.callbacks.Callback):
         """Each epoch's time inside `fit`, as PyTorch's epoch loop is timed
@@ -446,8 +480,7 @@ def keras_epochs(kind, units, window, variant, epochs):
 
     times = []
     start = time.perf_counter()
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=False,
-              callbacks=[EpochTimer()])
+    fit(model, window, epochs, [EpochTimer()])
     fit_s = time.perf_counter() - start
     paths = model.recurrence_paths if stateful else {}
     return {"epochs_s": times, "fit_s": fit_s, "paths": paths}
@@ -524,7 +557,7 @@ def _torch_python():
     return None
 
 
-def _epochs(side, kind, units, window, variant, epochs):
+def _epochs(side, kind, units, window, variant, epochs, case="fresh"):
     if side == "torch":
         command = [
             _torch_python(),
@@ -533,7 +566,7 @@ def _epochs(side, kind, units, window, variant, epochs):
         ]
     else:
         command = [sys.executable, __file__, "_child", "epochs",
-                   f"{kind}:{units}:{window}:{variant}:{epochs}"]
+                   f"{kind}:{units}:{window}:{variant}:{epochs}:{case}"]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -579,21 +612,24 @@ def versus_rows(rounds, epochs, configs=VERSUS, variant="tbptt"):
     return rows
 
 
-def wall_rows(rounds, epochs, configs=WALL):
+def wall_rows(rounds, epochs, configs=WALL, case="fresh"):
     """First-epoch extra (first minus later epoch) of `TruncatedBPTT` and of
-    plain `fit` over the windows pre-cut, interleaved per round."""
+    plain `fit` over the windows pre-cut, interleaved per round (`case`:
+    see `keras_epochs`)."""
     rows = []
     for kind, units, window in configs:
         extra = {}
         for variant in ("tbptt", "plain"):
-            runs = [_epochs("keras", kind, units, window, variant, epochs) for _ in range(rounds)]
+            runs = [_epochs("keras", kind, units, window, variant, epochs, case)
+                    for _ in range(rounds)]
             extra[variant] = [r["epochs_s"][0] - statistics.median(r["epochs_s"][1:]) for r in runs]
             extra[variant + "_later"] = statistics.median(
                 t for r in runs for t in r["epochs_s"][1:]
             )
             if variant == "tbptt":
                 extra["paths"] = runs[0]["paths"]
-        rows.append({"layer": f"{kind.upper()}({units})", "window": window, **extra})
+        timed = window // 2 if case == "rewindowed" else window
+        rows.append({"layer": f"{kind.upper()}({units})", "window": timed, **extra})
     return rows
 
 
@@ -611,7 +647,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "part", nargs="?", default="all",
-        choices=["all", "speed", "speed-char", "memory", "compile", "versus", "wall", "paths", "_child"],
+        choices=["all", "speed", "speed-char", "memory", "compile", "versus", "wall",
+                 "wall-after", "paths", "_child"],
     )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--quick", action="store_true", help="small sizes")
@@ -623,8 +660,8 @@ def main(argv=None):
             print(json.dumps(path_times(kind, int(units), int(window), int(repeats))))
             return
         if kind == "epochs":
-            kind, units, window, variant, epochs = value.split(":")
-            print(json.dumps(keras_epochs(kind, int(units), int(window), variant, int(epochs))))
+            kind, units, window, variant, epochs, case = value.split(":")
+            print(json.dumps(keras_epochs(kind, int(units), int(window), variant, int(epochs), case)))
             return
         fn = memory if kind == "memory" else compile_overhead
         print(json.dumps(fn(int(value))))
@@ -709,13 +746,18 @@ def main(argv=None):
                 for path in ("loop", "unrolled", "fused") if path + "_ms" in row
             )
             print(f"paths {kind.upper()}({units}) window {window}: {cells}")
-    if args.part in ("all", "wall"):
-        configs = WALL[:1] if args.quick else WALL
+    wall_cases = [("wall", "fresh", WALL)]
+    if args.part in ("all", "wall-after"):
+        wall_cases = wall_cases[1:] if args.part == "wall-after" else wall_cases
+        wall_cases += [("after load_model", "loaded", WALL_AFTER),
+                       ("after a window change", "rewindowed", WALL_AFTER)]
+    for label, case, configs in wall_cases if args.part in ("all", "wall", "wall-after") else ():
+        configs = configs[:1] if args.quick else configs
         for row in wall_rows(rounds=1 if args.quick else 2, epochs=2 if args.quick else 3,
-                        configs=configs):
+                             configs=configs, case=case):
             t, p = statistics.median(row["tbptt"]), statistics.median(row["plain"])
             print(
-                f"wall {row['layer']} window {row['window']}: first-epoch extra "
+                f"{label} {row['layer']} window {row['window']}: first-epoch extra "
                 f"TruncatedBPTT {t:.2f} s ({', '.join(row['paths'].values())}), "
                 f"plain fit {p:.2f} s, ratio {t / p:.2f} (target <= 1.5); later "
                 f"epochs {row['tbptt_later']:.3f} / {row['plain_later']:.3f} s"

@@ -15,6 +15,8 @@ from keras_gradwatch.core import _sequence
 
 def advance(inner, x, schedule, start, stop, training):
     """Runs `inner` over `[start, stop)` window by window, for its state."""
+    if isinstance(start, int) and isinstance(stop, int) and start >= stop:
+        return  # nothing to run: no loop (and no recurrence) to trace
     window = schedule.window
 
     def body(begin):

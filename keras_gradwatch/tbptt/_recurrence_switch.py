@@ -14,6 +14,7 @@ import contextlib
 from keras_gradwatch.core import _compat
 from keras_gradwatch.core import _state
 from keras_gradwatch.tbptt import _fused
+from keras_gradwatch.tbptt import _windows
 
 
 class RecurrenceSwitch:
@@ -37,10 +38,11 @@ class RecurrenceSwitch:
         self._recording = None  # the window whose paths are being recorded
 
     @contextlib.contextmanager
-    def unrolled(self, unroll, recurrence=None):
-        """Sets `unroll` on the stateful layers for the calls made inside;
-        the outermost use (a step) also runs the layers `recurrence` chooses
-        for the fused kernel with it.
+    def unrolled(self, unroll, recurrence=None, auto=False):
+        """Sets `unroll` on the stateful layers for the calls made inside
+        (with `auto`, only on those `_windows.unrolls_when_auto` picks); the
+        outermost use (a step) also runs the layers `recurrence` chooses for
+        the fused kernel with it.
 
         The layers' own values come back when the outermost use ends. Under
         `MirroredStrategy` each replica's step runs in its own thread and
@@ -61,7 +63,7 @@ class RecurrenceSwitch:
         self._depth += 1
         previous = [layer.unroll for layer in layers]
         for layer in layers:
-            _compat.set_unroll(layer, unroll)
+            _compat.set_unroll(layer, unroll and (not auto or _windows.unrolls_when_auto(layer)))
         try:
             yield
         finally:
@@ -73,6 +75,13 @@ class RecurrenceSwitch:
                 for layer in self._fused_layers:
                     _compat.unshadow_inner_loop(layer)
                 self._fused_layers = ()
+
+    def static_spans_help(self):
+        """Whether a static span length changes how some stateful layer
+        runs under `unroll="auto"` (it runs fused, or it is unrolled)."""
+        return bool(self._fused_layers) or any(
+            _windows.unrolls_when_auto(layer) for layer in _state.stateful_layers(self.inner)
+        )
 
     @contextlib.contextmanager
     def recording(self, window):

@@ -143,8 +143,12 @@ class WindowedSteps:
             return i + 1, saved, largest, worst, skipped
 
         carried = [saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")]
-        # One symbolic loop per group of windows whose spans share a shape.
-        for begin, stop, shape in batch.schedule.groups(length, first, count):
+        # One symbolic loop per group of windows whose spans share a shape;
+        # one for all when no layer would run a static span differently.
+        groups = batch.schedule.groups(length, first, count)
+        if batch.schedule.unroll == "auto" and not self.recurrence.static_spans_help():
+            groups = [(first, count, None)]
+        for begin, stop, shape in groups:
             _, *carried = tf.while_loop(
                 lambda i, *_, stop=stop: i < stop,
                 functools.partial(body, shape=shape),
@@ -185,7 +189,8 @@ class WindowedSteps:
         optimizer = self.wrapper.optimizer
         span, offset = shape or (None, begin - start)
         with tf.GradientTape() as tape:
-            with self.recurrence.unrolled(shape is not None), self.recurrence.recording(schedule.window):
+            unroll = shape is not None, None, schedule.unroll == "auto"
+            with self.recurrence.unrolled(*unroll), self.recurrence.recording(schedule.window):
                 y_pred = self.inner(
                     _sequence.slice_time(x, start, end, length=span), training=True
                 )

@@ -96,12 +96,15 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
             start of each epoch and of each `evaluate`/`predict`; `fit` then
             does not shuffle, and `shuffle=True` is an error.
         unroll: `"auto"` (default) unrolls the recurrence of each training
-            span when the batch's time length is static and the span is at
-            most 32 steps (tracing an unrolled span costs seconds that grow
-            with its length); `True` unrolls whenever the length is static
-            (more trace time and graph memory for long spans); `False`
-            never unrolls. Outputs and gradients are the same either way.
-            Applies to the layers that do not run the fused kernel.
+            span of a `SimpleRNN` when the batch's time length is static
+            and the span is at most 32 steps (its trace is repaid within
+            tens of windows), and runs the other layers' loop (unrolling a
+            GRU or an LSTM repays its trace only after hundreds of
+            windows); `True` unrolls every layer whenever the length is
+            static (faster later epochs, more trace time and graph memory:
+            seconds per window length); `False` never unrolls. Outputs and
+            gradients are the same either way. Applies to the layers that
+            do not run the fused kernel.
         recurrence: How the stateful layers run in every step: `"auto"`
             (default) runs each `LSTM` (Keras's or
             `keras_gradwatch.layers`') of at most 96 or at least 256

@@ -233,10 +233,10 @@ def test_plan_and_paths_are_shown():
     assert model.recurrence_paths == {}
     x = np.zeros((B, 8, F), "float32")
     model.fit(x, x[..., :1], verbose=0)
-    assert model.recurrence_paths == {inner.layers[0].name: "unrolled"}
+    assert model.recurrence_paths == {inner.layers[0].name: "loop"}
     lines = []
     model.summary(print_fn=lines.append)
-    assert any("traced for window 4: unrolled" in line for line in lines)
+    assert any("traced for window 4: loop" in line for line in lines)
     assert "recurrence='auto'" in lines[-1]
 
 

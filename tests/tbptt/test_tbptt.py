@@ -398,11 +398,9 @@ def test_trace_does_not_grow_with_the_number_of_windows():
 class Recording(keras.Model):
     """Records, per call, the time length it sees and whether it unrolls."""
 
-    def __init__(self, unroll=False):
+    def __init__(self, unroll=False, layer=keras.layers.SimpleRNN):
         super().__init__()
-        self.rnn = keras.layers.GRU(
-            4, stateful=True, return_sequences=True, unroll=unroll
-        )
+        self.rnn = layer(4, stateful=True, return_sequences=True, unroll=unroll)
         self.out = keras.layers.Dense(1)
         self.calls = []
 
@@ -411,8 +409,8 @@ class Recording(keras.Model):
         return self.out(self.rnn(x))
 
 
-def recording(unroll=False):
-    inner = Recording(unroll)
+def recording(unroll=False, layer=keras.layers.SimpleRNN):
+    inner = Recording(unroll, layer)
     inner(np.zeros((B, 2, F), "float32"))
     inner.calls.clear()
     return inner
@@ -435,7 +433,7 @@ def recording(unroll=False):
 )
 def test_training_spans_are_unrolled_when_static(unroll, window, backprop, expected):
     length = 11 if window < 11 else 2 * window
-    inner = recording()
+    inner = recording()  # a SimpleRNN: "auto" unrolls it
     model = compiled(
         TruncatedBPTT(inner, window=window, backprop=backprop, unroll=unroll)
     )
@@ -445,6 +443,36 @@ def test_training_spans_are_unrolled_when_static(unroll, window, backprop, expec
     unrolled = {steps for steps, unroll, _ in inner.calls if unroll}
     assert unrolled == expected
     assert inner.rnn.unroll is False  # the layer's own setting is back
+
+
+@pytest.mark.parametrize("unroll,expected", [("auto", set()), (True, {4, 3})])
+def test_auto_leaves_gru_spans_rolled_up(unroll, expected):
+    # Unrolling a GRU or LSTM repays its trace only after hundreds of
+    # windows: "auto" runs their loop, one trace for spans of every length.
+    inner = recording(layer=keras.layers.GRU)
+    model = compiled(TruncatedBPTT(inner, window=4, unroll=unroll))
+    x, y = data(t=11)
+    model.fit(x, y, epochs=1, verbose=0)
+    traced = [(steps, unroll) for steps, unroll, training in inner.calls if training]
+    assert {steps for steps, unroll in traced if unroll} == expected
+    if unroll == "auto":  # one loop over windows of dynamic length
+        assert {steps for steps, _ in traced} == {None}
+    assert set(model.recurrence_paths.values()) == {"loop" if unroll == "auto" else "unrolled"}
+
+
+def test_the_train_step_is_traced_once():
+    # The optimizer is built before the first trace: built inside it, its
+    # new variables would make tf.function trace the whole step again.
+    inner = recording()
+    model = TruncatedBPTT(inner, window=4)
+    model.compile(optimizer="adam", loss="mse")  # Adam builds variables of its own
+    assert not model.optimizer.built
+    x, y = data(t=8)
+    model.fit(x, y, epochs=2, verbose=0)
+    assert model.optimizer.built
+    # One trace of the window loop's body, and no loop to reach the first
+    # update (it starts at step 0).
+    assert [steps for steps, _, training in inner.calls if training] == [4]
 
 
 @pytest.mark.parametrize("length", ["static", "unknown"])
