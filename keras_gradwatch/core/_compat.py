@@ -170,6 +170,43 @@ def unshadow_train_step(model):
     del model.train_step
 
 
+# The attribute a model's compiled measurements are kept under.
+MEASUREMENTS = "_keras_gradwatch_measurements"
+
+
+class ModelCache(dict):
+    """What the package keeps on a model it does not own: a dict that a
+    copy or a pickle of the model does not take along (a copy traces its
+    own: what is kept holds `tf.function`s of the original)."""
+
+    def __deepcopy__(self, memo):
+        return ModelCache()
+
+    def __copy__(self):
+        return ModelCache()
+
+    def __reduce__(self):
+        return (ModelCache, ())
+
+
+def measurement_cache(model):
+    """The compiled measurements kept on `model` (a `ModelCache`, made on
+    first use), so that they live and die with it: a callback measures one
+    model many times, and `measure(model, ...)` called again must not trace
+    again.
+
+    Set with `object.__setattr__`: Keras's `Layer.__setattr__` (and
+    TensorFlow's `AutoTrackable`) would track a dict set on a model, and
+    put it in its checkpoints; an attribute set past them is a plain
+    instance attribute (checked on Keras 3.8 and 3.15).
+    """
+    cache = vars(model).get(MEASUREMENTS)
+    if cache is None:
+        cache = ModelCache()
+        object.__setattr__(model, MEASUREMENTS, cache)
+    return cache
+
+
 def set_learning_rate(optimizer, learning_rate):
     """Sets the optimizer's learning rate (a float, or a schedule: the
     train step must then be traced again, it reads the schedule then).
