@@ -204,6 +204,13 @@ def _in_this_graph(tensor):
     return tf.is_symbolic_tensor(tensor) and tensor.graph is tf.compat.v1.get_default_graph()
 
 
+def build(optimizer, trainable_variables):
+    """What `optimizer.apply` does first (builds the optimizer), for code
+    that reads the optimizer's variables before its first update."""
+    if not optimizer.built and trainable_variables is not None:
+        optimizer.build(trainable_variables)
+
+
 # The grad-norm reader's part of the optimizer's `ApplyShadow`: first, so
 # that it reads the gradients the step computed (before AutoClip scales them).
 GRAD_NORM_PART = "grad_norm"
