@@ -92,7 +92,8 @@ def test_keras_internals_are_used_only_in_the_compat_module():
 
 # What the package changes on Keras objects it does not own: only through
 # the hooks of `core/_compat.py`, each with the versions it was checked on.
-HOOKED = {"apply", "train_function", "learning_rate", "unroll", "stateful", "call", "inner_loop"}
+HOOKED = {"apply", "train_function", "train_step", "learning_rate", "unroll", "stateful", "call",
+          "inner_loop", "update_state"}
 
 
 def _hooked_changes(path):
@@ -132,12 +133,75 @@ def test_the_hook_check_finds_what_it_looks_for(tmp_path):
         "    layer.unroll = True\n"
         "    del optimizer.apply\n"
         "    setattr(layer, 'stateful', False)\n"
+        "    model.train_step = None\n"
         "class Own:\n"
         "    def g(self):\n"
         "        self.train_function = None\n"
     )
     assert sorted(_hooked_changes(sample)) == [
-        "sample.py:2 train_function", "sample.py:3 unroll", "sample.py:4 apply", "sample.py:5 stateful"]
+        "sample.py:2 train_function", "sample.py:3 unroll", "sample.py:4 apply", "sample.py:5 stateful",
+        "sample.py:6 train_step"]
+
+
+# State lives on objects: a module may hold constants, not registries. The
+# two process-wide objects, each documented where it is defined.
+PROCESS_WIDE = {
+    "core/_probing.py OPEN",  # the probing session open in each thread (Keras calls the layers)
+    "runs/_folder.py PROCESS_LOCKS",  # the folder locks this process holds (flock is per descriptor)
+}
+MUTABLE_CALLS = {"local", "Lock", "RLock", "WeakKeyDictionary", "WeakValueDictionary", "WeakSet",
+                 "dict", "list", "set", "defaultdict", "OrderedDict", "deque", "Counter"}
+
+
+def _module_state(path, relative):
+    """Module-level names bound to an empty container, a mutable-state
+    constructor (`threading.local()`, a weak dictionary, ...) or an instance
+    of a class of the module."""
+    tree = ast.parse(path.read_text())
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    found = []
+    for node in tree.body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        value = node.value
+        empty = (isinstance(value, ast.Dict) and not value.keys) or (
+            isinstance(value, (ast.List, ast.Set)) and not value.elts)
+        called = None
+        if isinstance(value, ast.Call):
+            called = getattr(value.func, "attr", None) or getattr(value.func, "id", None)
+        if empty or called in MUTABLE_CALLS or called in classes:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                name = f"{relative} {getattr(target, 'id', ast.unparse(target))}"
+                if name not in PROCESS_WIDE:
+                    found.append(f"{name} (line {node.lineno})")
+    return found
+
+
+def test_no_module_level_mutable_registries():
+    package = ROOT / "keras_gradwatch"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        found += _module_state(path, path.relative_to(package).as_posix())
+    assert not found, "module-level mutable state (keep it on an object): " + ", ".join(found)
+
+
+def test_the_module_state_check_finds_what_it_looks_for(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import threading, weakref\n"
+        "class Box:\n"
+        "    pass\n"
+        "_local = threading.local()\n"
+        "_by_model = weakref.WeakKeyDictionary()\n"
+        "_seen = {}\n"
+        "BOX = Box()\n"
+        "KINDS = ('a', 'b')\n"
+        "STYLE = {'a': 1}\n"
+    )
+    assert _module_state(sample, "sample.py") == [
+        "sample.py _local (line 4)", "sample.py _by_model (line 5)", "sample.py _seen (line 6)",
+        "sample.py BOX (line 7)"]
 
 
 def test_the_private_access_check_finds_what_it_looks_for(tmp_path):

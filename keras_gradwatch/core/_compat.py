@@ -3,9 +3,11 @@ the package makes to a Keras object, in one place (the hooks).
 
 The rest of the package uses public Keras and TensorFlow only, and comes
 here for what the public API does not offer, and to change a Keras object
-it does not own: a model's train function, an optimizer's `apply` and
-learning rate, a layer's `call`, `inner_loop`, `unroll` and `stateful`
-(section "Hooks" below). Each function says what it relies on and the
+it does not own: a model's train function and train step, an optimizer's
+`apply` (one `ApplyShadow` with ordered parts: the grad-norm reader, AutoClip)
+and learning rate, a layer's `call`, `inner_loop`, `unroll` and `stateful`
+(section "Hooks" below). The state of a change lives on the object changed
+(the shadow is the optimizer's `apply` attribute), never in this module. Each function says what it relies on and the
 versions it was checked against; when a Keras release changes one of
 them, this module is the one to fix (`tests/test_project.py` fails on
 private attribute access, and on any of these changes, anywhere else).
@@ -65,29 +67,144 @@ def set_train_function(model, function):
     model.train_function = function
 
 
-def shadow_apply(optimizer, apply):
-    """Makes `apply` the optimizer's `apply` until `unshadow_apply`.
+class ApplyShadow:
+    """The one shadow of an optimizer's `apply`: its parts, in order, then
+    the `apply` it covers.
+
+    The package changes what an update applies in one place: a part is a
+    function `grads -> grads` (an observer returns them unchanged) run in
+    the training step's graph, each with an `order` (lower first: the
+    grad-norm reader at 0 sees the gradients the step computed, AutoClip
+    at 10 scales them). The optimizer is built before the first part runs
+    (as `apply` does first), so that a part can read its loss scale.
 
     An instance attribute shadows the class's method: `apply_gradients`
     calls `self.apply(grads, variables)` through the instance (checked on
-    Keras 3.8 and 3.15). Shadows stack: a shadow calls the `apply` it read
-    before shadowing.
+    Keras 3.8 and 3.15). The shadow is the optimizer's `apply` attribute
+    itself, so its state is on the optimizer and nowhere else; it covers
+    what `apply` was before (the class's method, or another shadow) and
+    puts that back when its last part is removed (`remove_apply_part`).
 
-    Returns:
-        What `unshadow_apply` puts back: the shadow this one covers, or
-        None when it covers the class's method.
+    Args:
+        optimizer: The Keras optimizer whose `apply` is shadowed.
     """
-    covered = vars(optimizer).get("apply")
-    optimizer.apply = apply
-    return covered
+
+    def __init__(self, optimizer):
+        self._optimizer = optimizer
+        self._covered = vars(optimizer).get("apply")  # None: the class's method
+        self._apply = optimizer.apply
+        self._parts = ()  # (order, name, part), sorted
+
+    @property
+    def names(self):
+        """The names of the parts, in the order they run."""
+        return [name for _, name, _ in self._parts]
+
+    def __call__(self, grads, trainable_variables=None):
+        grads = list(grads)
+        optimizer = self._optimizer
+        if not optimizer.built and trainable_variables is not None:
+            optimizer.build(trainable_variables)
+        for _, _, part in self._parts:
+            grads = part(grads)
+        return self._apply(grads, trainable_variables)
+
+    def add(self, name, part, order):
+        """Adds (or replaces) the part `name`."""
+        kept = [entry for entry in self._parts if entry[1] != name]
+        # A new tuple, never changed in place: a replica thread tracing the
+        # step reads a whole one.
+        self._parts = tuple(sorted([*kept, (order, name, part)], key=lambda e: e[0]))
+
+    def remove(self, name):
+        """Removes the part `name`, if present."""
+        self._parts = tuple(entry for entry in self._parts if entry[1] != name)
 
 
-def unshadow_apply(optimizer, covered):
-    """Puts back what `shadow_apply` covered (`covered`, its return value)."""
-    if covered is None:
-        del optimizer.apply
-    else:
-        optimizer.apply = covered
+def apply_shadow(optimizer):
+    """The optimizer's `ApplyShadow`, or None."""
+    current = vars(optimizer).get("apply")
+    return current if isinstance(current, ApplyShadow) else None
+
+
+def add_apply_part(optimizer, name, part, order):
+    """Adds the part `name` to the optimizer's `ApplyShadow`, shadowing
+    `optimizer.apply` with one first if needed; returns the shadow."""
+    shadow = apply_shadow(optimizer)
+    if shadow is None:
+        shadow = ApplyShadow(optimizer)
+        optimizer.apply = shadow
+    shadow.add(name, part, order)
+    return shadow
+
+
+def remove_apply_part(optimizer, name):
+    """Removes the part `name`; without parts left, the shadow is removed
+    (what it covered is `optimizer.apply` again)."""
+    shadow = apply_shadow(optimizer)
+    if shadow is None:
+        return
+    shadow.remove(name)
+    if not shadow.names:
+        if shadow._covered is None:
+            del optimizer.apply
+        else:
+            optimizer.apply = shadow._covered
+
+
+def shadow_train_step(model, train_step):
+    """Makes `train_step` the model's `train_step` until
+    `unshadow_train_step(model)`.
+
+    `make_train_function` builds the train function from `self.train_step`
+    as it is when called (Keras 3.15: `_make_function(self.train_step)`;
+    see the list above, checked on Keras 3.8 and 3.15): shadowed only while
+    the train function is made, the step stays in that function, and
+    anything else that builds one later gets the class's step.
+    """
+    model.train_step = train_step
+
+
+def unshadow_train_step(model):
+    """Removes what `shadow_train_step` set."""
+    del model.train_step
+
+
+# The attribute a model's compiled measurements are kept under.
+MEASUREMENTS = "_keras_gradwatch_measurements"
+
+
+class ModelCache(dict):
+    """What the package keeps on a model it does not own: a dict that a
+    copy or a pickle of the model does not take along (a copy traces its
+    own: what is kept holds `tf.function`s of the original)."""
+
+    def __deepcopy__(self, memo):
+        return ModelCache()
+
+    def __copy__(self):
+        return ModelCache()
+
+    def __reduce__(self):
+        return (ModelCache, ())
+
+
+def measurement_cache(model):
+    """The compiled measurements kept on `model` (a `ModelCache`, made on
+    first use), so that they live and die with it: a callback measures one
+    model many times, and `measure(model, ...)` called again must not trace
+    again.
+
+    Set with `object.__setattr__`: Keras's `Layer.__setattr__` (and
+    TensorFlow's `AutoTrackable`) would track a dict set on a model, and
+    put it in its checkpoints; an attribute set past them is a plain
+    instance attribute (checked on Keras 3.8 and 3.15).
+    """
+    cache = vars(model).get(MEASUREMENTS)
+    if cache is None:
+        cache = ModelCache()
+        object.__setattr__(model, MEASUREMENTS, cache)
+    return cache
 
 
 def set_learning_rate(optimizer, learning_rate):

@@ -30,7 +30,39 @@ import tensorflow as tf
 
 from keras_gradwatch.core import _compat
 
-_local = threading.local()
+
+class OpenSessions:
+    """The probing session open in each thread.
+
+    The one piece of process-wide state of the package, and why it must
+    be: Keras calls the layers (`RNN.inner_loop`, `Probe.call`, a fused
+    LSTM loop), so the measurement cannot hand them its `Session`; they
+    find it here. Per thread: under tf.distribute, replicas trace the
+    training step concurrently in threads of their own, and a step traced
+    in another thread must never see (or add) a measurement's probes. It
+    holds no run's data: only the session of the measurement being traced,
+    and only while it is traced (`session` closes it, whatever happens).
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def current(self):
+        """The session open in this thread, or None."""
+        return getattr(self._local, "session", None)
+
+    def open(self, opened):
+        """`opened` is this thread's session (none may be open)."""
+        if self.current() is not None:
+            raise RuntimeError("A probing session is already open.")
+        self._local.session = opened
+
+    def close(self):
+        """This thread has no session again."""
+        self._local.session = None
+
+
+OPEN = OpenSessions()
 
 
 class Site:
@@ -114,17 +146,15 @@ class Session:
 
 def current():
     """The open session, or None."""
-    return getattr(_local, "session", None)
+    return OPEN.current()
 
 
 @contextlib.contextmanager
 def session(tape, stock_layers=(), depth_layers=()):
     """Opens a probing session; patches `stock_layers` to probe inputs and
     `depth_layers` to probe outputs."""
-    if current() is not None:
-        raise RuntimeError("A probing session is already open.")
     opened = Session(tape)
-    _local.session = opened
+    OPEN.open(opened)
     patched = []
     inputs = {id(layer) for layer in stock_layers}
     outputs = {id(layer) for layer in depth_layers}
@@ -136,7 +166,7 @@ def session(tape, stock_layers=(), depth_layers=()):
     finally:
         for layer in patched:
             _compat.unshadow_call(layer)
-        _local.session = None
+        OPEN.close()
 
 
 def _patch(layer, inputs, outputs):

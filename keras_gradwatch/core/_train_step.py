@@ -10,9 +10,10 @@ logs, so Keras and every callback see the logs they would see without
 GradWatch. Nothing else changes: the step applies the same gradients to the
 same weights.
 
-How: the model's train step is wrapped so that, while it is traced, the
-optimizer's `apply` is shadowed by a function that computes the norm of the
-gradients it receives and then calls the real `apply` with them. The train
+How: the model's train step is wrapped (`GradNormStep`) so that, while it
+is traced, the optimizer's `apply` shadow (`_compat.ApplyShadow`) holds a
+part that computes the norm of the gradients it receives, before the real
+`apply` (and any other part, AutoClip's) gets them. The train
 function is rebuilt once per model (`make_train_function(force=True)`);
 Keras traces it lazily, so a model that has not trained yet pays nothing
 extra, and one that has pays one retrace, once. The rebuilt function stays
@@ -28,6 +29,7 @@ the returned logs with a mean over replicas.
 """
 
 import contextlib
+import functools
 import itertools
 import math
 import threading
@@ -90,13 +92,12 @@ def log_grad_norm(model):
     current = getattr(model, "train_function", None)
     if isinstance(current, StepReadingsFunction):
         return True  # built here with the norm: nothing to rebuild
-    step = model.train_step
-    model.train_step = _with_grad_norm(model, step)
+    _compat.shadow_train_step(model, GradNormStep(model, model.train_step))
     try:
         model.make_train_function(force=True)
     finally:
         # The class's train step again for anything else that builds one.
-        del model.train_step
+        _compat.unshadow_train_step(model)
     # It stays the model's train function after this fit (with or without
     # GradWatch): it always takes the readings out of the logs.
     _compat.set_train_function(model, StepReadingsFunction(model.train_function))
@@ -203,24 +204,58 @@ def _in_this_graph(tensor):
     return tf.is_symbolic_tensor(tensor) and tensor.graph is tf.compat.v1.get_default_graph()
 
 
-def _with_grad_norm(model, step):
-    said = []  # the warning below, once per rebuilt train function
+def build(optimizer, trainable_variables):
+    """What `optimizer.apply` does first (builds the optimizer), for code
+    that reads the optimizer's variables before its first update."""
+    if not optimizer.built and trainable_variables is not None:
+        optimizer.build(trainable_variables)
 
-    def train_step(data):
-        with _measuring(model.optimizer) as norms:
-            logs = step(data)
-        logs = with_readings(model, logs)
+
+# The grad-norm reader's part of the optimizer's `ApplyShadow`: first, so
+# that it reads the gradients the step computed (before AutoClip scales them).
+GRAD_NORM_PART = "grad_norm"
+GRAD_NORM_ORDER = 0
+
+
+class GradNormStep:
+    """A model's train step that also logs `grad_norm` and hands over the
+    step's readings (`with_readings`).
+
+    While the step is traced, the optimizer's `ApplyShadow` holds a part
+    that reads the norm of the gradients each update applies. Under
+    tf.distribute, replicas trace the step at the same time, each in a
+    thread of its own: the part is added once for all of them (the first
+    thread in adds it, the last one out removes it), and each thread
+    collects its own norms (a `threading.local` of this step).
+
+    Args:
+        model: The model.
+        step: The train step it wraps (the model's own).
+    """
+
+    def __init__(self, model, step):
+        self.model = model
+        self.step = step
+        self._said = False  # the warning below, once per rebuilt train function
+        self._lock = threading.Lock()
+        self._tracing = 0  # threads tracing the step now
+        self._local = threading.local()  # each thread's norms
+
+    def __call__(self, data):
+        with self._measuring(self.model.optimizer) as norms:
+            logs = self.step(data)
+        logs = with_readings(self.model, logs)
         if not isinstance(logs, dict) or "grad_norm" in logs:
             return logs
         # A train step that is a `tf.function` of its own applies the
         # gradients in its own graph: a norm taken there cannot leave it.
         usable = [n for n in norms if _in_this_graph(n)]
         if len(usable) < len(norms):
-            if not said:
-                said.append(True)
+            if not self._said:
+                self._said = True
                 warnings.warn(
                     f"GradWatch cannot add grad_norm to the logs of model "
-                    f"'{model.name}': its train_step applies the gradients inside "
+                    f"'{self.model.name}': its train_step applies the gradients inside "
                     "a tf.function (or another graph) of its own. Training is "
                     "unchanged; GradWatch still measures on its probe batch. To "
                     "log the norm, return it from train_step as logs['grad_norm'].",
@@ -235,60 +270,36 @@ def _with_grad_norm(model, step):
         norm = norms[0] if len(norms) == 1 else tf.sqrt(tf.add_n([n * n for n in norms]))
         return {**logs, "grad_norm": norm}
 
-    return train_step
+    def _read(self, optimizer, grads):
+        """The part: records the norm of `grads` for this thread's step."""
+        collected = getattr(self._local, "norms", None)
+        if collected is not None:
+            try:
+                collected.append(global_norm(optimizer, grads))
+            except Exception:  # noqa: BLE001 - never break the user's step
+                collected.append(None)  # no norm for this step
+        return grads
 
-
-# Under tf.distribute, replicas trace the step at the same time, each in a
-# thread of its own: the shadow is installed once for all of them, and each
-# thread collects its own norms.
-_lock = threading.Lock()
-_shadows = {}  # id(optimizer) -> [count of threads in the step, original apply]
-_local = threading.local()
-
-
-def build(optimizer, trainable_variables):
-    """What `optimizer.apply` does first, for a shadow of it that reads the
-    optimizer (its loss scale) before calling it."""
-    if not optimizer.built and trainable_variables is not None:
-        optimizer.build(trainable_variables)
-
-
-@contextlib.contextmanager
-def _measuring(optimizer):
-    """Shadows `optimizer.apply` while a step is traced; yields the norms."""
-    key = id(optimizer)
-    with _lock:
-        entry = _shadows.get(key)
-        if entry is None:
-            # The optimizer's own `apply` may be shadowed already (AutoClip):
-            # that one comes back afterwards.
-            entry = _shadows[key] = [0, optimizer.apply, None]
-            original = entry[1]
-
-            def apply_and_measure(grads, trainable_variables=None):
-                grads = list(grads)
-                build(optimizer, trainable_variables)
-                collected = getattr(_local, "norms", None)
-                if collected is not None:
-                    try:
-                        collected.append(global_norm(optimizer, grads))
-                    except Exception:  # noqa: BLE001 - never break the user's step
-                        collected.append(None)  # no norm for this step
-                return original(grads, trainable_variables)
-
-            entry[2] = _compat.shadow_apply(optimizer, apply_and_measure)
-        entry[0] += 1
-    outer = getattr(_local, "norms", None)
-    _local.norms = norms = []
-    try:
-        yield norms
-    finally:
-        _local.norms = outer
-        with _lock:
-            entry[0] -= 1
-            if not entry[0]:
-                del _shadows[key]
-                _compat.unshadow_apply(optimizer, entry[2])
+    @contextlib.contextmanager
+    def _measuring(self, optimizer):
+        """The part is in `optimizer.apply` while the step is traced; yields
+        this thread's norms."""
+        with self._lock:
+            if not self._tracing:
+                _compat.add_apply_part(
+                    optimizer, GRAD_NORM_PART,
+                    functools.partial(self._read, optimizer), GRAD_NORM_ORDER)
+            self._tracing += 1
+        outer = getattr(self._local, "norms", None)
+        self._local.norms = norms = []
+        try:
+            yield norms
+        finally:
+            self._local.norms = outer
+            with self._lock:
+                self._tracing -= 1
+                if not self._tracing:
+                    _compat.remove_apply_part(optimizer, GRAD_NORM_PART)
 
 
 def next_batches(model, iterator):

@@ -8,7 +8,6 @@ its statistics (`keras_gradwatch.stats`).
 
 import dataclasses
 import warnings
-import weakref
 
 import keras
 import numpy as np
@@ -31,10 +30,6 @@ LOSS_STEPS = ("last", "all")
 # Values per tensor up to which equal-shaped tensors are stacked
 # to be reduced together (see `_segment_square_sums`).
 STACKED_VALUES = 4096
-
-# One compiled measurement per (model, loss, loss_steps), reused while the
-# model lives: a callback measures the same model many times.
-_compiled = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -670,7 +665,10 @@ def not_measured(error):
 
 def _measurer(model, inner, loss, loss_steps, gradient_norms, profiles, stand_in, shapes,
               depth=False):
-    per_model = _compiled.setdefault(inner, {})
+    # One compiled measurement per (model, loss, loss_steps, ...), kept on
+    # the model measured and reused while it lives: a callback measures the
+    # same model many times, in one fit and the next (with a new callback).
+    per_model = _compat.measurement_cache(inner)
     # With and without targets (or weights) are different passes, whatever
     # the loss; so are the wrapper's objective and the wrapped model's, and
     # the loss of each `compile`.
@@ -690,7 +688,7 @@ def _traces(model):
     inner, _ = _unwrap(model)
     return sum(
         measurer.function.experimental_get_tracing_count()
-        for measurer in _compiled.get(inner, {}).values()
+        for measurer in _compat.measurement_cache(inner).values()
     )
 
 

@@ -44,8 +44,40 @@ _OWN_PATTERN = re.compile(
     r"^(\..+\.tmp|.+\.partial|.+\.damaged(\.\d+)?|events\.out\.tfevents\..+)$"
 )
 _SHOWN = 5  # foreign files named in the message
-# The lock each folder's writer in this process holds (by real path).
-_held = weakref.WeakValueDictionary()
+
+
+class ProcessLocks:
+    """The folder locks this process holds, by the folder's real path.
+
+    Genuinely process-wide, and kept as small as it can be: the lock file
+    alone cannot do this. An `flock` belongs to an open file description,
+    so a second writer in this process is refused exactly as another
+    process's would be; taking the folder over (a notebook cell run again
+    after a failed `fit` leaves the old callback alive) means releasing the
+    older writer's descriptor and telling it it was superseded, and only a
+    reference to that writer reaches them safely (a descriptor number
+    written into the lock file could, by the time it is read, name another
+    file). The map holds weak references: a writer that is gone is not
+    in it.
+    """
+
+    def __init__(self):
+        self._by_path = weakref.WeakValueDictionary()
+
+    def take_over(self, key, lock):
+        """Supersedes the older holder of the folder `key` in this process,
+        if any (it stops writing: `FolderLock.superseded`)."""
+        older = self._by_path.get(key)
+        if older is not None and older is not lock and older.held:
+            older.release()
+            older.superseded = True
+
+    def hold(self, key, lock):
+        """`lock` is this process's writer of the folder `key`."""
+        self._by_path[key] = lock
+
+
+PROCESS_LOCKS = ProcessLocks()
 
 
 def check_ownership(path):
@@ -147,12 +179,9 @@ class FolderLock:
             return
         self.superseded = False
         key = records.folder_key(self.path)
-        older = _held.get(key)
-        if older is not None and older is not self and older.held:
-            older.release()
-            older.superseded = True
+        PROCESS_LOCKS.take_over(key, self)
         self._take()
-        _held[key] = self
+        PROCESS_LOCKS.hold(key, self)
 
     def _take(self):
         lock = self.path / LOCK

@@ -10,14 +10,21 @@ moves). The clipping runs inside the compiled training step: it shadows
 of a `TruncatedBPTT` are clipped alike, with the norm of the gradients the
 update uses (unscaled under a `LossScaleOptimizer`).
 
-The shadow is traced into the training step: `install` forces the step to
-be traced again, `remove` does so at the end of `fit` (the next `fit`
+The clipping is a part of the optimizer's `apply` shadow
+(`_compat.ApplyShadow`), traced into the training step: `install` forces
+the step to be traced again, `remove` does so at the end of `fit` (the next `fit`
 traces a step without clipping). `active` is a variable, so that an alert
 can switch clipping on without a new trace.
+
+One `AutoClip` per run (`_run_state.RunState.clipper`): a script that calls
+`fit(epochs=1)` in a loop with a new `GradWatch` on the same folder each
+time clips as one long `fit` would, because the new run restores the norm
+history from the folder's step records (`history_from_records`), not from
+process memory.
 """
 
+import collections
 import math
-import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -36,25 +43,37 @@ HISTORY = 4096
 # of 170 on a healthy Adam run): a different optimizer, not a safeguard.
 DEFAULT_PERCENTILE = 90.0
 
-# One AutoClip per model, with its norm history: a script that calls
-# `fit(epochs=1)` in a loop with a new GradWatch each time clips as one long
-# `fit` would.
-_by_model = weakref.WeakKeyDictionary()
+# AutoClip's part of the optimizer's `ApplyShadow`: after the grad-norm
+# reader (order 0), which logs the norm the step computed, unclipped.
+PART = "autoclip"
+ORDER = 10
 
 
-def for_model(model, percentile=DEFAULT_PERCENTILE, active=True):
-    """The model's `AutoClip` (made on first use), at `percentile`.
+def history_from_records(steps, one_update_per_step=True):
+    """What an `AutoClip` restores from a run folder's step records.
 
-    An existing one keeps its norm history and, once switched on, stays on.
+    Args:
+        steps: The step records, oldest first (`records.Run.iter_steps()`).
+        one_update_per_step: Whether a step's `grad_norm` is the norm of
+            one update (a plain Keras model). A `TruncatedBPTT` step makes
+            several updates and logs the norm of them together: no norm
+            history can be read from it then.
+
+    Returns:
+        `(norms, clipped, active)`: the last `HISTORY` finite norms (oldest
+        first; empty when not one update per step), the updates clipped so
+        far and whether clipping was on at the last step.
     """
-    clipper = _by_model.get(model)
-    if clipper is None or clipper.optimizer is not model.optimizer:
-        clipper = _by_model[model] = AutoClip(model, percentile, active)
-    else:
-        clipper.percentile = float(percentile)  # traced anew by `install`
-        if active:
-            clipper.active.assign(True)
-    return clipper
+    norms = collections.deque(maxlen=HISTORY)
+    clipped, active = 0, False
+    for record in steps:
+        norm = record.get("grad_norm")
+        if one_update_per_step and isinstance(norm, (int, float)) and math.isfinite(norm):
+            norms.append(float(norm))
+        if record.get("clipped_updates") is not None:
+            clipped = int(record["clipped_updates"])
+            active = record.get("clip") is not None
+    return list(norms), clipped, active
 
 
 def percentile(values, q):
@@ -109,26 +128,37 @@ class AutoClip:
             self.clipped = variable(0, "autoclip_clipped", "int64")
         self._installed = False
 
+    def restore(self, norms, clipped, active):
+        """Continues a run's clipping from its records (see
+        `history_from_records`): the norm history, the clipped count and,
+        if it was on, clipping switched on."""
+        norms = [float(n) for n in norms][-HISTORY:]
+        if norms:
+            # As the ring buffer holds them after `len(norms)` updates (the
+            # percentile reads them as a set: their order does not matter).
+            values = np.zeros(HISTORY, "float32")
+            values[: len(norms)] = norms
+            self.norms.assign(values)
+            self.count.assign(len(norms))
+        self.clipped.assign(int(clipped))
+        if active:
+            self.active.assign(True)
+
     def install(self):
-        """Shadows `optimizer.apply` and has the training step traced again."""
+        """Adds the clipping to `optimizer.apply` (its `ApplyShadow`) and has
+        the training step traced again."""
         if self._installed:
             return
-        original = self.optimizer.apply
-
-        def apply_clipped(grads, trainable_variables=None):
-            grads = list(grads)
-            _train_step.build(self.optimizer, trainable_variables)
-            return original(self.clip(grads), trainable_variables)
-
-        self._own = _compat.shadow_apply(self.optimizer, apply_clipped)  # another shadow, if any
+        _compat.add_apply_part(self.optimizer, PART, self.clip, ORDER)
         self._installed = True
         self.model.make_train_function(force=True)
 
     def remove(self):
-        """Puts `optimizer.apply` back; the next `fit` traces a plain step."""
+        """Takes the clipping out of `optimizer.apply`; the next `fit`
+        traces a plain step."""
         if not self._installed:
             return
-        _compat.unshadow_apply(self.optimizer, self._own)
+        _compat.remove_apply_part(self.optimizer, PART)
         self._installed = False
         _compat.set_train_function(self.model, None)
 

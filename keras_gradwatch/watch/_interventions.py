@@ -11,7 +11,7 @@ import warnings
 
 from keras_gradwatch.core import alerts as alerts_lib
 from keras_gradwatch.watch import _advice
-from keras_gradwatch.watch import _autoclip
+from keras_gradwatch.watch import _model_facts
 from keras_gradwatch.watch import _rollback
 
 
@@ -23,8 +23,8 @@ class Interventions:
             step, alert desk, learning-rate reader and update ratios.
 
     Attributes:
-        clipper: The model's `_autoclip.AutoClip`, with `clip="auto"` or
-            `exploding="clip"`, else None.
+        clipper: The run's `_autoclip.AutoClip` (`_run_state.RunState.clipper`),
+            with `clip="auto"` or `exploding="clip"`, else None.
         clip_note: Why clipping cannot bound the step, if it cannot.
         rollbacks: Every rollback of the run, for the summary.
     """
@@ -57,8 +57,9 @@ class Interventions:
         if not self.clipping:
             return
         settings = self._run.settings
-        self.clipper = _autoclip.for_model(
+        self.clipper = self._run.run.clipper(
             model, settings.clip_percentile, active=settings.clip == "auto",
+            one_update_per_step=not _model_facts.is_tbptt(model),
         )
         self.clipper.install()
         if self.clip_note is not None and not self._clip_warned:

@@ -254,8 +254,7 @@ def test_repeated_measurements_reuse_one_trace():
     x, y = sequences(), np.ones((3, 6), "float32")
     first = measure(model, x, y, loss="mse")
     second = measure(model, x + 1.0, y, loss="mse")
-    (measurer,) = measurement._compiled[model].values()
-    assert measurer.function.experimental_get_tracing_count() == 1
+    assert measurement._traces(model) == 1
     assert not np.allclose(first.layers["rnn"].profile, second.layers["rnn"].profile)
 
 

@@ -164,3 +164,27 @@ def test_step_readings_keep_a_nan_loss_and_mark_what_is_unknown():
     readings = _train_step.StepReadings(values)
     assert np.isnan(readings.loss_total) and readings.loss_count == 2.0
     assert readings.learning_rate is None and readings.iterations == 5
+
+
+def test_the_apply_shadow_runs_its_parts_in_order_and_puts_back_what_it_covered():
+    from keras_gradwatch.core import _compat
+
+    optimizer = keras.optimizers.SGD(1.0)
+    weight = keras.Variable([1.0, 1.0])
+    seen = []
+
+    def user_apply(grads, trainable_variables=None):  # a shadow of the user's own
+        seen.append("user")
+        return type(optimizer).apply(optimizer, grads, trainable_variables)
+
+    optimizer.apply = user_apply
+    _compat.add_apply_part(optimizer, "double", lambda g: [2.0 * x for x in g], 10)
+    _compat.add_apply_part(optimizer, "read", lambda g: seen.append(float(g[0][0])) or g, 0)
+    assert _compat.apply_shadow(optimizer).names == ["read", "double"]
+    optimizer.apply_gradients([(tf.constant([0.5, 0.5]), weight)])
+    # Read before the doubling, then the covered apply with doubled gradients.
+    assert seen == [0.5, "user"]
+    np.testing.assert_allclose(weight.numpy(), [0.0, 0.0])
+    _compat.remove_apply_part(optimizer, "double")
+    _compat.remove_apply_part(optimizer, "read")
+    assert vars(optimizer)["apply"] is user_apply

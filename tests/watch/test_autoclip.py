@@ -125,3 +125,48 @@ def test_fit_in_a_loop_with_a_new_callback_keeps_the_norm_history(tmp_path):
         np.percentile([r["grad_norm"] for r in records[:8]], _autoclip.DEFAULT_PERCENTILE),
         rel=1e-5,
     )
+
+
+def test_a_new_callback_on_a_continued_folder_clips_as_one_long_fit(tmp_path):
+    x, y = data()
+    long = model()
+    long.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+             callbacks=[GradWatch(tmp_path / "long", clip="auto", plots=None)])
+    looped = model()
+    for _ in range(2):
+        looped.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+                   callbacks=[GradWatch(tmp_path / "looped", clip="auto", plots=None)])
+    one, two = steps(tmp_path / "long"), steps(tmp_path / "looped")
+    # The norm history is restored from the folder's records (grad_norm per
+    # step), exactly: the same thresholds, counts and weights.
+    for key in ("grad_norm", "clip", "clipped_updates"):
+        assert [r[key] for r in two] == [r[key] for r in one], key
+    for a, b in zip(long.get_weights(), looped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_new_folder_starts_a_new_norm_history(tmp_path):
+    x, y = data()
+    made = model()
+    made.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+             callbacks=[GradWatch(tmp_path / "first", clip="auto", plots=None)])
+    made.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+             callbacks=[GradWatch(tmp_path / "second", clip="auto", plots=None)])
+    # Nothing comes from process memory: the new run's first update has no limit.
+    records = steps(tmp_path / "second")
+    assert records[0]["clip"] is None and records[0]["clipped_updates"] == 0
+    assert records[1]["clip"] == pytest.approx(records[0]["grad_norm"], rel=1e-6)
+
+
+def test_the_history_read_from_records():
+    records = [{"step": 1, "grad_norm": 2.0, "clip": None, "clipped_updates": 0},
+               {"step": 2, "grad_norm": "NaN", "clip": 2.0, "clipped_updates": 0},
+               {"step": 3, "grad_norm": 5.0, "clip": 2.0, "clipped_updates": 1},
+               {"step": 4, "loss": 1.0}]
+    assert _autoclip.history_from_records(records) == ([2.0, 5.0], 1, True)
+    # A TruncatedBPTT step's norm is of several updates: no history from it.
+    assert _autoclip.history_from_records(records, one_update_per_step=False) == ([], 1, True)
+    many = [{"grad_norm": float(i)} for i in range(_autoclip.HISTORY + 3)]
+    norms, clipped, active = _autoclip.history_from_records(many)
+    assert norms == [float(i) for i in range(3, _autoclip.HISTORY + 3)]
+    assert (clipped, active) == (0, False)
