@@ -222,10 +222,12 @@ def args_doc(indent="    "):
 
 
 def _short(value):
-    """`repr(value)`, shortened (a probe batch's arrays)."""
+    """`repr(value)`, shortened; `...` for one of several lines (a probe
+    batch's arrays)."""
     short = reprlib.Repr()
     short.maxstring = short.maxother = 60
-    return short.repr(value)
+    text = short.repr(value)
+    return "..." if "\n" in text else text
 
 
 def from_flat(arguments, flat):
