@@ -4,8 +4,8 @@ A thin adapter: it follows the Keras callback protocol (`on_train_begin`,
 `on_epoch_begin`, `on_train_batch_end`, `on_epoch_end`, `on_train_end`) and
 hands each moment to its run's engine (`_engine.WatchEngine`), which knows
 no callback protocol. Its settings are one checked object
-(`_settings.WatchSettings`), whose fields are this class's keywords and its
-docstring's `Args`. It also starts a fresh run for another model
+(`_settings.WatchSettings`, with its groups `Measuring` and `Alerting`),
+whose fields are this class's keywords and its docstring's `Args`. It also starts a fresh run for another model
 (`_model_runs`) or, under a multi-worker strategy, another worker
 (`_workers`).
 """
@@ -36,7 +36,13 @@ class GradWatch(keras.callbacks.Callback):
     recurrent or feed-forward) or to a `TruncatedBPTT` model:
     `model.fit(..., callbacks=[GradWatch("runs/exp1")])`. It needs nothing
     else: it takes its probe batch from the first training batch (its first
-    16 sequences), or from `probe_data`.
+    16 sequences), or from `measuring=Measuring(probe_data=...)`.
+
+    Its settings: a few keywords, and two groups, `Measuring` (what the
+    measurements use) and `Alerting` (the detectors and their actions),
+    small objects checked when made:
+    `GradWatch("runs/exp1", alerting=Alerting(spike_factor=20))`. The
+    former flat keywords (`spike_factor=20`) still work, deprecated.
 
     What it does:
 
