@@ -489,15 +489,6 @@ def test_probe_data_argument_is_measured_before_training(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"every": 0}, "every=0"),
-        ({"overhead": -1}, "overhead=-1"),
-        ({"alerting": {"spike_factor": 20}}, "alerting=.*Pass a keras_gradwatch.Alerting"),
-        ({"measuring": "all"}, "measuring='all'. Pass a keras_gradwatch.Measuring"),
-    ],
-)
-@pytest.mark.parametrize(
     "make, match",
     [
         (lambda: Alerting(nonfinite="explode"), "nonfinite='explode'"),
@@ -511,6 +502,15 @@ def test_bad_group_fields_are_rejected_when_the_group_is_made(make, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": 0}, "every=0"),
+        ({"overhead": -1}, "overhead=-1"),
+        ({"alerting": {"spike_factor": 20}}, "alerting=.*Pass a keras_gradwatch.Alerting"),
+        ({"measuring": "all"}, "measuring='all'. Pass a keras_gradwatch.Measuring"),
+    ],
+)
 def test_bad_arguments_are_rejected(tmp_path, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
         GradWatch(tmp_path, **kwargs)
