@@ -40,6 +40,7 @@ from _tasks import adding_problem  # noqa: E402
 
 from keras_gradwatch import GradientWarning  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
+from keras_gradwatch import Measuring  # noqa: E402
 from keras_gradwatch import cli  # noqa: E402
 from keras_gradwatch import layers  # noqa: E402
 
@@ -63,7 +64,8 @@ def train(kind, lengths, epochs, sequences, run_dir, verbose):
     keras.utils.set_random_seed(0)
     model = build_model(kind)
     probe = adding_problem(32, max(lengths), seed=99)
-    watch = GradWatch(run_dir, probe_data=probe, every=max(1, sequences // 64 // 2))
+    watch = GradWatch(run_dir, every=max(1, sequences // 64 // 2),
+                      measuring=Measuring(probe_data=probe))
     scores = {}
     for length, stage_epochs in zip(lengths, epochs):
         x, y = adding_problem(sequences, length, seed=length)

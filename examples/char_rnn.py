@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 from keras_gradwatch import GradientWarning  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
+from keras_gradwatch import Measuring  # noqa: E402
 from keras_gradwatch import TruncatedBPTT  # noqa: E402
 from keras_gradwatch import layers  # noqa: E402
 from keras_gradwatch.inference import with_batch_size  # noqa: E402
@@ -246,7 +247,7 @@ def main(argv=None):
     run_dir = pathlib.Path(args.out)
     # The loss is per character; the profile of the last character's loss
     # is the one whose x axis is "steps back from a loss" (see the docs page).
-    watch = GradWatch(run_dir, loss_steps="last")
+    watch = GradWatch(run_dir, measuring=Measuring(loss_steps="last"))
     bits = BitsPerChar()
     start = time.perf_counter()
     with warnings.catch_warnings():

@@ -10,12 +10,13 @@ the last one 1e8, at step 18), and at step 19 the loss is NaN: the
 report are saved. The same run with the `global_clipnorm` the report
 suggests trains; so do two runs with adaptive clipping at the 10th
 percentile of the gradient norms seen so far (AutoClip's paper value,
-`clip_percentile=10`), one with `GradWatch(clip="auto")` from the start, one
-with `GradWatch(exploding="clip")`, which starts clipping at the first
-`exploding` alert. A fifth run shows AutoClip at its default, the 90th
-percentile (made not to clip most updates of a healthy run): the norms of
-this recurrence rise step after step, the 90th percentile of the norms seen
-rises with them, and it does not hold the run. The script ends with a table
+`AutoClip(percentile=10)`), one with `GradWatch(clip=AutoClip(...))` from
+the start, one with `GradWatch(alerting=Alerting(exploding=AutoClip(...)))`,
+which starts clipping at the first `exploding` alert. A fifth run shows
+AutoClip at its default, the 90th percentile (made not to clip most updates
+of a healthy run): the norms of this recurrence rise step after step, the
+90th percentile of the norms seen rises with them, and it does not hold the
+run. The script ends with a table
 of the five runs.
 
 Run (about fifteen seconds):
@@ -39,6 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_gradwatch import Alerting  # noqa: E402
+from keras_gradwatch import AutoClip  # noqa: E402
 from keras_gradwatch import GradientWarning  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
 from keras_gradwatch import layers  # noqa: E402
@@ -93,22 +96,21 @@ def main(argv=None):
     clipnorm = summary["suggested_clipnorm"]
     runs_to_make = [
         (f"2. Same model with the suggested global_clipnorm={clipnorm:g}:", "clipped",
-         f"global_clipnorm={clipnorm:g}", {"clipnorm": clipnorm}, {}),
+         f"global_clipnorm={clipnorm:g}", {"clipnorm": clipnorm}, None, "warn"),
         ("3. Same model with adaptive clipping from the start, "
-         "GradWatch(clip='auto', clip_percentile=10):",
-         "autoclip", "AutoClip p10 from the start", {},
-         {"clip": "auto", "clip_percentile": 10}),
-        ("4. Same model, GradWatch(exploding='clip', clip_percentile=10): clipping "
-         "starts at the first alert:",
-         "clip_on_alert", "AutoClip p10 from 1st alert", {},
-         {"exploding": "clip", "clip_percentile": 10}),
+         "GradWatch(clip=AutoClip(percentile=10)):",
+         "autoclip", "AutoClip p10 from the start", {}, AutoClip(percentile=10), "warn"),
+        ("4. Same model, GradWatch(alerting=Alerting(exploding=AutoClip(percentile=10))): "
+         "clipping starts at the first alert:",
+         "clip_on_alert", "AutoClip p10 from 1st alert", {}, None, AutoClip(percentile=10)),
         ("5. Same model, GradWatch(clip='auto') at the default 90th percentile:",
-         "autoclip_default", "AutoClip p90 from the start", {}, {"clip": "auto"}),
+         "autoclip_default", "AutoClip p90 from the start", {}, "auto", "warn"),
     ]
-    for title, folder, name, model_args, watch_args in runs_to_make:
+    for title, folder, name, model_args, clip, exploding in runs_to_make:
         print(title)
         model = build_model(**model_args)
-        watch = GradWatch(runs / folder, nonfinite="warn", **watch_args)
+        alerting = Alerting(nonfinite="warn", exploding=exploding)
+        watch = GradWatch(runs / folder, alerting=alerting, clip=clip)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GradientWarning)
             history = model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0,

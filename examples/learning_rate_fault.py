@@ -12,10 +12,10 @@ The same run five ways:
 2. `GradWatch()` (warn): the first alert's advice names the learning rate's
    rise ("The learning rate rose 1000x at step 27, from 0.01 to 10: lower
    it back ..."), not clipping: clipping does not bound Adam's step;
-3. `GradWatch(exploding="clip")`: AutoClip from the first alert (it warns
+3. `GradWatch(alerting=Alerting(exploding="clip"))`: AutoClip from the first alert (it warns
    that it cannot bound Adam's step, and it does not rescue the run);
 4. `GradWatch(clip="auto")`: AutoClip from the start, the same;
-5. `GradWatch(exploding="rollback")`: at the first alert it goes back to the
+5. `GradWatch(alerting=Alerting(exploding="rollback"))`: at the first alert it goes back to the
    last healthy weights and optimizer state with a tenth of the learning
    rate, and training goes on.
 
@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_gradwatch import Alerting  # noqa: E402
 from keras_gradwatch import GradientWarning  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
 
@@ -105,9 +106,9 @@ def main(argv=None):
     ways = [
         ("no GradWatch", None, {}),
         ("GradWatch() (warn)", "warn", {}),
-        ("exploding='clip'", "clip", {"exploding": "clip"}),
+        ("exploding='clip'", "clip", {"alerting": Alerting(exploding="clip")}),
         ("clip='auto'", "autoclip", {"clip": "auto"}),
-        ("exploding='rollback'", "rollback", {"exploding": "rollback"}),
+        ("exploding='rollback'", "rollback", {"alerting": Alerting(exploding="rollback")}),
     ]
     results = {}
     for number, (name, folder, settings) in enumerate(ways, start=1):

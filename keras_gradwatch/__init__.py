@@ -7,7 +7,8 @@ Public API:
   window by window (truncated backpropagation through time) inside `fit`.
 - `GradWatch`: the Keras callback that measures gradients during `fit`,
   raises alerts (`Alert`) on exploding, non-finite or vanishing gradients and
-  keeps run records (`records.load_run` reads them back).
+  keeps run records (`records.load_run` reads them back); its settings in
+  groups: `Measuring`, `Alerting`, `AutoClip`.
 - `measure`: one probed forward/backward pass; returns the gradient profile
   ‖∂L/∂h_t‖ against steps back from the loss, per layer (`Measurement`,
   `LayerProfile`).
@@ -62,8 +63,11 @@ from keras_gradwatch.tbptt import streams
 # Names whose modules import Keras (and so TensorFlow): imported on first
 # use, so that the records, plots, report and CLI start fast.
 _LAZY = {
+    "Alerting": ("keras_gradwatch.watch.groups", "Alerting"),
+    "AutoClip": ("keras_gradwatch.watch.groups", "AutoClip"),
     "GradWatch": ("keras_gradwatch.watch.callback", "GradWatch"),
     "LayerProfile": ("keras_gradwatch.core.measurement", "LayerProfile"),
+    "Measuring": ("keras_gradwatch.watch.groups", "Measuring"),
     "Measurement": ("keras_gradwatch.core.measurement", "Measurement"),
     "TruncatedBPTT": ("keras_gradwatch.tbptt.model", "TruncatedBPTT"),
     "callback": ("keras_gradwatch.watch.callback", None),
@@ -102,6 +106,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alert",
+    "Alerting",
+    "AutoClip",
     "GradWatch",
     "GradientAlertError",
     "GradientWarning",
@@ -109,6 +115,7 @@ __all__ = [
     "KerasGradwatchError",
     "LayerProfile",
     "Measurement",
+    "Measuring",
     "NotMeasurableError",
     "RunDirectoryError",
     "RunFormatError",

@@ -24,6 +24,8 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_gradwatch import Alerting  # noqa: E402
+from keras_gradwatch import AutoClip  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
 from keras_gradwatch import TruncatedBPTT  # noqa: E402
 from keras_gradwatch import layers  # noqa: E402
@@ -61,8 +63,8 @@ def train(strategy, wrapped=True, nan_at=None, epochs=2, clip=None):
         model = TruncatedBPTT(inner, window=4, backprop=6) if wrapped else inner
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     x, y = data(nan_at)
-    watch = GradWatch(folder, every=1, plots=None, nonfinite="warn", clip=clip,
-                      clip_percentile=10.0)
+    watch = GradWatch(folder, every=1, plots=None, alerting=Alerting(nonfinite="warn"),
+                      clip=AutoClip(percentile=10.0) if clip == "auto" else clip)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         history = model.fit(

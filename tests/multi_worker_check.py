@@ -23,6 +23,8 @@ STRATEGY = tf.distribute.MultiWorkerMirroredStrategy() if MULTI else tf.distribu
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_gradwatch import Alerting  # noqa: E402
+from keras_gradwatch import AutoClip  # noqa: E402
 from keras_gradwatch import GradWatch  # noqa: E402
 from keras_gradwatch import TruncatedBPTT  # noqa: E402
 from keras_gradwatch import layers  # noqa: E402
@@ -67,9 +69,9 @@ def main(case, log_dir, out):
     x, y = data(case)
     settings = {"every": 1, "plots": None}
     if case == "stop":
-        settings.update(max_grad_norm=100.0, exploding="stop", every=2)
+        settings.update(alerting=Alerting(max_grad_norm=100.0, exploding="stop"), every=2)
     if case == "clip":  # AutoClip from the first step, at a low percentile
-        settings.update(clip="auto", clip_percentile=10.0)
+        settings.update(clip=AutoClip(percentile=10.0))
     if case == "budget":  # measured when the chief's CPU budget allows
         settings.update(every=None, overhead=0.5)
     watch = GradWatch(log_dir, **settings)

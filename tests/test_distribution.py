@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_gradwatch import Alerting
 from keras_gradwatch import GradWatch
 from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch import layers
@@ -168,7 +169,7 @@ def test_loss_scale_skips_of_a_plain_model_are_counted(tmp_path, policy):
     )
     x = np.random.default_rng(0).normal(size=(64, 20, 2)).astype("float32")
     # This barely trained GRU's gradient does vanish: not what is tested.
-    watch = GradWatch(tmp_path, plots=None, vanishing=None)
+    watch = GradWatch(tmp_path, plots=None, alerting=Alerting(vanishing=None))
     model.fit(x, x.sum(axis=1)[:, :1], batch_size=8, epochs=2, verbose=0, callbacks=[watch])
     run = records.load_run(tmp_path)
     skipped = [s["skipped_updates"] for s in run.steps]

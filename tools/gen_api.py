@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 # (module, names): the public API, in reading order.
 SECTIONS = [
-    ("keras_gradwatch", ["TruncatedBPTT", "GradWatch", "measure", "Measurement",
-                         "LayerProfile", "Alert"]),
+    ("keras_gradwatch", ["TruncatedBPTT", "GradWatch", "Measuring", "Alerting", "AutoClip",
+                         "measure", "Measurement", "LayerProfile", "Alert"]),
     ("keras_gradwatch.layers", ["SimpleRNN", "GRU", "LSTM", "RNN", "Probe"]),
     ("keras_gradwatch.streams", ["make_streams", "StreamArray"]),
     ("keras_gradwatch.inference", ["with_batch_size"]),

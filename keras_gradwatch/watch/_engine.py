@@ -82,11 +82,13 @@ class WatchEngine:
         self._batch = -1  # last batch index seen in the epoch
         self._steps = None  # steps per epoch, if known
         # The detectors, and the evidence of steps, measurements and epochs.
+        alerting = settings.alerting
         self.checks = _checks.Checks(self.desk, Settings(
-            spike_factor=settings.spike_factor, warmup=settings.warmup,
-            max_grad_norm=settings.max_grad_norm, max_decay_rate=settings.max_decay_rate,
-            vanishing_fraction=settings.vanishing_fraction,
-            vanishing_patience=settings.vanishing_patience, tolerance=settings.tolerance,
+            spike_factor=alerting.spike_factor, warmup=alerting.warmup,
+            max_grad_norm=alerting.max_grad_norm, max_decay_rate=alerting.max_decay_rate,
+            vanishing_fraction=alerting.vanishing_fraction,
+            vanishing_patience=alerting.vanishing_patience,
+            tolerance=settings.measuring.tolerance,
         ))
         self.facts = {}
         self.ratios = None  # update-to-weight ratios, from the first fit on

@@ -41,7 +41,7 @@ class Interventions:
     def clipping(self):
         """Whether a setting asks for clipping (now or on an alert)."""
         settings = self._run.settings
-        return settings.clip == "auto" or settings.exploding == "clip"
+        return settings.clip is not None or settings.clips_on_alert
 
     def prepare(self, model):
         """A `fit` begins, before the step is traced: the rollback (it may
@@ -58,14 +58,15 @@ class Interventions:
             return
         settings = self._run.settings
         self.clipper = self._run.run.clipper(
-            model, settings.clip_percentile, active=settings.clip == "auto",
+            model, settings.clip_percentile, active=settings.clip is not None,
             one_update_per_step=not _model_facts.is_tbptt(model),
         )
         self.clipper.install()
         if self.clip_note is not None and not self._clip_warned:
             self._clip_warned = True  # once per callback, not once per fit
-            warnings.warn(f"GradWatch(clip={settings.clip!r}, "
-                          f"exploding={settings.exploding!r}): " + self.clip_note,
+            flat = settings.flat()
+            warnings.warn(f"GradWatch(clip={flat['clip']!r}, "
+                          f"exploding={flat['exploding']!r}): " + self.clip_note,
                           stacklevel=alerts_lib._user_stacklevel())
 
     def is_clipping(self):

@@ -55,7 +55,7 @@ class Measurer:
     def begin_fit(self, model):
         """A `fit` begins: a failed measurement is retried on its batch, the
         probe batch is `probe_data` if given."""
-        probe_data = self._run.settings.probe_data
+        probe_data = self._run.settings.measuring.probe_data
         if self._retry:
             # It failed on the last fit's probe batch (e.g. another input
             # shape): this fit's first batch is measured afresh.
@@ -126,7 +126,7 @@ class Measurer:
     def _measured(self):
         """The measurement on the probe batch, or None (with a warning) if
         the model cannot be measured."""
-        run, settings = self._run, self._run.settings
+        run, settings = self._run, self._run.settings.measuring
         x, y, sample_weight = self.probe
         try:
             return measurement._measure(
@@ -164,7 +164,7 @@ class Measurer:
                                           empty_inputs=_probe.is_empty(self.probe))
         if reason is None:
             return None
-        if self._run.settings.probe_data is None and self._retakes < _probe.RETAKES:
+        if self._run.settings.measuring.probe_data is None and self._retakes < _probe.RETAKES:
             self._retakes += 1
             self.probe = None  # the hook takes the next batch
             return reason + "; the next training batch is taken as the probe batch"

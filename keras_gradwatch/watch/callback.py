@@ -4,20 +4,20 @@ A thin adapter: it follows the Keras callback protocol (`on_train_begin`,
 `on_epoch_begin`, `on_train_batch_end`, `on_epoch_end`, `on_train_end`) and
 hands each moment to its run's engine (`_engine.WatchEngine`), which knows
 no callback protocol. Its settings are one checked object
-(`_settings.WatchSettings`), whose fields are this class's keywords and its
-docstring's `Args`. It also starts a fresh run for another model
+(`_settings.WatchSettings`, with its groups `Measuring` and `Alerting`),
+whose fields are this class's keywords and its docstring's `Args`. It also starts a fresh run for another model
 (`_model_runs`) or, under a multi-worker strategy, another worker
 (`_workers`).
 """
 
 import html
+import warnings
 import weakref
 
 import keras
 
 from keras_gradwatch.core import _compat
 from keras_gradwatch.core import _probe
-from keras_gradwatch.core import stats
 from keras_gradwatch.runs import records
 from keras_gradwatch.watch import _engine
 from keras_gradwatch.watch import _model_facts
@@ -36,7 +36,13 @@ class GradWatch(keras.callbacks.Callback):
     recurrent or feed-forward) or to a `TruncatedBPTT` model:
     `model.fit(..., callbacks=[GradWatch("runs/exp1")])`. It needs nothing
     else: it takes its probe batch from the first training batch (its first
-    16 sequences), or from `probe_data`.
+    16 sequences), or from `measuring=Measuring(probe_data=...)`.
+
+    Its settings: a few keywords, and two groups, `Measuring` (what the
+    measurements use) and `Alerting` (the detectors and their actions),
+    small objects checked when made:
+    `GradWatch("runs/exp1", alerting=Alerting(spike_factor=20))`. The
+    former flat keywords (`spike_factor=20`) still work, deprecated.
 
     What it does:
 
@@ -106,33 +112,24 @@ class GradWatch(keras.callbacks.Callback):
         *,
         every=None,
         overhead=0.03,
-        probe_data=None,
-        loss=None,
-        loss_steps="last",
-        nonfinite="stop",
-        exploding="warn",
-        vanishing="warn",
-        actions=None,
-        spike_factor=10.0,
-        warmup=5,
-        max_grad_norm=None,
-        max_decay_rate=1.05,
-        vanishing_fraction=1e-3,
-        vanishing_patience=3,
-        threshold=stats.DEFAULT_HORIZON_THRESHOLD,
-        tolerance=stats.DEFAULT_BIAS_TOLERANCE,
+        measuring=None,
+        alerting=None,
         plots="end",
         tensorboard=False,
         clip=None,
-        clip_percentile=_settings.DEFAULT_CLIP_PERCENTILE,
+        **flat,
     ):
         # The keywords are `WatchSettings`'s fields (a test checks it); the
-        # settings check themselves.
-        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        # settings check themselves. `flat`: the former flat keywords
+        # (`spike_factor=...`), deprecated, put into their groups.
+        arguments = {k: v for k, v in locals().items()
+                     if k not in ("self", "__class__", "flat")}
+        settings, deprecated = _settings.from_flat(arguments, flat)
+        for message in deprecated:
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
         _compat.require_tensorflow_backend("GradWatch")
         if _compat.multi_worker_config():  # fit needs them before any callback
             _compat.fix_multi_worker()
-        settings = _settings.WatchSettings(**arguments)
         super().__init__()
         self._model_runs = _model_runs.ModelRuns(log_dir)  # one run folder per model
         self._watched = None  # weak reference to the model this run records
@@ -140,11 +137,14 @@ class GradWatch(keras.callbacks.Callback):
 
     def _start_run(self, settings, alerts):
         """A fresh run with `settings`: its engine, and the settings as
-        attributes (`log_dir`, `every`, ...; `actions` is the action of
-        every kind)."""
+        attributes: the groups (`measuring`, `alerting`) and each setting
+        under its former flat name (`log_dir`, `every`, `spike_factor`,
+        ..., `clip` as `"auto"` or None, `clip_percentile`; `actions` is
+        the action of every kind)."""
         self._settings = settings
-        for name in _settings.FIELDS:
-            setattr(self, name, getattr(settings, name))
+        for name, value in settings.flat().items():
+            setattr(self, name, value)
+        self.measuring, self.alerting = settings.measuring, settings.alerting
         self.actions = settings.actions_by_kind
         self.alerts = alerts  # every reported Alert
         self._engine = _engine.WatchEngine(settings, alerts)

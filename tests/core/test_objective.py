@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from keras_gradwatch import GradWatch
+from keras_gradwatch import Measuring
 from keras_gradwatch import NotMeasurableError
 from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch import layers
@@ -281,7 +282,8 @@ def test_gradwatch_marks_a_measurement_far_from_training_suspect(tmp_path):
     y = rng(1).normal(size=(64, 1)).astype("float32")
     with pytest.warns(UserWarning, match="suspect") as caught:
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
-                            callbacks=[GradWatch(tmp_path, plots=None, loss=huge, overhead=100.0)])
+                            callbacks=[GradWatch(tmp_path, plots=None, overhead=100.0,
+                                                 measuring=Measuring(loss=huge))])
     assert sum("suspect" in str(w.message) for w in caught) == 1  # once
     records = _records(tmp_path, "measurements.jsonl")
     assert records[0]["reason"] == "start" and "suspect" not in records[0]  # no reference yet

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_gradwatch import Alerting
 from keras_gradwatch import GradWatch
 from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch import layers
@@ -18,9 +19,9 @@ def _fit(model, x, y, tmp_path, **kwargs):
     may take 100x the training's CPU time (`overhead=100`): every step the
     schedule prefers is measured, whatever the machine's speed."""
     seen = []
-    watch = GradWatch(tmp_path, plots=None, overhead=100.0, exploding=seen.append,
-                      vanishing=seen.append, actions={"truncation": seen.append},
-                      nonfinite=seen.append)
+    alerting = Alerting(nonfinite=seen.append, exploding=seen.append, vanishing=seen.append,
+                        actions={"truncation": seen.append})
+    watch = GradWatch(tmp_path, plots=None, overhead=100.0, alerting=alerting)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         history = model.fit(x, y, verbose=0, callbacks=[watch], **kwargs)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_gradwatch import Alerting
+from keras_gradwatch import AutoClip
 from keras_gradwatch import GradWatch
 from keras_gradwatch import TruncatedBPTT
 from keras_gradwatch.errors import InvalidInputError
@@ -66,7 +68,7 @@ def test_clipping_off_changes_nothing(tmp_path):
     # exploding="clip" installs AutoClip switched off: no alert, no change.
     watched = model()
     watched.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
-                callbacks=[GradWatch(tmp_path, exploding="clip", plots=None)])
+                callbacks=[GradWatch(tmp_path, alerting=Alerting(exploding="clip"), plots=None)])
     for a, b in zip(plain.get_weights(), watched.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert all(r["clip"] is None and r["clipped_updates"] == 0 for r in steps(tmp_path))
@@ -75,7 +77,7 @@ def test_clipping_off_changes_nothing(tmp_path):
 def test_an_exploding_alert_with_the_clip_action_starts_clipping(tmp_path):
     x, y = data()
     made = model(learning_rate=0.5)  # blows up within a few steps
-    watch = GradWatch(tmp_path, exploding="clip", nonfinite="warn", plots=None)
+    watch = GradWatch(tmp_path, alerting=Alerting(exploding="clip", nonfinite="warn"), plots=None)
     with pytest.warns(Warning):
         made.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[watch])
     first = next(a for a in watch.alerts if a.kind == "exploding")
@@ -95,7 +97,7 @@ def test_truncated_bptt_updates_are_clipped_one_by_one(tmp_path):
     wrapped.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     x = np.random.default_rng(0).normal(size=(16, 12, 2)).astype("float32")
     wrapped.fit(x, np.cumsum(x[..., :1], axis=1), epochs=2, verbose=0,
-                callbacks=[GradWatch(tmp_path, clip="auto", clip_percentile=10, plots=None)])
+                callbacks=[GradWatch(tmp_path, clip=AutoClip(percentile=10), plots=None)])
     records = steps(tmp_path)
     # 3 windows per batch: the norm history grows by 3 per step, and (at a
     # low percentile) more updates than steps can be clipped.
@@ -105,10 +107,10 @@ def test_truncated_bptt_updates_are_clipped_one_by_one(tmp_path):
 def test_bad_clip_arguments_are_clear_errors(tmp_path):
     with pytest.raises(InvalidInputError, match="clip='auto'"):
         GradWatch(tmp_path, clip="yes")
-    with pytest.raises(InvalidInputError, match="clip_percentile=0"):
-        GradWatch(tmp_path, clip="auto", clip_percentile=0)
+    with pytest.raises(InvalidInputError, match=r"Received: percentile=0\. Pass a percentile"):
+        GradWatch(tmp_path, clip=AutoClip(percentile=0))
     with pytest.raises(InvalidInputError, match="'clip'"):
-        GradWatch(tmp_path, vanishing="clip")
+        GradWatch(tmp_path, alerting=Alerting(vanishing="clip"))
 
 
 def test_fit_in_a_loop_with_a_new_callback_keeps_the_norm_history(tmp_path):

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_gradwatch import Alerting
 from keras_gradwatch import GradientAlertError
 from keras_gradwatch import GradientWarning
 from keras_gradwatch import GradWatch
 from keras_gradwatch import InvalidInputError
+from keras_gradwatch import Measuring
 from keras_gradwatch import RunDirectoryError
 from keras_gradwatch import RunFormatError
 from keras_gradwatch import RunRecordWarning
@@ -331,7 +333,8 @@ def test_exploding_alert_on_truncated_bptt_and_clipnorm_fixes_it(tmp_path):
     catcher, caught = quiet()
     try:
         history = clipped.fit(
-            x, y, epochs=3, verbose=0, callbacks=[GradWatch(tmp_path / "b", nonfinite="warn")]
+            x, y, epochs=3, verbose=0,
+            callbacks=[GradWatch(tmp_path / "b", alerting=Alerting(nonfinite="warn"))]
         )
     finally:
         catcher.__exit__(None, None, None)
@@ -345,7 +348,8 @@ def test_a_bad_batch_is_no_blow_up_and_the_user_maximum_is(tmp_path):
     model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
     model.compile(optimizer="sgd", loss="mse")
     seen = []
-    fit(model, x, y, [GradWatch(tmp_path / "a", exploding=seen.append)], epochs=2, shuffle=False)
+    fit(model, x, y, [GradWatch(tmp_path / "a", alerting=Alerting(exploding=seen.append))],
+        epochs=2, shuffle=False)
     steps = records.load_run(tmp_path / "a").steps
     losses = {s["step"]: s["loss"] for s in steps}
     norms = {s["step"]: s["grad_norm"] for s in steps}
@@ -358,7 +362,8 @@ def test_a_bad_batch_is_no_blow_up_and_the_user_maximum_is(tmp_path):
     model = TruncatedBPTT(lstm_model(stateful=True, return_sequences=True), window=4)
     model.compile(optimizer="sgd", loss="mse")
     seen = []
-    fit(model, x[:8], y[:8], [GradWatch(tmp_path / "b", exploding=seen.append, max_grad_norm=1e-6)], epochs=1)
+    alerting = Alerting(exploding=seen.append, max_grad_norm=1e-6)
+    fit(model, x[:8], y[:8], [GradWatch(tmp_path / "b", alerting=alerting)], epochs=1)
     assert seen[0].threshold == 1e-6 and "max_grad_norm" in seen[0].message
 
 
@@ -374,7 +379,8 @@ def test_vanishing_alert_for_a_tanh_rnn_that_cannot_learn(tmp_path):
     seen = []
     history = model.fit(x[:64], y[:64], validation_data=(x[64:], y[64:]), batch_size=4,
                         epochs=14, verbose=0,
-                        callbacks=[GradWatch(tmp_path, every=8, vanishing=seen.append)])
+                        callbacks=[GradWatch(tmp_path, every=8,
+                                             alerting=Alerting(vanishing=seen.append))])
     assert seen and seen[0].kind == "vanishing" and seen[0].layer == "tanh_rnn"
     # Not in the first epoch, nor before 200 updates, and only once the
     # validation loss stopped falling (the training loss still falls: the
@@ -396,7 +402,8 @@ def test_nonfinite_actions(tmp_path, action):
     x, y = data()
     y[10] = np.nan  # the second batch
     seen = []
-    watch = GradWatch(tmp_path, nonfinite=seen.append if action == "callable" else action)
+    nonfinite = seen.append if action == "callable" else action
+    watch = GradWatch(tmp_path, alerting=Alerting(nonfinite=nonfinite))
     if action == "raise":
         with pytest.raises(GradientAlertError, match="not finite") as info:
             fit(model, x, y, [watch], shuffle=False)
@@ -428,7 +435,7 @@ def test_repeated_alerts_are_rate_limited(tmp_path):
     y[:] = np.nan  # every step's loss is NaN
     catcher, caught = quiet()
     try:
-        watch = GradWatch(tmp_path, nonfinite="warn")
+        watch = GradWatch(tmp_path, alerting=Alerting(nonfinite="warn"))
         fit(model, x, y, [watch], epochs=1)
     finally:
         catcher.__exit__(None, None, None)
@@ -458,7 +465,7 @@ def test_a_run_whose_every_value_is_nan_is_still_drawn(tmp_path):
     y[:] = np.nan
     catcher, _ = quiet()
     try:
-        watch = GradWatch(tmp_path, nonfinite="warn", plots=None, overhead=100.0)
+        watch = GradWatch(tmp_path, alerting=Alerting(nonfinite="warn"), plots=None, overhead=100.0)
         fit(model, x, y, [watch], epochs=1)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no "drawing failed" warning
@@ -474,10 +481,25 @@ def test_probe_data_argument_is_measured_before_training(tmp_path):
     model.compile(optimizer="sgd", loss="mse")
     x, y = data()
     probe_x = np.ones((3, 30, F), "float32")
-    fit(model, x, y, [GradWatch(tmp_path, probe_data=(probe_x, y[:3]), every=100)], epochs=1)
+    measuring = Measuring(probe_data=(probe_x, y[:3]))
+    fit(model, x, y, [GradWatch(tmp_path, every=100, measuring=measuring)], epochs=1)
     run = records.load_run(tmp_path)
     assert run.measurements[0]["step"] == 0
     assert run.measurements[0]["length"] == 30 and run.measurements[0]["sequences"] == 3
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Alerting(nonfinite="explode"), "nonfinite='explode'"),
+        (lambda: Measuring(loss_steps="first"), "loss_steps='first'"),
+        (lambda: Alerting(warmup=1.5), "warmup=1.5"),
+        (lambda: Alerting(actions={"exploding": "clip"}), "pass exploding='clip' instead"),
+    ],
+)
+def test_bad_group_fields_are_rejected_when_the_group_is_made(make, match):
+    with pytest.raises(InvalidInputError, match=match):
+        make()
 
 
 @pytest.mark.parametrize(
@@ -485,9 +507,8 @@ def test_probe_data_argument_is_measured_before_training(tmp_path):
     [
         ({"every": 0}, "every=0"),
         ({"overhead": -1}, "overhead=-1"),
-        ({"nonfinite": "explode"}, "nonfinite='explode'"),
-        ({"loss_steps": "first"}, "loss_steps='first'"),
-        ({"warmup": 1.5}, "warmup=1.5"),
+        ({"alerting": {"spike_factor": 20}}, "alerting=.*Pass a keras_gradwatch.Alerting"),
+        ({"measuring": "all"}, "measuring='all'. Pass a keras_gradwatch.Measuring"),
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, kwargs, match):
@@ -728,7 +749,8 @@ def test_none_switches_a_kind_off(tmp_path):
     model.compile(optimizer="adam", loss="mse")
     x, y = data(t=120)
     y[10] = np.nan
-    watch = GradWatch(tmp_path, every=1, vanishing=None, nonfinite=None, plots=None)
+    watch = GradWatch(tmp_path, every=1, alerting=Alerting(nonfinite=None, vanishing=None),
+                      plots=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error", GradientWarning)
         fit(model, x, y, [watch], epochs=1, shuffle=False)
@@ -814,30 +836,49 @@ def test_run_of_a_newer_format_is_refused_not_overwritten(tmp_path):
 # Settings ---------------------------------------------------------------------
 
 
+def _documented_args(cls):
+    import re
+
+    args = cls.__doc__.split("    Args:\n")[1].split("\n\n")[0]
+    return re.findall(r"^        ([a-z_]+): ", args, re.M)
+
+
 def test_the_settings_fields_are_the_keywords_the_docstring_and_run_json(tmp_path):
     import dataclasses
     import inspect
-    import re
 
+    from keras_gradwatch import AutoClip
     from keras_gradwatch.watch import _settings
 
     fields = dataclasses.fields(_settings.WatchSettings)
     parameters = list(inspect.signature(GradWatch).parameters.values())
-    assert [p.name for p in parameters] == [f.name for f in fields]
+    # The fields, then the former flat keywords (deprecated).
+    assert parameters[-1].kind is inspect.Parameter.VAR_KEYWORD
+    assert [p.name for p in parameters[:-1]] == [f.name for f in fields]
     for parameter, field in zip(parameters, fields):
         assert parameter.default == field.default or (
             parameter.default is inspect.Parameter.empty
             and field.default is dataclasses.MISSING), field.name
-    args = GradWatch.__doc__.split("    Args:\n")[1].split("\n\n")[0]
-    assert re.findall(r"^        ([a-z_]+): ", args, re.M) == [f.name for f in fields]
+    assert _documented_args(GradWatch) == [f.name for f in fields]
     assert "{settings}" not in GradWatch.__doc__
-    recorded = [f.name for f in fields if f.metadata["record"]]
-    watch = GradWatch(tmp_path, every=2, loss=len, actions={"truncation": None})
-    settings = _settings.WatchSettings(tmp_path, every=2, loss=len,
-                                       actions={"truncation": None}).recorded()
-    assert list(settings) == recorded
+    for group in (Measuring, Alerting, AutoClip):
+        assert _documented_args(group) == [f.name for f in dataclasses.fields(group)]
+        assert "{fields}" not in group.__doc__
+    watch = GradWatch(tmp_path, every=2, measuring=Measuring(loss=len),
+                      alerting=Alerting(actions={"truncation": None}))
+    settings = _settings.WatchSettings(
+        tmp_path, every=2, measuring=Measuring(loss=len),
+        alerting=Alerting(actions={"truncation": None})).recorded()
+    # run.json's settings stay flat, under the former keywords' names.
+    assert list(settings) == [
+        "every", "overhead", "loss", "loss_steps", "threshold", "tolerance", "actions",
+        "spike_factor", "warmup", "max_grad_norm", "max_decay_rate", "vanishing_fraction",
+        "vanishing_patience", "clip", "clip_percentile"]
     assert settings["loss"] == repr(len)
     assert settings["actions"]["truncation"] is None
     assert settings["actions"]["nonfinite"] == "stop"
+    assert (settings["clip"], settings["clip_percentile"]) == (None, 90.0)
     assert watch.actions == {kind: settings["actions"][kind] for kind in settings["actions"]}
     assert (watch.every, watch.log_dir, watch.spike_factor) == (2, tmp_path, 10.0)
+    assert watch.alerting == Alerting(actions={"truncation": None})
+    assert watch.measuring.loss is len

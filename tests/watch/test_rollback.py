@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import LearningRateFault
 
+from keras_gradwatch import Alerting
 from keras_gradwatch import GradientWarning
 from keras_gradwatch import GradWatch
 from keras_gradwatch import alerts
@@ -47,7 +48,7 @@ def fit_with_fault(watch, epochs=10):
 def test_the_learning_rate_fault_is_named_first_and_rolled_back(tmp_path):
     warned = GradWatch(tmp_path / "warn", plots=None)
     broken = fit_with_fault(warned)
-    rescuer = GradWatch(tmp_path / "rollback", plots=None, exploding="rollback")
+    rescuer = GradWatch(tmp_path / "rollback", plots=None, alerting=Alerting(exploding="rollback"))
     rescued = fit_with_fault(rescuer)
     before = broken[2]  # after 24 steps, the last epoch end before the fault
     assert rescued[:3] == broken[:3]  # identical until the fault: opt-in changes nothing
@@ -95,7 +96,7 @@ def test_a_non_finite_loss_is_rolled_back_too(tmp_path):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
                               keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(1e-2), "mse")
-    watch = GradWatch(tmp_path, plots=None, nonfinite="rollback")
+    watch = GradWatch(tmp_path, plots=None, alerting=Alerting(nonfinite="rollback"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GradientWarning)
         history = model.fit(*regression(512, 0), batch_size=64, epochs=5, verbose=0,
@@ -135,8 +136,9 @@ def test_a_healthy_run_with_the_action_trains_exactly_as_without(tmp_path):
     for make in (lambda: 0.05,
                  lambda: keras.optimizers.schedules.ExponentialDecay(0.05, 4, 0.5)):
         weights = []
+        rollback = Alerting(nonfinite="rollback", exploding="rollback")
         for watch in (None, GradWatch(tmp_path / str(len(weights)), plots=None,
-                                      exploding="rollback", nonfinite="rollback")):
+                                      alerting=rollback)):
             model = small_model(keras.optimizers.Adam(make()))
             model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
                       callbacks=[watch] if watch else [])

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_gradwatch import Alerting
 from keras_gradwatch import GradWatch
 from keras_gradwatch import records
 from keras_gradwatch.core import _update_ratio
@@ -70,7 +71,7 @@ def test_gradwatch_records_the_ratio_of_each_step_by_hand(tmp_path):
 def test_a_first_step_that_rewrites_a_layer_is_exploding_before_the_loss_moves(tmp_path):
     x = np.random.default_rng(0).normal(size=(16, 10, 2)).astype("float32")
     y = 10 * x.sum(axis=1)[:, :1]
-    watch = GradWatch(tmp_path, plots=None, exploding=lambda alert: None)
+    watch = GradWatch(tmp_path, plots=None, alerting=Alerting(exploding=lambda alert: None))
     _model(5.0).fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[watch])
     first = [a for a in watch.alerts if a.signal == "update_ratio"][0]
     assert first.step == 1 and first.kind == "exploding" and first.value > 0.1
@@ -121,7 +122,8 @@ def test_truncated_bptt_ratios_are_judged_per_window_update(tmp_path):
                               keras.layers.Dense(1)])
     model = TruncatedBPTT(inner, window=4)
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
-    watch = GradWatch(tmp_path, every=1, plots=None, exploding=lambda alert: None)
+    watch = GradWatch(tmp_path, every=1, plots=None,
+                      alerting=Alerting(exploding=lambda alert: None))
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[watch])
     steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
     ratios = [(s["updates"], max(s["update_ratios"].values())) for s in steps
