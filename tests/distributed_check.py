@@ -131,6 +131,16 @@ def main():
         [records.number(s["grad_norm"]) for s in mirrored["run"].steps],
     )
 
+    if "--extra" in sys.argv:
+        extra(out, mirrored_strategy, default)
+    else:
+        global_batch_shape(out, mirrored_strategy)
+    print(json.dumps(out))
+
+
+def extra(out, mirrored_strategy, default):
+    """The slower cases (`test_distribution.py`'s slow tests): alerts and
+    skipped updates, one-worker MultiWorkerMirroredStrategy, AutoClip."""
     single, mirrored = train(default, nan_at=9), train(mirrored_strategy, nan_at=9)
     out["alerts"] = {"single": single["alerts"], "mirrored": mirrored["alerts"]}
     out["skipped"] = [
@@ -158,7 +168,10 @@ def main():
             "clip": [single["clip"], mirrored["clip"]],
         }
 
-    # batch_shape is the per-replica batch: a global batch equal to it is refused.
+
+
+def global_batch_shape(out, mirrored_strategy):
+    """batch_shape is the per-replica batch: a global batch equal to it is refused."""
     with mirrored_strategy.scope():
         inner = keras.Sequential([
             keras.Input(batch_shape=(GLOBAL_BATCH, None, 2)),
@@ -172,7 +185,6 @@ def main():
         out["global_batch_shape"] = None
     except InvalidInputError as error:
         out["global_batch_shape"] = str(error)
-    print(json.dumps(out))
 
 
 if __name__ == "__main__":

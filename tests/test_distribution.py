@@ -39,6 +39,13 @@ def distributed():
     return _subprocess_json(str(ROOT / "tests" / "distributed_check.py"))
 
 
+@pytest.fixture(scope="module")
+def distributed_extra():
+    """Alerts, one-worker MultiWorkerMirroredStrategy and AutoClip under
+    replicas: six more trainings, for the slow tests."""
+    return _subprocess_json(str(ROOT / "tests" / "distributed_check.py"), "--extra")
+
+
 def test_mirrored_truncated_bptt_matches_single_device(distributed):
     assert distributed["replicas"] == 2
     result = distributed["tbptt"]
@@ -51,7 +58,7 @@ def test_mirrored_truncated_bptt_matches_single_device(distributed):
     assert result["layer_unroll"] == [True, True]
 
 
-def test_mirrored_probes_and_alerts_match_single_device(distributed):
+def test_mirrored_probes_match_single_device(distributed):
     for case in ("tbptt", "plain"):
         result = distributed[case]
         assert result["measurements"][0] == result["measurements"][1] > 0
@@ -60,15 +67,20 @@ def test_mirrored_probes_and_alerts_match_single_device(distributed):
     # The every-step norm GradWatch adds to a plain model's step is that of
     # the all-reduced gradient too.
     assert distributed["plain"]["step_grad_norm"] <= 1e-5
-    alerts = distributed["alerts"]
+
+
+@pytest.mark.slow
+def test_mirrored_alerts_match_single_device(distributed_extra):
+    alerts = distributed_extra["alerts"]
     assert alerts["single"] == alerts["mirrored"]
     assert alerts["single"][0][:2] == ["nonfinite", "loss"]
-    assert distributed["skipped"][0] == distributed["skipped"][1] > 0
+    assert distributed_extra["skipped"][0] == distributed_extra["skipped"][1] > 0
 
 
-def test_autoclip_under_replicas_clips_as_one_device(distributed):
+@pytest.mark.slow
+def test_autoclip_under_replicas_clips_as_one_device(distributed_extra):
     for case in ("tbptt", "plain"):
-        result = distributed["autoclip"][case]
+        result = distributed_extra["autoclip"][case]
         assert result["weights"] <= 1e-5
         (limit1, clipped1), (limit2, clipped2) = result["clip"]
         # The threshold is a percentile of the all-reduced norms: one
@@ -82,8 +94,9 @@ def test_a_global_batch_shape_under_replicas_is_refused(distributed):
     assert "batch_shape=(4, ...)" in message and "2 replicas" in message
 
 
-def test_multi_worker_strategy_single_worker_runs(distributed):
-    result = distributed["multi_worker"]
+@pytest.mark.slow
+def test_multi_worker_strategy_single_worker_runs(distributed_extra):
+    result = distributed_extra["multi_worker"]
     assert result["replicas"] >= 1 and result["finite"] and result["measurements"] > 0
 
 
