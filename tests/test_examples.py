@@ -46,9 +46,14 @@ def test_exploding_gradients_alert_then_clipping_trains(tmp_path):
         for line in (tmp_path / "unclipped" / "alerts.jsonl").read_text().splitlines()
     ]
     first_nonfinite = min(a["step"] for a in alerts if a["kind"] == "nonfinite")
-    assert alerts[0]["kind"] == "exploding" and alerts[0]["step"] < first_nonfinite
-    # The profile grows going back in time before the loss turns NaN.
-    assert any(a["signal"] == "profile" and a["step"] < first_nonfinite for a in alerts)
+    # The blow-up is named first, no later than the NaN it causes, with the
+    # leap it rests on (a single leap is confirmed by the next step).
+    assert alerts[0]["kind"] == "exploding" and alerts[0]["step"] <= first_nonfinite
+    jump = next(a for a in alerts if a["kind"] == "exploding" and a["signal"] == "loss")
+    assert "jumped" in jump["message"] and jump["step"] == first_nonfinite
+    # The profile before the first update rises only at its far end: no
+    # verdict on the recurrence from it.
+    assert not any(a["signal"] == "profile" for a in alerts)
     assert (tmp_path / "unclipped" / "report.html").exists()
     assert all(loss == loss for loss in losses)  # finite with clipping
     assert (tmp_path / "clipped" / "report.html").exists()
