@@ -383,7 +383,10 @@ class _Measurer:
                 "keras_gradwatch.layers, or insert keras_gradwatch.layers."
                 "Probe() on the (batch, time, ...) tensor to measure."
             )
-        self.function = tf.function(self._run, reduce_retracing=True, autograph=False)
+        # One trace per model: not the retracing TensorFlow warns of.
+        self.function = _compat.quiet_tracing_warning(
+            tf.function(self._run, reduce_retracing=True, autograph=False)
+        )
 
     def __call__(self, x, y, sample_weight, scale):
         return self.function(x, y, sample_weight, scale)

@@ -1,5 +1,6 @@
 """Tests of `keras_gradwatch.measure`, with exact oracles."""
 
+import logging
 import pathlib
 import runpy
 
@@ -322,3 +323,26 @@ def test_measurement_without_targets_then_with_targets_uses_the_loss():
     expected = np.linalg.norm(2 * outputs / outputs.shape[-1], axis=-1).mean()
     assert with_targets.layers["rnn"].profile[0] == pytest.approx(expected, rel=1e-4)
     assert without.layers["rnn"].profile[0] == pytest.approx(np.sqrt(6), rel=1e-5)
+
+
+def test_models_measured_in_a_loop_raise_no_retracing_warning():
+    # Each model's measurement traces once; TensorFlow would count the
+    # traces of all of them together and warn of "retracing" from the 5th.
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        x = np.random.default_rng(0).normal(size=(4, 6, 2)).astype("float32")
+        for _ in range(7):
+            model = keras.Sequential([keras.Input((6, 2)), layers.SimpleRNN(3), keras.layers.Dense(1)])
+            model.compile(optimizer="sgd", loss="mse")
+            measure(model, x, x[:, -1, :1])
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]
