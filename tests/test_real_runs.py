@@ -123,8 +123,23 @@ def test_one_script_end_to_end_through_the_harness(tmp_path):
     assert row["ok"], row["problems"]
 
 
+# The loss of relu_rnn_blowup's step 24 is 24x its median and comes back
+# at step 25 (3.6); the blow-up (620, then 1.8e20 and NaN) is alerted at
+# step 26. The harness's truth asks for an alert at the first 10x step;
+# the loss rule waits for what follows a jump, by design since issue 18
+# (docs/benchmarks.md, "relu_rnn_blowup"). Strict: a change either way shows.
+_DISAGREE = {
+    "relu_rnn_blowup": "truth: alert at the first 10x-loss step (24); the loss rule "
+                       "waits for what follows a jump (alerted at 26), by design",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _scripts())
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(name, marks=pytest.mark.xfail(reason=_DISAGREE[name], strict=True))
+     if name in _DISAGREE else name for name in _scripts()],
+)
 def test_real_run_matches_its_truth(name, tmp_path):
     harness = _harness()
     (row,) = harness.run_corpus([name], seed=1, quick=False, keep=tmp_path,
