@@ -11,10 +11,25 @@ recorded (`TruncatedBPTT.recurrence_paths`). Every change goes through
 
 import contextlib
 
+import keras
+
 from keras_gradwatch.core import _compat
 from keras_gradwatch.core import _state
 from keras_gradwatch.tbptt import _fused
-from keras_gradwatch.tbptt import _windows
+
+
+# Measured at 20 steps (forward + backward, batch 32, TF 2.21 CPU, 2 cores):
+# unrolling a SimpleRNN(64) saves 0.7 ms per window for 0.02 s more trace,
+# repaid within 30 windows (220 at 32 steps); unrolling a GRU or an LSTM
+# (16-256 units) saves 0.4-2.4 ms per window for 0.3-0.8 s more trace,
+# repaid only after 330-1500 windows: more than a first epoch of most fits
+# (200 windows in the benchmark's), so their first epoch would pay a trace
+# a plain `fit` does not (docs/benchmarks.md, "Tracing").
+def unrolls_when_auto(layer):
+    """Whether `unroll="auto"` unrolls `layer`'s static spans (of at most
+    `_windows.AUTO_UNROLL_STEPS` steps): a `SimpleRNN`'s cell, whose
+    unrolled trace is repaid within tens of windows."""
+    return isinstance(getattr(layer, "cell", None), keras.layers.SimpleRNNCell)
 
 
 class RecurrenceSwitch:
@@ -40,7 +55,7 @@ class RecurrenceSwitch:
     @contextlib.contextmanager
     def unrolled(self, unroll, recurrence=None, auto=False):
         """Sets `unroll` on the stateful layers for the calls made inside
-        (with `auto`, only on those `_windows.unrolls_when_auto` picks); the
+        (with `auto`, only on those `unrolls_when_auto` picks); the
         outermost use (a step) also runs the layers `recurrence` chooses for
         the fused kernel with it.
 
@@ -63,7 +78,7 @@ class RecurrenceSwitch:
         self._depth += 1
         previous = [layer.unroll for layer in layers]
         for layer in layers:
-            _compat.set_unroll(layer, unroll and (not auto or _windows.unrolls_when_auto(layer)))
+            _compat.set_unroll(layer, unroll and (not auto or unrolls_when_auto(layer)))
         try:
             yield
         finally:
@@ -80,7 +95,7 @@ class RecurrenceSwitch:
         """Whether a static span length changes how some stateful layer
         runs under `unroll="auto"` (it runs fused, or it is unrolled)."""
         return bool(self._fused_layers) or any(
-            _windows.unrolls_when_auto(layer) for layer in _state.stateful_layers(self.inner)
+            unrolls_when_auto(layer) for layer in _state.stateful_layers(self.inner)
         )
 
     @contextlib.contextmanager

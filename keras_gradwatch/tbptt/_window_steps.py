@@ -52,9 +52,8 @@ class WindowedSteps:
         """`keras.Model.train_step`: every update of one batch."""
         with self.recurrence.unrolled(False, settings.recurrence):
             wrapper = self.wrapper
-            if not wrapper.optimizer.built:
-                # Before the loop: its variables (and a loss scale) are read there.
-                wrapper.optimizer.build(wrapper.trainable_variables)
+            # Before the loop: its variables (and a loss scale) are read there.
+            _train_step.build(wrapper.optimizer, wrapper.trainable_variables)
             batch = self._begin_step(data, settings)
             grad_norm = tf.distribute.get_replica_context().merge_call(
                 functools.partial(self._fit_windows, batch=batch), args=batch.tensors
@@ -189,8 +188,8 @@ class WindowedSteps:
         optimizer = self.wrapper.optimizer
         span, offset = shape or (None, begin - start)
         with tf.GradientTape() as tape:
-            unroll = shape is not None, None, schedule.unroll == "auto"
-            with self.recurrence.unrolled(*unroll), self.recurrence.recording(schedule.window):
+            unrolled = self.recurrence.unrolled(shape is not None, auto=schedule.unroll == "auto")
+            with unrolled, self.recurrence.recording(schedule.window):
                 y_pred = self.inner(
                     _sequence.slice_time(x, start, end, length=span), training=True
                 )

@@ -144,10 +144,9 @@ class WindowedTraining:
         then traces the whole step a second time, without creating them:
         about half of the first epoch's extra time for a recurrent step.
         """
-        optimizer = self.optimizer
-        if optimizer is not None and not optimizer.built and self.trainable_variables:
+        if self.optimizer is not None and self.trainable_variables:
             with self.distribute_strategy.scope():
-                optimizer.build(self.trainable_variables)
+                _train_step.build(self.optimizer, self.trainable_variables)
 
     def _step_settings(self):
         """What the settings say about the steps traced now."""

@@ -13,21 +13,13 @@ import dataclasses
 
 import tensorflow as tf
 
-# `unroll="auto"` unrolls spans up to this many steps, of the layers whose
-# cell `unrolls_when_auto`. Tracing an unrolled span costs seconds that grow
-# faster than its length (forward and backward of GRU(64) / LSTM(64), TF 2.21
+# `unroll="auto"` unrolls spans up to this many steps, of the layers that
+# `_recurrence_switch.unrolls_when_auto` picks. Tracing an unrolled span
+# costs seconds that grow faster than its length (forward and backward of GRU(64) / LSTM(64), TF 2.21
 # CPU: about 0.4 s at 20 steps, 1.2-2.2 s at 50, 5 s at 100) for a few ms per
 # window; a plain Keras `fit` pays 0.7-1.8 s in its first epoch. Past 32 steps
 # the first epoch would pay several times that (docs/benchmarks.md).
 AUTO_UNROLL_STEPS = 32
-# Measured at 20 steps (forward + backward, batch 32, TF 2.21 CPU, 2 cores):
-# unrolling a SimpleRNN(64) saves 0.7 ms per window for 0.02 s more trace,
-# repaid within 30 windows (220 at 32 steps); unrolling a GRU or an LSTM
-# (16-256 units) saves 0.4-2.4 ms per window for 0.3-0.8 s more trace,
-# repaid only after 330-1500 windows: more than a first epoch of most fits
-# (200 windows in the benchmark's), so their first epoch would pay a trace
-# a plain `fit` does not (docs/benchmarks.md, "Tracing").
-AUTO_UNROLLED_CELLS = ("SimpleRNNCell",)
 # Each group of equal-shaped windows is traced once; past this many groups
 # (long `backprop` against a short `window`) the loop stays symbolic.
 MAX_WINDOW_GROUPS = 4
@@ -106,11 +98,3 @@ def _minimum(a, b):
 def _maximum(a, b):
     return max(a, b) if isinstance(a, int) and isinstance(b, int) else tf.maximum(a, b)
 
-
-def unrolls_when_auto(layer):
-    """Whether `unroll="auto"` unrolls `layer`'s static spans (of at most
-    `AUTO_UNROLL_STEPS` steps): for cells whose unrolled trace is repaid
-    within a few hundred windows (`AUTO_UNROLLED_CELLS`, and their
-    subclasses)."""
-    cell = getattr(layer, "cell", None)
-    return any(kind.__name__ in AUTO_UNROLLED_CELLS for kind in type(cell).__mro__)
