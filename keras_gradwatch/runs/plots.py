@@ -24,7 +24,9 @@ import contextlib
 import math
 import os
 import pathlib
+import re
 import tempfile
+import textwrap
 import warnings
 
 import numpy as np
@@ -97,9 +99,67 @@ def _figure(width, height):
             figure.clear()
 
 
+_SUPERSCRIPT = str.maketrans("0123456789-\u2212", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁻")
+_MATHTEXT_POWER = re.compile(r"(\d+)\^\{([^}]*)\}")
+
+
+def _unicode_tick(label):
+    """matplotlib's mathtext log tick label in Unicode:
+    "$\\mathdefault{2\\times10^{-3}}$" -> "2×10⁻³"."""
+    if not (label.startswith("$\\mathdefault{") and label.endswith("}$")):
+        return label
+    body = label[len("$\\mathdefault{"):-2].replace("\\times", "×")
+    return _MATHTEXT_POWER.sub(lambda m: m.group(1) + m.group(2).translate(_SUPERSCRIPT), body)
+
+
+def _unicode_log_ticks(figure):
+    """Log axes labelled in Unicode, with matplotlib's own choice of ticks.
+
+    Its log formatters write mathtext ("$\\mathdefault{10^{8}}$"), which
+    `_figure` turns off so that names stay plain text: drawn as is, every
+    log axis would read "$\\mathdefault{10^{8}}$", cut off at the margin.
+    """
+    from matplotlib.ticker import Formatter
+    from matplotlib.ticker import LogFormatterMathtext
+
+    class UnicodeLogFormatter(Formatter):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def set_axis(self, axis):
+            super().set_axis(axis)
+            self.inner.set_axis(axis)
+
+        def set_locs(self, locs):
+            self.inner.set_locs(locs)
+
+        def __call__(self, value, pos=None):
+            return _unicode_tick(self.inner(value, pos))
+
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for formatter, use in ((axis.get_major_formatter(), axis.set_major_formatter),
+                                   (axis.get_minor_formatter(), axis.set_minor_formatter)):
+                if isinstance(formatter, LogFormatterMathtext):
+                    use(UnicodeLogFormatter(formatter))
+
+
+# Characters of a title that fit in an inch (12 pt text: about 0.55 em each).
+_TITLE_CHARS_PER_INCH = 10
+
+
+def _suptitle(figure, text):
+    """The figure's title at its top, each line wrapped to the figure's
+    width: a one-layer figure is narrow, and a note would be cut off."""
+    width = max(20, int(figure.get_figwidth() * _TITLE_CHARS_PER_INCH))
+    lines = [wrapped for line in text.split("\n") for wrapped in textwrap.wrap(line, width) or [""]]
+    figure.suptitle("\n".join(lines), y=1 - 0.12 / figure.get_figheight(), va="top")
+
+
 def _save(figure, path):
     """Writes the PNG through an exclusively created temporary file renamed
     into place: a symlink planted at either name is not written through."""
+    _unicode_log_ticks(figure)
     path = pathlib.Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -409,11 +469,11 @@ def plot_decay(run, path=None, series=None):
                                   cax=bar_axes)
             bar.set_label("training step of the measurement")
         count = len(run.measurements)
-        figure.suptitle(
+        _suptitle(
+            figure,
             f"Gradient decay in time, {count} measurement(s)"
             + (f" ({len(_picked(count))} drawn)" if count > MAX_CURVES else "")
             + _trend_note(all_steps),
-            y=1 - 0.12 / size[1], va="top",
         )
         return _save(figure, path or run.path / DECAY)
 
@@ -487,10 +547,10 @@ def plot_heatmap(run, path=None, series=None):
             ax.set_title(f"{name} ({site})" if site else name, loc="left", fontsize=11,
                          y=1.0)
         all_steps = [s for steps, _ in series.values() for s in steps]
-        figure.suptitle(
+        _suptitle(
+            figure,
             "Gradient norm by time step and training step (grey: not finite or zero)"
             + _trend_note(all_steps),
-            y=1 - 0.12 / size[1], va="top",
         )
         return _save(figure, path or run.path / HEATMAP)
 
@@ -925,10 +985,10 @@ def plot_depth(run, path=None):
         said = (f"\nlatest (step {steps[-1]}): the first layer gets {first:.2g} of the "
                 "reference's gradient" + (" (below float32's range)" if first == 0 else "")
                 if math.isfinite(first) else "")
-        figure.suptitle(
+        _suptitle(
+            figure,
             f"Gradient across depth, {count} layers, {len(steps)} measurement(s)"
             + (f" ({len(picked)} drawn)" if len(steps) > len(picked) else "") + said,
-            y=1 - 0.12 / height, va="top",
         )
         return _save(figure, path or run.path / DEPTH)
 

@@ -253,3 +253,27 @@ def test_the_norms_legend_fits_in_the_figure(tmp_path, monkeypatch, rated):
     plots.plot_norms(run)
     legend_right, figure_right = edges[0]
     assert legend_right <= figure_right
+
+
+def test_log_axes_are_labelled_in_unicode():
+    # The figures draw names as plain text (no mathtext): matplotlib's own
+    # log labels ("$\mathdefault{10^{8}}$") are given in Unicode instead.
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        figure = Figure()
+        FigureCanvasAgg(figure)
+        wide, short = figure.subplots(2)
+        wide.plot([1, 2, 3], [1e-3, 50, 1e8])
+        wide.set_yscale("log")
+        short.plot([1, 2], [200, 3000])
+        short.set_yscale("log")
+        plots._unicode_log_ticks(figure)
+        figure.canvas.draw()
+    labels = [t.get_text() for t in wide.get_yticklabels()]
+    assert labels == ["10⁻⁴", "10⁻²", "10⁰", "10²", "10⁴", "10⁶", "10⁸", "10¹⁰"]
+    minor = [t.get_text() for t in short.yaxis.get_minorticklabels() if t.get_text()]
+    assert minor[:3] == ["2×10²", "3×10²", "4×10²"]
+    assert not any("$" in t.get_text() for ax in (wide, short) for t in ax.get_yticklabels())
