@@ -12,8 +12,8 @@ It grows at once to any size the measurement asks for; it shrinks one size
 at a time, and not before the end of the first epoch (or `WARMUP_STEPS`
 steps): at initialisation the model has not learned any memory yet, so the
 measured decay says nothing of the dependencies in the data. Windows come
-from a short list of sizes (`sizes`) so that the training step is traced at
-most once per size.
+from a short list of sizes (`sizes`) so that a training step traced per
+window (see `TruncatedBPTT`) is traced at most once per size.
 
 When the window sits at `max_window` and still cuts off more than
 `tolerance` of the measured gradient, it says so: a warning (once, until it

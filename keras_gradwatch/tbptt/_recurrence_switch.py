@@ -40,7 +40,8 @@ class RecurrenceSwitch:
 
     Attributes:
         paths: The path each stateful layer took in the traced training
-            step of each window: `{window: {layer name: path}}`, path
+            step of each window: `{key: {layer name: path}}` (key: see
+            `_windows.WindowSchedule.key`), path
             `"fused"`, `"unrolled"` or `"loop"`.
     """
 
@@ -91,18 +92,25 @@ class RecurrenceSwitch:
                     _compat.unshadow_inner_loop(layer)
                 self._fused_layers = ()
 
-    def static_spans_help(self):
-        """Whether a static span length changes how some stateful layer
-        runs under `unroll="auto"` (it runs fused, or it is unrolled)."""
-        return bool(self._fused_layers) or any(
-            unrolls_when_auto(layer) for layer in _state.stateful_layers(self.inner)
+    def static_spans_help(self, unroll, recurrence):
+        """Whether a span of static length changes how some stateful layer
+        runs: `unroll=True`, or under `"auto"` a layer that runs fused or
+        that `unrolls_when_auto` picks. If not, one traced step serves
+        every window size (`_windows.WindowVariables`)."""
+        if unroll is not True and unroll != "auto":
+            return False
+        stateful = _state.stateful_layers(self.inner)
+        return unroll is True or any(
+            _fused.planned_path(layer, recurrence)[0] or unrolls_when_auto(layer)
+            for layer in stateful
         )
 
     @contextlib.contextmanager
-    def recording(self, window):
-        """Records, under `window`, the path each stateful layer takes in
-        the calls made inside (a training span being traced)."""
-        self._recording = window
+    def recording(self, key):
+        """Records, under `key` (a window, see `_windows.WindowSchedule.key`),
+        the path each stateful layer takes in the calls made inside (a
+        training span being traced)."""
+        self._recording = key
         fused = {id(layer) for layer in self._fused_layers}
         for layer in _state.stateful_layers(self.inner):
             if id(layer) not in fused:

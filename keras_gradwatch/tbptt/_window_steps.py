@@ -11,6 +11,7 @@ recurrence) when it is traced; the forward-only passes are in
 recurrence in `_recurrence_switch`.
 """
 
+import dataclasses
 import functools
 
 import keras
@@ -24,6 +25,7 @@ from keras_gradwatch.tbptt import _forward_windows
 from keras_gradwatch.tbptt import _recurrence_switch
 from keras_gradwatch.tbptt import _step_data
 from keras_gradwatch.tbptt import _window_loss
+from keras_gradwatch.tbptt import _windows
 
 
 class WindowedSteps:
@@ -41,12 +43,35 @@ class WindowedSteps:
         self.inner = wrapper.model
         self.skipped_updates = skipped_updates
         self.recurrence = _recurrence_switch.RecurrenceSwitch(self.inner)
+        self.sizes = _windows.WindowVariables()
 
-    @property
-    def paths(self):
-        """The path each stateful layer took, by window (see
-        `_recurrence_switch.RecurrenceSwitch.paths`)."""
-        return self.recurrence.paths
+    def reads_sizes(self, settings):
+        """Whether the training step of `settings` reads its window and
+        backprop from `sizes`, one step for every window: when no layer
+        runs a span of static length differently."""
+        schedule = settings.schedule
+        return not self.recurrence.static_spans_help(schedule.unroll, settings.recurrence)
+
+    def train_key(self, settings):
+        """What the training step of `settings` is kept under (see
+        `_windows.WindowSchedule.key`)."""
+        schedule = settings.schedule
+        return ("any", schedule.reruns) if self.reads_sizes(settings) else schedule.key
+
+    def prepare_train(self, settings, strategy):
+        """Before a training step runs (eagerly): sets the sizes it reads.
+
+        Returns:
+            The step's key (see `train_key`).
+        """
+        if self.reads_sizes(settings):
+            self.sizes.set(settings.schedule, strategy)
+        return self.train_key(settings)
+
+    def paths(self, settings):
+        """The path each stateful layer took in the training step of
+        `settings`, as traced (empty before)."""
+        return self.recurrence.paths.get(self.train_key(settings), {})
 
     def train_step(self, data, settings):
         """`keras.Model.train_step`: every update of one batch."""
@@ -55,6 +80,8 @@ class WindowedSteps:
             # Before the loop: its variables (and a loss scale) are read there.
             _train_step.build(wrapper.optimizer, wrapper.trainable_variables)
             batch = self._begin_step(data, settings)
+            if self.reads_sizes(settings):
+                batch = dataclasses.replace(batch, schedule=self.sizes.schedule(batch.schedule))
             grad_norm = tf.distribute.get_replica_context().merge_call(
                 functools.partial(self._fit_windows, batch=batch), args=batch.tensors
             )
@@ -62,7 +89,7 @@ class WindowedSteps:
             logs["grad_norm"] = grad_norm
             logs["skipped_updates"] = tf.identity(self.skipped_updates.value)
             if settings.log_window:
-                logs["window"] = tf.constant(batch.schedule.window, "int64")
+                logs["window"] = tf.cast(batch.schedule.window, "int64")
             return logs
 
     def test_step(self, data, settings):
@@ -143,11 +170,9 @@ class WindowedSteps:
 
         carried = [saved, tf.constant(0.0), tf.constant(0.0), tf.constant(0, "int64")]
         # One symbolic loop per group of windows whose spans share a shape;
-        # one for all when no layer would run a static span differently.
-        groups = batch.schedule.groups(length, first, count)
-        if batch.schedule.unroll == "auto" and not self.recurrence.static_spans_help():
-            groups = [(first, count, None)]
-        for begin, stop, shape in groups:
+        # one for all when the sizes are tensors (no layer would run a
+        # static span differently).
+        for begin, stop, shape in batch.schedule.groups(length, first, count):
             _, *carried = tf.while_loop(
                 lambda i, *_, stop=stop: i < stop,
                 functools.partial(body, shape=shape),
@@ -164,9 +189,10 @@ class WindowedSteps:
 
     def _states_before(self, x, schedule, first):
         """Advances to the first update's span start; returns saved state."""
-        span_start = schedule.span_start(first * schedule.window)
+        begin = 0 if isinstance(first, int) and first == 0 else first * schedule.window
+        span_start = schedule.span_start(begin)
         _forward_windows.advance(self.inner, x, schedule, 0, span_start, training=True)
-        if schedule.backprop == schedule.window:
+        if not schedule.reruns:
             return []
         return _state.read(self._state_variables())
 
@@ -189,7 +215,7 @@ class WindowedSteps:
         span, offset = shape or (None, begin - start)
         with tf.GradientTape() as tape:
             unrolled = self.recurrence.unrolled(shape is not None, auto=schedule.unroll == "auto")
-            with unrolled, self.recurrence.recording(schedule.window):
+            with unrolled, self.recurrence.recording(schedule.key):
                 y_pred = self.inner(
                     _sequence.slice_time(x, start, end, length=span), training=True
                 )

@@ -106,7 +106,8 @@ class WindowedTraining:
     # Steps ----------------------------------------------------------------
 
     def make_train_function(self, force=False):
-        """Keras's train function, one compiled step per window used.
+        """Keras's train function: one compiled step for every window, or
+        one per window used when some layer runs static spans differently.
 
         Returns a Python function that runs the compiled step of the window
         in use, so that a new window (set between steps) takes effect at the
@@ -126,13 +127,13 @@ class WindowedTraining:
             if batches:
                 self._auto.take_probe(batches[0], self.distribute_strategy)
                 iterator = iter(batches)
-        window = self.window
-        function = self._train_functions.get(window)
+        key = self._steps.prepare_train(self._step_settings(), self.distribute_strategy)
+        function = self._train_functions.get(key)
         if function is None:
             self._build_optimizer()
             outer = self.train_function
             super().make_train_function(force=True)
-            function = self._train_functions[window] = self.train_function
+            function = self._train_functions[key] = self.train_function
             self.train_function = outer
         return function(iterator)
 

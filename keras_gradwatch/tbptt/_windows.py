@@ -7,6 +7,10 @@ steps: its span starts `backprop - window` steps before the window (not
 before 0). Every function takes Python ints (planning at trace time, when
 the length is static) or scalar tensors (inside the compiled loop, when it
 is not), and returns the same kind.
+
+The window and backprop themselves may be scalar tensors too
+(`WindowVariables`): a step traced so runs every window size, so that a
+change of window (`window="auto"`, or set by hand) does not trace anew.
 """
 
 import dataclasses
@@ -48,6 +52,19 @@ class WindowSchedule:
     window: int
     backprop: int
     unroll: object = "auto"
+    # Whether updates re-run the steps before their window (backprop >
+    # window): static, so kept when the sizes become tensors.
+    reruns: bool = None
+
+    def __post_init__(self):
+        if self.reruns is None:
+            object.__setattr__(self, "reruns", self.backprop > self.window)
+
+    @property
+    def key(self):
+        """What a step traced with this schedule is kept under: the window,
+        or `("any", reruns)` when the sizes are tensors."""
+        return self.window if isinstance(self.window, int) else ("any", self.reruns)
 
     def count(self, length):
         """Number of windows in `length` steps."""
@@ -60,6 +77,8 @@ class WindowSchedule:
 
     def span_start(self, begin):
         """Where the backprop span of a window that begins at `begin` starts."""
+        if isinstance(begin, int) and begin == 0:
+            return 0  # whatever the sizes: no loop to trace before step 0
         return _maximum(begin - (self.backprop - self.window), 0)
 
     def groups(self, length, first, count):
@@ -69,12 +88,14 @@ class WindowSchedule:
             `(begin, stop, shape)` triples: windows `begin <= i < stop` have
             spans of `shape = (span length, window offset in the span)`, or
             one triple with `shape=None` (not unrolled: dynamic shapes) when
-            unrolling is off, the length is not static, there are more than
+            unrolling is off, the length or the window is not static, there
+            are more than
             `MAX_WINDOW_GROUPS` shapes, or (with `unroll="auto"`) a span is
             longer than `AUTO_UNROLL_STEPS`.
         """
         whole = [(first, count, None)]
-        if self.unroll is False or not isinstance(length, int) or count < 1:
+        static = isinstance(length, int) and isinstance(self.window, int)
+        if self.unroll is False or not static or count < 1:
             return whole
         groups = []
         for i in range(first, count):
@@ -89,6 +110,44 @@ class WindowSchedule:
         if len(groups) > MAX_WINDOW_GROUPS or (self.unroll == "auto" and longest > AUTO_UNROLL_STEPS):
             return whole
         return [tuple(group) for group in groups]
+
+
+class WindowVariables:
+    """The window and backprop of a `TruncatedBPTT`, as variables.
+
+    A training step that reads its sizes from here, rather than from
+    Python ints, is traced once for every window: when no layer runs a
+    span of static length differently (see
+    `_recurrence_switch.RecurrenceSwitch.static_spans_help`).
+    Not tracked by Keras: the model's weights and saved files are those
+    of a model without them.
+    """
+
+    def __init__(self):
+        self._variables = None
+        self._values = None
+
+    def set(self, schedule, strategy):
+        """Sets the sizes of `schedule` (eagerly, before a step runs)."""
+        values = (schedule.window, schedule.backprop)
+        if self._variables is None:
+            # Created as the optimizer's are, under the model's strategy.
+            with strategy.scope():
+                self._variables = tuple(
+                    tf.Variable(value, dtype="int32", trainable=False) for value in values
+                )
+        elif values != self._values:
+            for variable, value in zip(self._variables, values):
+                variable.assign(value)
+        self._values = values
+
+    def schedule(self, schedule):
+        """`schedule` with tensor sizes read from the variables (in a
+        step), or `schedule` itself before `set` has made them."""
+        if self._variables is None:
+            return schedule
+        window, backprop = (tf.convert_to_tensor(v) for v in self._variables)
+        return dataclasses.replace(schedule, window=window, backprop=backprop)
 
 
 def _minimum(a, b):

@@ -72,13 +72,15 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
     shrinks one size at a time once the first epoch is over, only to sizes
     that cut off at most a tenth of `tolerance` (a dependency the model has
     not learned yet cannot be measured, so moving down is cautious); sizes are
-    `min_window`, the powers of two between, and `max_window`, so the
-    training step is traced at most once per size. The window in use is
+    `min_window`, the powers of two between, and `max_window`. The window in use is
     logged as `window`. The estimate comes from the current weights: it
     cannot see a dependency the model has not begun to learn.
 
     `window` can also be set between steps or `fit` calls
-    (`model.window = 20`); each window's training step is traced once.
+    (`model.window = 20`). The training step is traced once for every
+    window, or, when some layer runs a span of static length differently
+    (a fused LSTM, or a SimpleRNN unrolled by `unroll="auto"`; any layer
+    with `unroll=True`), once per window used.
 
     Args:
         model: A Keras model (Sequential, functional or subclassed) with at
@@ -300,7 +302,7 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
         (`tf.raw_ops.BlockLSTM`, one op per span), `"unrolled"` (Keras's
         cell, unrolled over the span's static length) or `"loop"` (Keras's
         `while` loop). Empty until that step is traced."""
-        return dict(self._steps.paths.get(self.window, {}))
+        return dict(self._steps.paths(self._step_settings()))
 
     def get_config(self):
         base_config = super().get_config()

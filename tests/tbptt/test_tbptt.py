@@ -475,6 +475,38 @@ def test_the_train_step_is_traced_once():
     assert [steps for steps, _, training in inner.calls if training] == [4]
 
 
+@pytest.mark.parametrize("backprop", [None, 6])
+def test_a_new_window_reuses_the_traced_step(backprop):
+    # No layer runs a static span differently (a GRU under "auto"): one
+    # traced step takes every window, set between fits, and trains as a
+    # step traced for that window would.
+    x, y = data(t=11)
+    inner = recording(layer=keras.layers.GRU)
+    reference = Reference(inner)
+    model = compiled(TruncatedBPTT(inner, window=4, backprop=backprop))
+    traced = []
+    for window in (4, 3, 5):
+        model.window = window
+        model.fit(x, y, epochs=1, verbose=0)
+        reference.train_batch(x, y, window=window, backprop=backprop or window)
+        assert set(model.recurrence_paths.values()) == {"loop"}
+        traced.append(len([steps for steps, _, training in inner.calls if training]))
+    assert max_diff(inner.get_weights(), reference.weights()) <= 1e-5
+    assert model.optimizer.iterations.numpy() == 3 + 4 + 3
+    # The span, and with backprop > window its re-run: traced once.
+    assert traced == [1 if backprop is None else 2] * 3
+
+
+def test_a_new_window_traces_anew_where_spans_are_unrolled():
+    inner = recording()  # a SimpleRNN: "auto" unrolls its static spans
+    model = compiled(TruncatedBPTT(inner, window=4))
+    x, y = data(t=8)
+    for window in (4, 2, 4):
+        model.window = window
+        model.fit(x, y, epochs=1, verbose=0)
+    assert [steps for steps, _, training in inner.calls if training] == [4, 2]
+
+
 @pytest.mark.parametrize("length", ["static", "unknown"])
 def test_tf_data_input_equals_numpy_input(length):
     x, y = data(n=8, t=9)

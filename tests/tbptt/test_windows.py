@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_gradwatch.tbptt._windows import AUTO_UNROLL_STEPS
 from keras_gradwatch.tbptt._windows import MAX_WINDOW_GROUPS
 from keras_gradwatch.tbptt._windows import WindowSchedule
+from keras_gradwatch.tbptt._windows import WindowVariables
 
 
 @pytest.mark.parametrize("window, backprop, length", itertools.product((1, 3, 5), (0, 2, 7), (1, 9, 15)))
@@ -32,6 +33,27 @@ def test_tensor_arguments_give_the_same_answers():
         assert (int(begin), int(end)) == schedule.bounds(i, 10)
         assert int(schedule.span_start(begin)) == schedule.span_start(int(begin))
     assert int(schedule.count(tf.constant(10))) == 3
+
+
+@pytest.mark.parametrize("window, backprop", [(4, 4), (4, 6), (3, 7)])
+def test_tensor_sizes_give_the_same_answers(window, backprop):
+    static = WindowSchedule(window, backprop)
+    sizes = WindowVariables()
+    sizes.set(static, tf.distribute.get_strategy())
+    dynamic = sizes.schedule(static)
+    assert dynamic.reruns == static.reruns == (backprop > window)
+    assert dynamic.key == ("any", backprop > window) and static.key == window
+    assert int(dynamic.count(10)) == static.count(10)
+    for i in range(static.count(10)):
+        begin, end = dynamic.bounds(i, 10)
+        assert (int(begin), int(end)) == static.bounds(i, 10)
+        assert int(dynamic.span_start(begin)) == static.span_start(int(begin))
+    assert dynamic.span_start(0) == 0  # a Python 0: no loop to trace before it
+    assert dynamic.groups(10, 0, 3) == [(0, 3, None)]
+    # New sizes are read from the same variables.
+    sizes.set(WindowSchedule(2, 5), tf.distribute.get_strategy())
+    assert int(dynamic.window) == window  # a tensor read before
+    assert (int(sizes.schedule(static).window), int(sizes.schedule(static).backprop)) == (2, 5)
 
 
 def test_groups_hold_windows_of_one_span_shape():
