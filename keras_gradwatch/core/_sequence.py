@@ -72,6 +72,30 @@ def take_rows(structure, rows):
     return keras.tree.map_structure(cut, structure)
 
 
+def steps_as_rows(structure, steps, per_sequence=False):
+    """Makes every time step of `steps` a row: leaves of shape `(B, T,
+    ...)` become `(B * T, ...)`; with `per_sequence` (sample weights of
+    shape `(B,)` or `(B, 1)`), each row repeats `T` times. Masks follow.
+
+    A Keras mean metric averages each row over its other axes before it
+    averages the rows: fed a window at a time, it would weigh a short last
+    window as much as a full one. Fed steps as rows, it weighs every step
+    alike, as it would the whole sequence.
+    """
+
+    def merge(tensor):
+        if tensor is None:
+            return None
+        if per_sequence:
+            return tf.repeat(tf.reshape(tensor, [-1]), steps)
+        shape = tf.shape(tensor)
+        out = tf.reshape(tensor, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+        mask = _compat.keras_mask(tensor)
+        return _compat.set_keras_mask(out, None if mask is None else tf.reshape(mask, [-1]))
+
+    return keras.tree.map_structure(merge, structure)
+
+
 def pad_rows(structure, batch_size):
     """Pads every leaf with zero rows up to `batch_size` rows.
 

@@ -22,6 +22,7 @@ leaves that state) and `capped: True` with the bias at the window in use
 `auto_window` field of GradWatch's `summary.json`).
 """
 
+import numbers
 import warnings
 
 import keras
@@ -55,13 +56,13 @@ def check_settings(tolerance, min_window, max_window):
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     min_window = DEFAULT_MIN_WINDOW if min_window is None else min_window
     max_window = DEFAULT_MAX_WINDOW if max_window is None else max_window
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 < tolerance < 1:
         raise InvalidInputError(
             f"Received: tolerance={tolerance!r}. Pass the largest share of the "
             "gradient the window may cut off, a fraction in (0, 1), e.g. 0.1."
         )
     for name, value in (("min_window", min_window), ("max_window", max_window)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise InvalidInputError(
                 f"Received: {name}={value!r}. Pass a positive integer number "
                 "of time steps."
@@ -71,7 +72,7 @@ def check_settings(tolerance, min_window, max_window):
             f"Received: min_window={min_window}, max_window={max_window}. "
             "Pass min_window <= max_window."
         )
-    return float(tolerance), min_window, max_window
+    return float(tolerance), int(min_window), int(max_window)
 
 
 def sizes(min_window: int, max_window: int) -> list:

@@ -6,6 +6,8 @@ and the fix. (`reset` is checked by its `ResetPolicy`, the data by
 `_layout_checks`.)
 """
 
+import numbers
+
 import keras
 
 from keras_gradwatch.core import _sequence
@@ -16,11 +18,14 @@ from keras_gradwatch.tbptt import _fused
 
 
 def check_steps(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Checks a number of time steps; returns it as a Python int (a NumPy
+    integer, e.g. from `np.arange` or a config, is taken)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InvalidInputError(
             f"Received: {name}={value!r}. Pass a positive integer number of "
             "time steps."
         )
+    return int(value)
 
 
 def check_windows(window, backprop, tolerance, min_window, max_window):
@@ -115,11 +120,12 @@ def check_model(model, unroll):
 
 def check_window(value, backprop):
     """Checks a window set on a built wrapper against its `backprop`
-    argument (None: the backprop follows the window)."""
-    check_steps(value, "window")
+    argument (None: the backprop follows the window); returns it as an int."""
+    value = check_steps(value, "window")
     if backprop is not None and backprop < value:
         raise InvalidInputError(
             f"Received: window={value} with backprop={backprop}. Each "
             "update back-propagates through at least its own window: "
             f"pass a window of at most {backprop}."
         )
+    return value

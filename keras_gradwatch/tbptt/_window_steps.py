@@ -11,7 +11,6 @@ recurrence) when it is traced; the forward-only passes are in
 recurrence in `_recurrence_switch`.
 """
 
-import dataclasses
 import functools
 
 import keras
@@ -79,9 +78,7 @@ class WindowedSteps:
             wrapper = self.wrapper
             # Before the loop: its variables (and a loss scale) are read there.
             _train_step.build(wrapper.optimizer, wrapper.trainable_variables)
-            batch = self._begin_step(data, settings)
-            if self.reads_sizes(settings):
-                batch = dataclasses.replace(batch, schedule=self.sizes.schedule(batch.schedule))
+            batch = self._begin_step(data, settings, sized=self.reads_sizes(settings))
             grad_norm = tf.distribute.get_replica_context().merge_call(
                 functools.partial(self._fit_windows, batch=batch), args=batch.tensors
             )
@@ -117,13 +114,14 @@ class WindowedSteps:
             batch = self._begin_step(data, settings, targets=False)
             return _forward_windows.predictions(self.inner, batch)
 
-    def _begin_step(self, data, settings, targets=True):
+    def _begin_step(self, data, settings, targets=True, sized=True):
         """What every step does first: check and plan the batch, reset the
         state (as the reset policy says), pad the batch to the stateful
         batch size.
 
         Returns:
-            A `WindowedBatch`.
+            A `WindowedBatch`, whose window and backprop are read from
+            `sizes` (if set, and `sized`), else are the settings' ints.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if not targets:  # predict: a dataset's targets, if any, are not used
@@ -133,7 +131,8 @@ class WindowedSteps:
         settings.reset.start_step(self.wrapper.reset_state)
         rows = _sequence.batch_rows(x)
         x = _sequence.pad_rows(x, plan.batch_size)
-        return _step_data.WindowedBatch(x, y, sample_weight, rows, plan, settings.schedule)
+        schedule = self.sizes.schedule(settings.schedule) if sized else settings.schedule
+        return _step_data.WindowedBatch(x, y, sample_weight, rows, plan, schedule)
 
     # Updates --------------------------------------------------------------
 

@@ -137,6 +137,21 @@ class WindowedTraining:
             self.train_function = outer
         return function(iterator)
 
+    def make_test_function(self, force=False):
+        """Keras's test function: one compiled step for every window (it
+        reads the window in use when it runs)."""
+        if self.test_function is None or force:
+            super().make_test_function(force=True)
+            self.test_function = _SizedFunction(self, self.test_function)
+        return self.test_function
+
+    def make_predict_function(self, force=False):
+        """Keras's predict function: one compiled step for every window."""
+        if self.predict_function is None or force:
+            super().make_predict_function(force=True)
+            self.predict_function = _SizedFunction(self, self.predict_function)
+        return self.predict_function
+
     def _build_optimizer(self):
         """Builds the optimizer before the first step is traced.
 
@@ -162,6 +177,21 @@ class WindowedTraining:
 
     def predict_step(self, data):
         return self._steps.predict_step(data, self._step_settings())
+
+
+class _SizedFunction:
+    """A compiled `evaluate` or `predict` function that runs with the
+    window in use: the sizes its steps read are set before each call, so a
+    window set between calls takes effect without a new trace."""
+
+    def __init__(self, wrapper, function):
+        self._wrapper = wrapper
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        wrapper = self._wrapper
+        wrapper._steps.sizes.set(wrapper._step_settings().schedule, wrapper.distribute_strategy)
+        return self.function(*args, **kwargs)
 
 
 class _ResetAtEpochStart(keras.callbacks.Callback):

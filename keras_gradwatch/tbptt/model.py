@@ -183,7 +183,8 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
         self.tolerance = tolerance
         self.min_window = min_window
         self.max_window = max_window
-        self._backprop_argument = backprop
+        # None: the backprop follows the window (and is saved so).
+        self._backprop_argument = None if backprop is None else int(backprop)
         self._windows = None
         self.window = max_window if auto else window
         # The compiled training step of each window used so far.
@@ -212,7 +213,7 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
 
     @window.setter
     def window(self, value):
-        _setting_checks.check_window(value, self._backprop_argument)
+        value = _setting_checks.check_window(value, self._backprop_argument)
         backprop = self._backprop_argument
         self._windows = _windows.WindowSchedule(
             value, value if backprop is None else backprop, self.unroll
@@ -309,7 +310,7 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
         config = {
             "model": keras.saving.serialize_keras_object(self.model),
             "window": "auto" if self.auto_window else self.window,
-            "backprop": None if self.auto_window else self.backprop,
+            "backprop": self._backprop_argument,
             "reset": self.reset,
             "unroll": self.unroll,
             "recurrence": self.recurrence,

@@ -370,6 +370,67 @@ def test_evaluate_matches_whole_sequence_loss():
     np.testing.assert_allclose(mae, np.mean(np.abs(pred - y)), rtol=1e-5)
 
 
+def stateless_twin(inner):
+    """The same Sequential model and weights, not stateful."""
+    layers = [keras.Input((None,) + tuple(inner.inputs[0].shape[2:]), dtype=inner.inputs[0].dtype)]
+    for layer in inner.layers:
+        config = layer.get_config()
+        if "stateful" in config:
+            config["stateful"] = False
+        layers.append(layer.__class__.from_config(config))
+    twin = keras.Sequential(layers)
+    twin.set_weights(inner.get_weights())
+    return twin
+
+
+@pytest.mark.parametrize("weights", [None, "sequence", "step"])
+def test_metrics_weigh_a_short_last_window_by_its_steps(weights):
+    # 11 steps in windows of 4: the last has 3. Keras's mean metrics average
+    # each row first; fed whole windows they would weigh the last window's
+    # steps 4/3 as much as the others'.
+    x, y = data(t=11)
+    rng = np.random.default_rng(1)
+    sample_weight = {
+        None: None,
+        "sequence": rng.uniform(size=(B, 1)).astype("float32"),
+        "step": rng.uniform(size=(B, 11)).astype("float32"),
+    }[weights]
+    inner = make_inner("GRU")
+    plain = stateless_twin(inner)
+    metrics = dict(metrics=["mae", keras.metrics.RootMeanSquaredError()], weighted_metrics=["mae"])
+    model = compiled(TruncatedBPTT(inner, window=4), **metrics)
+    compiled(plain, **metrics)
+    ours = model.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=True)
+    keras_own = plain.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=True)
+    assert set(ours) == set(keras_own)
+    for name, value in keras_own.items():
+        np.testing.assert_allclose(ours[name], value, rtol=2e-6, err_msg=name)
+
+
+def test_masked_token_metrics_equal_the_whole_sequence():
+    tokens = np.random.default_rng(0).integers(1, 9, size=(B, 10))
+    tokens[:, 7:] = 0
+    inner = keras.Sequential(
+        [
+            keras.Input(batch_shape=(B, None), dtype="int32"),
+            keras.layers.Embedding(10, 3, mask_zero=True),
+            keras.layers.GRU(4, stateful=True, return_sequences=True),
+            keras.layers.Dense(10),
+        ]
+    )
+    plain = stateless_twin(inner)
+    settings = dict(loss=keras.losses.SparseCategoricalCrossentropy(True),
+                    metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(3)])
+    model = TruncatedBPTT(inner, window=4)
+    model.compile(optimizer="sgd", **settings)
+    plain.compile(optimizer="sgd", **settings)
+    targets = np.roll(tokens, -1, axis=1)
+    ours = model.evaluate(tokens, targets, verbose=0, return_dict=True)
+    keras_own = plain.evaluate(tokens, targets, verbose=0, return_dict=True)
+    for name, value in keras_own.items():
+        np.testing.assert_allclose(ours[name], value, rtol=2e-6, err_msg=name)
+
+
 def test_trace_does_not_grow_with_the_number_of_windows():
     calls = []
 
@@ -495,6 +556,35 @@ def test_a_new_window_reuses_the_traced_step(backprop):
     assert model.optimizer.iterations.numpy() == 3 + 4 + 3
     # The span, and with backprop > window its re-run: traced once.
     assert traced == [1 if backprop is None else 2] * 3
+
+
+class CallCounter(keras.layers.Layer):
+    """Counts, in a variable, the calls that run (not the traced ones)."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x):
+        self.calls.assign_add(1.0)
+        return x
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])  # one step, or one per window
+def test_evaluate_and_predict_run_the_window_in_use(kind):
+    counter = CallCounter()
+    inner = keras.Sequential([keras.Input(batch_shape=(B, None, F)), counter,
+                              make_rnn(kind, stateful=True, return_sequences=True),
+                              keras.layers.Dense(1)])
+    model = compiled(TruncatedBPTT(inner, window=4))
+    x, y = data(t=12)
+    runs = []
+    for window in (4, 6, 3):
+        model.window = window
+        before = float(counter.calls.numpy())
+        model.evaluate(x, y, verbose=0)
+        model.predict(x, verbose=0)
+        runs.append(float(counter.calls.numpy()) - before)
+    assert runs == [2 * 12 / 4, 2 * 12 / 6, 2 * 12 / 3]
 
 
 def test_a_new_window_traces_anew_where_spans_are_unrolled():
@@ -659,6 +749,16 @@ def test_loss_scale_optimizer_norm_is_unscaled():
 # Bad input -------------------------------------------------------------------
 
 
+def test_numpy_integer_sizes_are_taken():
+    model = TruncatedBPTT(make_inner(), window=np.int64(4), backprop=np.int32(6))
+    model.window = np.int64(5)
+    assert (model.window, model.backprop) == (5, 6)
+    assert type(model.window) is int and type(model.backprop) is int
+    auto = TruncatedBPTT(make_inner(), window="auto", min_window=np.int64(2),
+                         max_window=np.int64(8), tolerance=np.float32(0.2))
+    assert (auto.window, auto.min_window) == (8, 2) and type(auto.window) is int
+
+
 @pytest.mark.parametrize("window", [0, -3, 2.5, "8", True, None])
 def test_bad_window_is_rejected(window):
     with pytest.raises(InvalidInputError, match="window="):
@@ -776,6 +876,18 @@ def test_keras_file_round_trip_and_resumed_training(tmp_path):
     loaded.fit(x, y, epochs=1, verbose=0)
     assert max_diff(loaded.get_weights(), model.get_weights()) <= 1e-6
     assert loaded.optimizer.iterations.numpy() == 6
+
+
+def test_a_backprop_that_follows_the_window_is_saved_so(tmp_path):
+    model = compiled(TruncatedBPTT(make_inner("GRU"), window=4))
+    assert model.get_config()["backprop"] is None
+    model.save(tmp_path / "follows.keras")
+    loaded = keras.models.load_model(tmp_path / "follows.keras")
+    # A new window takes its backprop along, as on the saved model.
+    loaded.window = 7
+    assert (loaded.window, loaded.backprop) == (7, 7)
+    fixed = compiled(TruncatedBPTT(make_inner("GRU"), window=4, backprop=6))
+    assert fixed.get_config()["backprop"] == 6
 
 
 def test_inner_model_round_trip(tmp_path):
