@@ -306,7 +306,8 @@ def recurrence_plan(layers, recurrence, window, taken):
     Args:
         layers: The stateful recurrent layers.
         recurrence: One of `RECURRENCES`.
-        window: The window in use.
+        window: The window in use, or None when one traced step serves
+            every window.
         taken: The paths traced for that window, by layer name.
 
     Returns:
@@ -318,6 +319,7 @@ def recurrence_plan(layers, recurrence, window, taken):
         fused, reason = planned_path(layer, recurrence)
         planned = "fused" if fused else f"Keras's recurrence ({reason})"
         if layer.name in taken:
-            planned += f"; traced for window {window}: {taken[layer.name]}"
+            traced = "every window" if window is None else f"window {window}"
+            planned += f"; traced for {traced}: {taken[layer.name]}"
         plan[layer.name] = planned
     return plan

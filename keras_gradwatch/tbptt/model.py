@@ -291,9 +291,11 @@ class TruncatedBPTT(WindowedTraining, keras.Model):
             current window has been traced, by the path it took (`"fused"`,
             `"unrolled"` or `"loop"`, see `recurrence_paths`).
         """
+        # None: one traced step serves every window.
+        per_window = not self._steps.reads_sizes(self._step_settings())
         return _fused.recurrence_plan(
-            _state.stateful_layers(self.model), self.recurrence, self.window,
-            self.recurrence_paths,
+            _state.stateful_layers(self.model), self.recurrence,
+            self.window if per_window else None, self.recurrence_paths,
         )
 
     @property
