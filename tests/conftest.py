@@ -51,10 +51,11 @@ def draw_runs_left_for_exit():
 
 
 def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,
-                        steps=None, tbptt=True, nan_step=None):
+                        steps=None, tbptt=True, nan_step=None, backprops=None):
     """Writes records like GradWatch's, without training anything.
 
     Profiles decay as rate**lag with a rate that improves over training.
+    `backprops`: each measurement's TBPTT backprop (default 15 each).
     """
     import numpy as np
 
@@ -95,7 +96,8 @@ def write_synthetic_run(path, measurements=3, layers=("rnn", "lstm"), length=30,
                 "index": index, "step": step, "epoch": step // 10, "length": length,
                 "global_norm": 1.5, "layer_norms": {name: 1.0 for name in layers},
                 # Without truncation there is no backprop span, and no bias.
-                "backprop": 15 if tbptt else None, "profiles": relative,
+                "backprop": (backprops[index] if backprops else 15) if tbptt else None,
+                "profiles": relative,
                 "layers": {
                     name: {"site": "state", "decay_rate": rates[name], "horizon": 9,
                            "truncation_bias": 0.01 if tbptt else "NaN",

@@ -224,15 +224,27 @@ def _sites(run):
 
 def _tbptt_steps(run):
     """`(backprop, window)` of a TBPTT run: the latest ones, which move
-    under `window="auto"`."""
+    under `window="auto"` or when set between `fit` calls."""
     tbptt = run.settings.get("tbptt") or {}
     backprop, window = tbptt.get("backprop"), tbptt.get("window")
-    if tbptt.get("auto_window"):
-        windows = _window_series(run)
-        window = windows[-1][1] if windows else window
-        measured = [m.get("backprop") for m in run.measurements if m.get("backprop")]
-        backprop = measured[-1] if measured else backprop
+    windows = _window_series(run)
+    window = windows[-1][1] if windows else window
+    measured = _backprop_series(run)
+    backprop = measured[-1][1] if measured else backprop
     return backprop, window
+
+
+def _backprop_series(run):
+    """`[(step, backprop)]` of the measurements of a TBPTT run."""
+    return [(m["step"], m["backprop"]) for m in run.measurements if m.get("backprop")]
+
+
+def _window_moved(run):
+    """`"auto"` (the automatic window), `"set"` (the measurements saw
+    other backprops: a window set between fits) or None."""
+    if (run.settings.get("tbptt") or {}).get("auto_window"):
+        return "auto"
+    return "set" if len({b for _, b in _backprop_series(run)}) > 1 else None
 
 
 def _window_series(run):
@@ -448,7 +460,7 @@ def plot_decay(run, path=None, series=None):
                          fontsize=8.5, loc="right", color="0.3", y=1.0)
             if backprop:
                 ax.axvline(backprop, color="tab:red", ls="--", lw=1.2)
-                auto = "auto, latest " if (run.settings.get("tbptt") or {}).get("auto_window") else ""
+                auto = {"auto": "auto, latest ", "set": "latest "}.get(_window_moved(run), "")
                 low, high = ax.get_xlim()
                 # Beside the line, on the side with room for the text.
                 right_side = (backprop - low) < 0.4 * (high - low)
@@ -519,18 +531,25 @@ def plot_heatmap(run, path=None, series=None):
                                  cmap="magma", shading="flat")
             bar = figure.colorbar(mesh, ax=ax, fraction=0.06, pad=0.02)
             bar.set_label(f"log10 {gradient_label(sites.get(name, ''), short=True)}")
-            windows = _window_series(run)
-            if windows:
-                # The automatic window moves: draw it over training.
-                steps_w, values_w = zip(*windows)
+            moved = _window_moved(run)
+            # The automatic window is logged at every step; a window set
+            # between fits is seen in the measurements' backprop.
+            reach = _window_series(run) if moved == "auto" else _backprop_series(run)
+            if moved and reach:
+                # The reach moves: draw it over training.
+                steps_w, values_w = zip(*reach)
+                # The latest reach holds to the right edge of the map.
+                steps_w += (max(edges_x[-1], steps_w[-1]),)
+                values_w += (values_w[-1],)
                 ax.step(steps_w, np.array(values_w) - 0.5, where="post", color="cyan",
                         ls="--", lw=1.2)
                 ax.set_ylim(edges_y[0], edges_y[-1])  # a window past the profile: off the map
                 backprop = values_w[-1]
             if backprop:
-                if not windows:
+                if not (moved and reach):
                     ax.axhline(backprop - 0.5, color="cyan", ls="--", lw=1.2)
-                ax.annotate(f"TBPTT backprop={backprop}" + (" (auto)" if windows else ""),
+                note = {"auto": " (auto)", "set": " (latest)"}.get(moved, "")
+                ax.annotate(f"TBPTT backprop={backprop}" + note,
                             xy=(1.0, backprop - 0.5),
                             xycoords=("axes fraction", "data"), xytext=(-4, 3),
                             textcoords="offset points", ha="right", fontsize=8,
@@ -561,11 +580,12 @@ def _steps_label(run, measured):
     if not window:
         return "training step"
     lengths = [m.get("length") for m in measured if m.get("length")]
+    latest = "latest " if _window_moved(run) else ""
     if lengths:
         updates = math.ceil(lengths[-1] / window)
         return (f"training step (one batch of {lengths[-1]} time steps = "
-                f"{updates} TBPTT update{'s' if updates != 1 else ''}, window={window})")
-    return f"training step (one batch; TBPTT makes one update per window of {window})"
+                f"{updates} TBPTT update{'s' if updates != 1 else ''}, {latest}window={window})")
+    return f"training step (one batch; TBPTT makes one update per {latest}window of {window})"
 
 
 def _draw_step_norms(ax, steps):

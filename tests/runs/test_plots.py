@@ -152,6 +152,30 @@ def test_alert_markers_say_what_fired(tmp_path, monkeypatch):
     assert shapes["vanishing: time profile (1)"][1] != shapes["exploding: time profile (1)"][1]
 
 
+def test_a_window_set_between_fits_is_drawn_as_it_moved(tmp_path, monkeypatch):
+    # run.json holds the latest fit's window (10); the measurements were
+    # taken at backprops 15, 8 and 5.
+    run = records.load_run(write_synthetic_run(tmp_path, layers=("lstm",),
+                                               backprops=[15, 8, 5]))
+
+    def texts(figure):
+        found = [t.get_text() for ax in figure.axes for t in ax.texts]
+        return found + [ax.get_xlabel() for ax in figure.axes]
+
+    def reach_lines(figure):
+        return [list(line.get_ydata()) for ax in figure.axes for line in ax.get_lines()
+                if line.get_color() == "cyan"]
+
+    drawn_texts = drawn(monkeypatch, texts)
+    lines = drawn(monkeypatch, reach_lines)
+    plots.plot_all(run)
+    decay, heatmap, norms = drawn_texts
+    assert "TBPTT reach: backprop=5\n(window=latest 10)" in decay
+    assert "TBPTT backprop=5 (latest)" in heatmap
+    assert [14.5, 7.5, 4.5, 4.5] in lines[1]  # the reach over training, not one line
+    assert any("latest window=10" in text for text in norms)
+
+
 def test_probe_batch_norm_says_it_is_the_probe_batch(tmp_path, monkeypatch):
     run = write_norms_run(tmp_path, [1.0] * 10, sequences=16)
     texts = drawn(monkeypatch, legend_texts)
