@@ -142,15 +142,19 @@ class WindowedTraining:
         reads the window in use when it runs)."""
         if self.test_function is None or force:
             super().make_test_function(force=True)
-            self.test_function = _SizedFunction(self, self.test_function)
+            self.test_function = _SizedFunction(self._set_sizes, self.test_function)
         return self.test_function
 
     def make_predict_function(self, force=False):
         """Keras's predict function: one compiled step for every window."""
         if self.predict_function is None or force:
             super().make_predict_function(force=True)
-            self.predict_function = _SizedFunction(self, self.predict_function)
+            self.predict_function = _SizedFunction(self._set_sizes, self.predict_function)
         return self.predict_function
+
+    def _set_sizes(self):
+        """Sets the window the compiled steps read (before each call)."""
+        self._steps.sizes.set(self._step_settings().schedule, self.distribute_strategy)
 
     def _build_optimizer(self):
         """Builds the optimizer before the first step is traced.
@@ -184,13 +188,12 @@ class _SizedFunction:
     window in use: the sizes its steps read are set before each call, so a
     window set between calls takes effect without a new trace."""
 
-    def __init__(self, wrapper, function):
-        self._wrapper = wrapper
+    def __init__(self, set_sizes, function):
+        self._set_sizes = set_sizes
         self.function = function
 
     def __call__(self, *args, **kwargs):
-        wrapper = self._wrapper
-        wrapper._steps.sizes.set(wrapper._step_settings().schedule, wrapper.distribute_strategy)
+        self._set_sizes()
         return self.function(*args, **kwargs)
 
 
