@@ -46,6 +46,9 @@ class AlertDesk:
         self.optimizer = "keras.optimizers.Adam"  # named in the advice
         self.family = _advice.UNKNOWN  # whether clipping bounds its step
         self.learning_rates = _lr_history.LearningRateHistory()  # each step's
+        # The model's optimizer makes no update (a custom train_step applies
+        # its own): advice cannot name its optimizer or learning rate.
+        self.optimizer_idle = False
 
     @property
     def counts(self):
@@ -60,6 +63,10 @@ class AlertDesk:
         """The advice of an exploding or non-finite alert at the current
         step (`_advice.advice`): the learning rate first when it rose before
         it, clipping where it bounds the optimizer's step."""
+        if self.optimizer_idle:
+            return (f"Lower the learning rate of the optimizers your train_step applies, "
+                    f"or clip their gradients (the compiled {self.optimizer} made no "
+                    "update).")
         norms = self.step_norms if len(self.step_norms) else self.measured_norms
         step, _ = self.where()
         return _advice.advice(
@@ -76,6 +83,11 @@ class AlertDesk:
             text = ""
         elif finding.advice == "nonfinite":
             text = " " + self.clip_advice() + " Check the data for NaN or Inf."
+        elif finding.advice == "data_first":
+            then = self.clip_advice()
+            text = (" Check the data first (NaN or Inf in the inputs, targets or "
+                    "sample weights), and the loss for log(0) or 0/0. If they are "
+                    "clean: " + then[:1].lower() + then[1:])
         else:  # "clip", "clip_then_lr", "lr_or_clip": one sentence fit to the optimizer
             text = " " + self.clip_advice()
         return text + (" " + finding.remedy if finding.remedy else "")

@@ -24,6 +24,8 @@ values, last).
 
 import math
 
+import numpy as np
+
 from keras_gradwatch.core import _detectors
 from keras_gradwatch.core import _train_step
 from keras_gradwatch.core._detectors import kinds
@@ -67,6 +69,14 @@ class Checks:
         self._step_loss = _train_step.StepLoss(model)
         for detector in self.detectors:
             detector.begin_fit()
+
+    def optimizer_idle(self, step, readings=None):
+        """Whether the model's optimizer made no update in this `fit` after
+        two steps or more: a custom `train_step` applies optimizers of its
+        own (a GAN's), so the compiled one's learning rate is not training's."""
+        if step - self._step_at_begin < 2 or self._model is None:
+            return False
+        return _model_facts.iterations(self._model, readings) == self._iterations_at_begin
 
     def new_epoch(self):
         if self._step_loss is not None:
@@ -123,9 +133,10 @@ class Checks:
         if grad_norm is not None and math.isfinite(grad_norm):
             self.desk.step_norms.add(grad_norm)
         self.run(Evidence(
-            "step", step, epoch, loss=instant, grad_norm=grad_norm, new_skips=new_skips,
-            loss_scaled=scaled, lr=lr, update_ratios=update_ratios or None,
-            step_updates=step_updates,
+            "step", step, epoch, updates=_model_facts.iterations(self._model, readings),
+            loss=instant, logged_losses=_logged_losses(logs), grad_norm=grad_norm,
+            new_skips=new_skips, loss_scaled=scaled, lr=lr,
+            update_ratios=update_ratios or None, step_updates=step_updates,
         ))
 
     def measurement(self, result, step, epoch, *, updates=None, backprop=None, facts=None,
@@ -186,6 +197,23 @@ class Checks:
                 found.append(finding)
         for finding in sorted(found, key=lambda f: f.kind in self._consequences):
             self.desk.report(finding)
+
+
+def _logged_losses(logs):
+    """The losses a step logs besides `loss` (names ending in "loss", as a
+    custom `train_step`'s `d_loss` or `kl_loss`), by name; None if none."""
+    found = {key: _scalar(value) for key, value in logs.items()
+             if key != "loss" and key.lower().endswith("loss")}
+    return {key: value for key, value in found.items() if value is not None} or None
+
+
+def _scalar(value):
+    """A logged value as a float, or None if it is not one number (a custom
+    step may log anything)."""
+    try:
+        return float(value) if np.ndim(value) == 0 else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _number(value):

@@ -272,7 +272,8 @@ class WatchEngine:
     def _check_step(self, logs):
         readings = self._step_readings = (
             self._readings.take() if self._readings is not None else None)
-        rate = self.learning_rate.read(readings)
+        idle = self.desk.optimizer_idle = self.checks.optimizer_idle(self.step, readings)
+        rate = None if idle else self.learning_rate.read(readings)
         self.desk.learning_rates.add(self.step, rate)
         alerts_before = sum(self.desk.counts.values())
         ratios = updates = None

@@ -259,6 +259,34 @@ def test_nonfinite_steps():
     assert detector.check(Evidence("step", 4, 1, loss=1.0, new_skips=2, loss_scaled=True)) is None
 
 
+def test_a_nan_that_comes_at_once_points_at_the_data_first():
+    steady = NonFiniteStep(factor=10.0)
+    for step, norm in enumerate([7.3, 3.8, 5.3, 4.0, 5.0], 1):
+        assert steady.check(Evidence("step", step, 0, updates=step, loss=1.0, grad_norm=norm)) is None
+    found = steady.check(Evidence("step", 6, 0, updates=6, loss=1.0, grad_norm=math.nan))
+    assert (found.signal, found.advice) == ("grad_norm", "data_first")
+    assert ("Nothing grew before it: the gradient norm was 5 the step before (median 5); "
+            "the loss was 1 the step before (median 1).") in found.message
+    # A norm that grew past factor x its median before the NaN: a blow-up.
+    grown = NonFiniteStep(factor=10.0)
+    for step, norm in enumerate([1.0, 1.1, 0.9, 1.0, 60.0], 1):
+        grown.check(Evidence("step", step, 0, updates=step, loss=1.0, grad_norm=norm))
+    found = grown.check(Evidence("step", 6, 0, updates=6, loss=1.0, grad_norm=math.nan))
+    assert found.advice == "nonfinite" and "Nothing grew" not in found.message
+    # At the first update the weights are the initial ones.
+    first = NonFiniteStep().check(Evidence("step", 1, 0, updates=1, loss=math.nan))
+    assert first.advice == "data_first" and "from the initial weights" in first.message
+
+
+def test_a_logged_loss_other_than_loss_is_checked():
+    # A GAN's custom train_step logs d_loss and g_loss, no loss.
+    detector = NonFiniteStep()
+    assert detector.check(Evidence("step", 1, 0, logged_losses={"d_loss": 0.6, "g_loss": 0.7})) is None
+    found = detector.check(Evidence("step", 2, 0, logged_losses={"d_loss": math.nan, "g_loss": 0.7}))
+    assert (found.signal, found.value != found.value) == ("logged_loss", True)
+    assert found.message.startswith("The logged 'd_loss' is not finite at step 2 (epoch 0).")
+
+
 # Growth in time ------------------------------------------------------------------------
 
 

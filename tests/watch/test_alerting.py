@@ -82,6 +82,21 @@ def test_nonfinite_is_rate_limited_and_diagnosed_only_when_reported():
     assert made.counts["nonfinite"] == 8 and len(stops) == 4
 
 
+def test_a_nan_that_came_at_once_names_the_data_first():
+    made, recorded, _, where = desk(nonfinite="warn")
+    made.report(Finding("nonfinite", None, math.nan, None, "loss",
+                        "The loss is not finite at step 1 (epoch 0).", advice="data_first"))
+    message = recorded[0].message
+    assert "Check the data first (NaN or Inf in the inputs, targets or sample weights)" in message
+    assert "If they are clean: lower the learning rate" in message
+    made.optimizer_idle = True  # a custom train_step applies optimizers of its own
+    where["step"] = 2
+    made.report(Finding("nonfinite", None, math.nan, None, "grad_norm",
+                        "The gradient norm is not finite at step 2 (epoch 0).",
+                        advice="nonfinite"))
+    assert "the optimizers your train_step applies" in recorded[1].message
+
+
 def test_a_kind_switched_off_is_neither_diagnosed_nor_counted():
     made, recorded, _, _ = desk(diagnose=lambda: 1 / 0, nonfinite=None)
     made.report(Finding("nonfinite", None, math.nan, None, "loss", "NaN.", diagnose=True))

@@ -709,6 +709,61 @@ def test_repeated_fits_trace_once_and_keep_their_schedule(tmp_path):
 # Alerts that are right -----------------------------------------------------------
 
 
+class TwoLosses(keras.Model):
+    """A custom train_step with two optimizers that logs `d_loss` and
+    `g_loss` and no `loss` (as keras-io's GANs do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = keras.layers.Dense(1), keras.layers.Dense(1)
+        self.optimizers = (keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+        self.trackers = (keras.metrics.Mean(name="d_loss"), keras.metrics.Mean(name="g_loss"))
+
+    @property
+    def metrics(self):
+        return list(self.trackers)
+
+    def call(self, x):
+        return self.first(x)
+
+    def train_step(self, data):
+        x, y = data
+        for layer, optimizer, tracker in zip((self.first, self.second), self.optimizers,
+                                             self.trackers):
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((layer(x) - y) ** 2)
+            grads = tape.gradient(loss, layer.trainable_variables)
+            optimizer.apply(grads, layer.trainable_variables)
+            tracker.update_state(loss)
+        return {tracker.name: tracker.result() for tracker in self.trackers}
+
+
+def test_a_nan_in_a_logged_loss_other_than_loss_is_caught(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    x[40, 1] = np.nan  # the sixth batch
+    model = TwoLosses()
+    model.compile()
+    watch = GradWatch(tmp_path, plots=None)
+    catcher, _ = quiet()
+    try:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[watch])
+    finally:
+        catcher.__exit__(None, None, None)
+    first = records.load_run(tmp_path).alerts[0]
+    assert (first["kind"], first["step"]) == ("nonfinite", 6)
+    assert first["message"].startswith("The logged 'd_loss', 'g_loss' are not finite at step 6")
+    # The compiled optimizer made no update: neither it nor its rate is named.
+    assert "the optimizers your train_step applies" in first["message"]
+    assert "RMSprop" not in first["message"].replace("compiled keras.optimizers.RMSprop", "")
+    run = records.load_run(tmp_path)
+    assert all(s.get("lr") is None for s in run.steps[2:])
+    # The losses were steady before: the data is named first.
+    assert "Nothing grew before it" in first["message"]
+    assert "Check the data first" in first["message"]
+
+
 def test_abrupt_blow_up_is_exploding_before_nonfinite(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 12, 2)).astype("float32")

@@ -48,6 +48,8 @@ class Evidence:
         updates: Optimizer updates applied so far in the run (its
             `iterations`), when known.
         loss: A step's own loss (not the epoch's running mean).
+        logged_losses: The other losses a step logs (names ending in
+            "loss", e.g. a GAN's `d_loss`), by name.
         grad_norm: A step's global gradient norm, or the probe batch's
             when the steps log none (`norm_source="probe"`).
         norm_source: `"step"` or `"probe"`.
@@ -76,6 +78,7 @@ class Evidence:
     epoch: int
     updates: object = None
     loss: object = None
+    logged_losses: object = None
     grad_norm: object = None
     norm_source: str = "step"
     new_skips: object = None
@@ -108,7 +111,8 @@ class Finding:
         advice: Which advice the alert desk adds: `"clip"` (clip the
             gradients), `"lr_or_clip"` (lower the learning rate, or clip),
             `"nonfinite"` (lower the learning rate, clip, check the data),
-            or `""` (none).
+            `"data_first"` (check the data and the loss, then as
+            `"nonfinite"`), or `""` (none).
         remedy: The detector's own sentence of advice (about the layer or
             the set-up), after the desk's.
         diagnose: The desk should name the first layer affected (a step

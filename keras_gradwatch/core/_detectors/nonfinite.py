@@ -13,6 +13,7 @@
   layer norms are finite.
 """
 
+import collections
 import math
 
 import numpy as np
@@ -21,30 +22,88 @@ from keras_gradwatch.core._detectors import base
 
 
 class NonFiniteStep(base.Detector):
-    """A non-finite loss or gradient norm, or skipped updates, at a step."""
+    """A non-finite loss (the compiled one, or any other the step logs,
+    e.g. a GAN's `d_loss`) or gradient norm, or skipped updates, at a step.
+
+    Too large a step shows before the NaN: the gradient norm or the loss
+    grows. A non-finite value that comes at once (the step before it was
+    at most `factor` times its recent median, or the weights were still the
+    initial ones) points at the data or the loss function first, and the
+    finding says so (`advice="data_first"`).
+
+    Args:
+        factor: `spike_factor`: a last finite value above this many times
+            the median of the recent ones grew before the NaN.
+    """
 
     kind = "nonfinite"
     moment = "step"
     needs = ()
 
+    def __init__(self, factor=10.0):
+        self.factor = factor
+        # The recent finite values of the gradient norm and of each loss.
+        self._recent = collections.defaultdict(base.RollingWindow)
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(settings.spike_factor)
+
     def check(self, evidence):
-        loss, norm, skips = evidence.loss, evidence.grad_norm, evidence.new_skips
         if evidence.norm_source != "step":
             return None
-        if loss is not None and not math.isfinite(loss):
-            signal, value, what = "loss", loss, "The loss is not finite"
-        elif norm is not None and not math.isfinite(norm) and not evidence.loss_scaled:
-            signal, value, what = "grad_norm", norm, "The gradient norm is not finite"
-        elif skips and not evidence.loss_scaled:
-            signal, value = "skipped_updates", float(skips)
-            what = f"{skips} update(s) had non-finite gradients and were skipped"
-        else:
+        found = self._signal(evidence)
+        if found is None:
+            values = {"gradient norm": evidence.grad_norm, "loss": evidence.loss}
+            values.update(evidence.logged_losses or {})
+            for name, value in values.items():
+                if value is not None:
+                    self._recent[name].add(value)
             return None
+        signal, value, what = found
+        message = f"{what} at step {evidence.step} (epoch {evidence.epoch})."
+        at_once = self._at_once(evidence.step, evidence.updates)
+        if at_once:
+            message += f" Nothing grew before it: {at_once}."
         return base.Finding(
-            "nonfinite", None, value, None, signal,
-            f"{what} at step {evidence.step} (epoch {evidence.epoch}).",
-            evidence={signal: value}, advice="nonfinite", diagnose=True,
+            "nonfinite", None, value, None, signal, message,
+            evidence={signal: value}, advice="data_first" if at_once else "nonfinite",
+            diagnose=True,
         )
+
+    @staticmethod
+    def _signal(evidence):
+        """`(signal, value, sentence)` of the step's non-finite value, or None."""
+        loss, norm, skips = evidence.loss, evidence.grad_norm, evidence.new_skips
+        if loss is not None and not math.isfinite(loss):
+            return "loss", loss, "The loss is not finite"
+        broken = {k: v for k, v in (evidence.logged_losses or {}).items() if not math.isfinite(v)}
+        if broken:
+            names = ", ".join(f"'{name}'" for name in broken)
+            verb = "is" if len(broken) == 1 else "are"
+            return ("logged_loss", next(iter(broken.values())),
+                    f"The logged {names} {verb} not finite")
+        if norm is not None and not math.isfinite(norm) and not evidence.loss_scaled:
+            return "grad_norm", norm, "The gradient norm is not finite"
+        if skips and not evidence.loss_scaled:
+            return ("skipped_updates", float(skips),
+                    f"{skips} update(s) had non-finite gradients and were skipped")
+        return None
+
+    def _at_once(self, step, updates):
+        """Why the non-finite value came at once (a phrase), or None when
+        the gradient norm or a loss grew before it, or nothing is known."""
+        if step <= 1 and updates is not None and updates <= 1:
+            return "it came from the initial weights, before any update could cause it"
+        steady = []
+        for name, window in self._recent.items():
+            if not len(window):
+                continue
+            last, median = window.values()[-1], window.median()
+            if last > self.factor * median:
+                return None
+            steady.append(f"the {name} was {last:.3g} the step before (median {median:.3g})")
+        return "; ".join(steady) or None
 
 
 def _broken(layer_norms):
