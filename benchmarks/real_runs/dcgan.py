@@ -16,7 +16,8 @@ digits are generated (`_data.digit_images`): 3,200 images (70,000), 6 epochs (30
 the channel counts are cut by 2-4x (CPU).
 
 A healthy GAN: `d_loss` and `g_loss` move against each other around
-0.5-1.0, neither diverges nor goes to 0.
+0.45-1.1 (d_loss 0.62 -> 0.51, g_loss 0.77 -> 1.09 over 6 epochs), neither
+diverges nor goes to 0.
 """
 
 import keras

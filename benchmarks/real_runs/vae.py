@@ -15,7 +15,7 @@ no compiled loss. The digits are generated (`_data.digit_images`):
 5,000 images (70,000), 12 epochs (30).
 
 The total loss falls from ~540 (a sigmoid decoder's first guesses summed
-over 784 pixels) to ~380 per image; the KL term first collapses to ~0.01,
+over 784 pixels) to ~370 per image; the KL term first collapses to ~0.01,
 then grows as the 2-d code starts to carry the digit (as in the example).
 """
 
