@@ -19,4 +19,8 @@ SCRIPTS = (
     "custom_train_step",
     "ctc_add_loss",
     "many_models",
+    "forda_conv1d",
+    "transformer_text",
+    "vae",
+    "dcgan",
 )
