@@ -189,12 +189,22 @@ def finding_text(finding):
     """
     if not finding:
         return "-"
-
-    def share(value):
-        return "-" if value is None else f"{value:.2g}"
-
     return (f"step {finding.get('step')}: first layer '{finding.get('first')}' gets "
-            f"{share(finding.get('gradient_fraction'))} of the gradient reaching "
+            f"{share_of(finding.get('gradient_fraction'))} the gradient reaching "
             f"'{finding.get('reference')}' (the reference, last before the output) and "
-            f"{share(finding.get('weight_ratio_fraction'))} of its ‖∇w‖/‖w‖ "
+            f"{share_of(finding.get('weight_ratio_fraction'))} its ‖∇w‖/‖w‖ "
             f"({finding.get('layers')} layers)")
+
+
+def share_of(value):
+    """A ratio to the reference, in words before "the ...": `"1.2e-13 of"`
+    below 1, `"57x"` (with a times sign) from 1 on, `"-"` for None.
+
+    Example:
+
+    >>> share_of(1.2e-13), share_of(57.3), share_of(None)
+    ('1.2e-13 of', '57×', '-')
+    """
+    if value is None:
+        return "-"
+    return f"{value:.2g}×" if value >= 1 else f"{value:.2g} of"

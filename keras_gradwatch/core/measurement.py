@@ -663,6 +663,12 @@ def not_measured(error):
     if isinstance(error, InvalidInputError):
         return f"not measured: {text}"
     first = text.splitlines()[0] if text else ""
+    if isinstance(error, NotImplementedError) and ".call()" in first:
+        # Keras's Model.call of a model built for its own train_step only.
+        return ("not measured: the model cannot be called on the probe batch (it has "
+                f"no call(): {first}). GradWatch measures the gradient of the loss "
+                "of model(x); a model whose train_step calls its parts has none. Its "
+                "logged losses are still checked.")
     return f"not measured: the measurement failed ({type(error).__name__}: {first})"
 
 

@@ -1002,8 +1002,9 @@ def plot_depth(run, path=None):
             bar = figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cm.viridis), cax=bar_axes)
             bar.set_label("training step of the measurement")
         first = latest.fractions()[0] if reference is not None else float("nan")
-        said = (f"\nlatest (step {steps[-1]}): the first layer gets {first:.2g} of the "
-                "reference's gradient" + (" (below float32's range)" if first == 0 else "")
+        said = (f"\nlatest (step {steps[-1]}): the first layer gets "
+                f"{depth_lib.share_of(first)} the reference's gradient"
+                + (" (below float32's range)" if first == 0 else "")
                 if math.isfinite(first) else "")
         _suptitle(
             figure,

@@ -33,6 +33,7 @@ import math
 import os
 import pathlib
 import random
+import re
 import tempfile
 import warnings
 import zipfile
@@ -792,7 +793,9 @@ def trend_note(summary):
     count = summary.get("measured_steps") or 0
     error = summary.get("measurement_error")
     if error and not count:
-        return f"Not measured: {error}"
+        # The reason may say "not measured:" itself (`measurement.not_measured`).
+        reason = re.sub(r"(?i)^not measured:\s*", "", error)
+        return f"Not measured: {reason}"
     stopped = (
         f"Measuring stopped after step {summary.get('measured_at_step')}: {error}"
         if error else ""

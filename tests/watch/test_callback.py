@@ -764,6 +764,26 @@ def test_a_nan_in_a_logged_loss_other_than_loss_is_caught(tmp_path):
     assert "Check the data first" in first["message"]
 
 
+def test_a_model_without_call_says_why_it_is_not_measured(tmp_path):
+    class NoCall(TwoLosses):  # as keras-io's Keras 3 VAE: train_step only
+        call = keras.Model.call
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    model = NoCall()
+    model.compile()
+    catcher, _ = quiet()
+    try:
+        model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0,
+                  callbacks=[GradWatch(tmp_path, plots=None)])
+    finally:
+        catcher.__exit__(None, None, None)
+    note = records.trend_note(records.summarize(records.load_run(tmp_path)))
+    assert note.startswith("Not measured: the model cannot be called on the probe batch "
+                           "(it has no call()")
+    assert "logged losses are still checked" in note
+
+
 def test_abrupt_blow_up_is_exploding_before_nonfinite(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 12, 2)).astype("float32")
