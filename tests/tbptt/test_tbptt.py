@@ -407,17 +407,25 @@ def test_metrics_weigh_a_short_last_window_by_its_steps(weights):
         np.testing.assert_allclose(ours[name], value, rtol=2e-6, err_msg=name)
 
 
-def test_masked_token_metrics_equal_the_whole_sequence():
+def padded_tokens():
+    """Token ids of 7 words padded with 0 to 10 steps."""
     tokens = np.random.default_rng(0).integers(1, 9, size=(B, 10))
     tokens[:, 7:] = 0
-    inner = keras.Sequential(
-        [
-            keras.Input(batch_shape=(B, None), dtype="int32"),
-            keras.layers.Embedding(10, 3, mask_zero=True),
-            keras.layers.GRU(4, stateful=True, return_sequences=True),
-            keras.layers.Dense(10),
-        ]
-    )
+    return tokens
+
+
+def token_model(layer):
+    return keras.Sequential([
+        keras.Input(batch_shape=(B, None), dtype="int32"),
+        keras.layers.Embedding(10, 3, mask_zero=True),
+        layer(4, stateful=True, return_sequences=True),
+        keras.layers.Dense(10),
+    ])
+
+
+def test_masked_token_metrics_equal_the_whole_sequence():
+    tokens = padded_tokens()
+    inner = token_model(keras.layers.GRU)
     plain = stateless_twin(inner)
     settings = dict(loss=keras.losses.SparseCategoricalCrossentropy(True),
                     metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(3)])
@@ -672,16 +680,8 @@ def test_epoch_mode_predict_continues_streams_across_batches():
 
 
 def test_token_inputs_with_mask_zero():
-    tokens = np.random.default_rng(0).integers(1, 9, size=(B, 10))
-    tokens[:, 7:] = 0
-    inner = keras.Sequential(
-        [
-            keras.Input(batch_shape=(B, None), dtype="int32"),
-            keras.layers.Embedding(10, 3, mask_zero=True),
-            keras.layers.SimpleRNN(4, stateful=True, return_sequences=True),
-            keras.layers.Dense(10),
-        ]
-    )
+    tokens = padded_tokens()
+    inner = token_model(keras.layers.SimpleRNN)
     model = TruncatedBPTT(inner, window=4)
     model.compile(
         optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True)
