@@ -63,6 +63,7 @@ _SIGNAL_WORDS = {
 _NONFINITE_WORDS = {
     "grad_norm": "the gradient norm",
     "loss": "the loss",
+    "logged_loss": "a logged loss",
     "layer_norm": "a layer's gradient on the probe batch",
     "profile": "a time profile",
     "skipped_updates": "gradients (updates skipped)",
