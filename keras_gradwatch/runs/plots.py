@@ -959,10 +959,13 @@ def plot_depth(run, path=None):
     fraction = (run.settings.get("settings") or {}).get("vanishing_fraction", 1e-3)
     count = len(names)
     width = min(22.0, max(9.0, 3.5 + 0.16 * count))
-    height = 7.6
+    # Room under the axes for the longest layer name (rotated, 8 pt: about
+    # 0.07 in a character) and the axis label below it.
+    bottom = max(1.5, 0.55 + 0.07 * max(len(name) for name in names))
+    height = 6.1 + bottom
     with _figure(width, height) as figure:
         figure.subplots_adjust(left=1.0 / width, right=1 - 1.3 / width,
-                               top=1 - 0.75 / height, bottom=1.5 / height, hspace=0.12)
+                               top=1 - 0.75 / height, bottom=bottom / height, hspace=0.12)
         top, low = figure.subplots(2, 1, sharex=True)
         norm = Normalize(min(steps), max(max(steps), min(steps) + 1))
         picked = _picked(len(steps))
@@ -998,8 +1001,8 @@ def plot_depth(run, path=None):
         if unique:
             top.legend(unique.values(), unique.keys(), loc="lower left", fontsize=8)
         if len(set(steps)) > 1:
-            bar_axes = figure.add_axes([1 - 1.0 / width, 1.5 / height, 0.18 / width,
-                                        1 - 2.25 / height])
+            bar_axes = figure.add_axes([1 - 1.0 / width, bottom / height, 0.18 / width,
+                                        1 - (bottom + 0.75) / height])
             bar = figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cm.viridis), cax=bar_axes)
             bar.set_label("training step of the measurement")
         first = latest.fractions()[0] if reference is not None else float("nan")
