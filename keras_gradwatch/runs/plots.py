@@ -633,9 +633,11 @@ def _draw_probe_norms(ax, measured):
     names = list(measured[-1].get("layer_norms") or {})
     for i, name in enumerate(names[: len(_LAYER_COLOURS)]):
         values = [records.number((m.get("layer_norms") or {}).get(name)) for m in measured]
+        label = f"layer {name} ({probe})"
+        if len(label) > 44:  # a long layer name: the legend stays in the figure
+            label = f"layer {name}\n({probe})"
         ax.plot(x, _positive([np.nan if v is None else v for v in values]),
-                ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85,
-                label=f"layer {name} ({probe})")
+                ".-", color=_LAYER_COLOURS[i], ms=3, lw=0.9, alpha=0.85, label=label)
 
 
 def _draw_clipping(ax, run, summary):

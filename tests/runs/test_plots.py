@@ -260,13 +260,16 @@ def test_comparison_labels_runs_by_their_distinguishing_path(tmp_path, monkeypat
     assert [t.split(":")[0] for t in texts[0]] == ["w_10/gw", "w_40/gw"]
 
 
-@pytest.mark.parametrize("rated", [False, True])
-def test_the_norms_legend_fits_in_the_figure(tmp_path, monkeypatch, rated):
+@pytest.mark.parametrize("rated, long_name", [(False, False), (True, False), (False, True)])
+def test_the_norms_legend_fits_in_the_figure(tmp_path, monkeypatch, rated, long_name):
     run = write_norms_run(tmp_path, [1.0 + 0.1 * i for i in range(12)],
                           [{"kind": "exploding", "step": 3, "signal": "update_ratio"}])
     if rated:  # the learning rate's axis sits between the axes and the legend
         for number, record in enumerate(run.steps):
             record["lr"] = 1e-3 if number < 6 else 1.0
+    if long_name:  # a keras-io Transformer's first layer
+        for record in run.measurements:
+            record["layer_norms"] = {"token_and_position_embedding": 1.0}
 
     def right_edges(figure):
         figure.canvas.draw()
