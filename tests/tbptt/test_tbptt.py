@@ -435,7 +435,12 @@ def test_masked_token_metrics_equal_the_whole_sequence():
     targets = np.roll(tokens, -1, axis=1)
     ours = model.evaluate(tokens, targets, verbose=0, return_dict=True)
     keras_own = plain.evaluate(tokens, targets, verbose=0, return_dict=True)
-    for name, value in keras_own.items():
+    # Keras 3.8's metrics count the masked steps of a whole sequence (not
+    # of a reshaped window); checked on 3.15, where they skip them. The
+    # loss skips them on both.
+    recent = tuple(int(part) for part in keras.version().split(".")[:2]) >= (3, 15)
+    compared = keras_own if recent else {"loss": keras_own["loss"]}
+    for name, value in compared.items():
         np.testing.assert_allclose(ours[name], value, rtol=2e-6, err_msg=name)
 
 
