@@ -419,6 +419,7 @@ def plot_decay(run, path=None, series=None):
     if not series:
         return None
     backprop, window = _tbptt_steps(run)
+    auto = {"auto": "auto, latest ", "set": "latest "}.get(_window_moved(run), "")
     sites = _sites(run)
     last_layers = run.measurements[-1].get("layers", {}) if run.measurements else {}
     all_steps = [s for steps, _ in series.values() for s in steps]
@@ -461,7 +462,6 @@ def plot_decay(run, path=None, series=None):
                          fontsize=8.5, loc="right", color="0.3", y=1.0)
             if backprop:
                 ax.axvline(backprop, color="tab:red", ls="--", lw=1.2)
-                auto = {"auto": "auto, latest ", "set": "latest "}.get(_window_moved(run), "")
                 low, high = ax.get_xlim()
                 # Beside the line, on the side with room for the text.
                 right_side = (backprop - low) < 0.4 * (high - low)
@@ -503,6 +503,10 @@ def plot_heatmap(run, path=None, series=None):
     if not series:
         return None
     backprop, _ = _tbptt_steps(run)
+    moved = _window_moved(run)
+    # The automatic window is logged at every step; a window set between
+    # fits is seen in the measurements' backprop.
+    reach = _window_series(run) if moved == "auto" else _backprop_series(run)
     sites = _sites(run)
     rows, columns = _grid(len(series))
     right = 0.9  # the last colour bar's label
@@ -532,10 +536,6 @@ def plot_heatmap(run, path=None, series=None):
                                  cmap="magma", shading="flat")
             bar = figure.colorbar(mesh, ax=ax, fraction=0.06, pad=0.02)
             bar.set_label(f"log10 {gradient_label(sites.get(name, ''), short=True)}")
-            moved = _window_moved(run)
-            # The automatic window is logged at every step; a window set
-            # between fits is seen in the measurements' backprop.
-            reach = _window_series(run) if moved == "auto" else _backprop_series(run)
             if moved and reach:
                 # The reach moves: draw it over training.
                 steps_w, values_w = zip(*reach)

@@ -97,12 +97,11 @@ class RecurrenceSwitch:
         runs: `unroll=True`, or under `"auto"` a layer that runs fused or
         that `unrolls_when_auto` picks. If not, one traced step serves
         every window size (`_windows.WindowVariables`)."""
-        if unroll is not True and unroll != "auto":
-            return False
-        stateful = _state.stateful_layers(self.inner)
-        return unroll is True or any(
+        if unroll is True:
+            return True
+        return unroll == "auto" and any(
             _fused.planned_path(layer, recurrence)[0] or unrolls_when_auto(layer)
-            for layer in stateful
+            for layer in _state.stateful_layers(self.inner)
         )
 
     @contextlib.contextmanager

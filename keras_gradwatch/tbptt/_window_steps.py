@@ -55,7 +55,7 @@ class WindowedSteps:
         """What the training step of `settings` is kept under (see
         `_windows.WindowSchedule.key`)."""
         schedule = settings.schedule
-        return ("any", schedule.reruns) if self.reads_sizes(settings) else schedule.key
+        return schedule.shared_key if self.reads_sizes(settings) else schedule.key
 
     def prepare_train(self, settings, strategy):
         """Before a training step runs (eagerly): sets the sizes it reads.
@@ -63,9 +63,10 @@ class WindowedSteps:
         Returns:
             The step's key (see `train_key`).
         """
-        if self.reads_sizes(settings):
+        key = self.train_key(settings)
+        if key == settings.schedule.shared_key:
             self.sizes.set(settings.schedule, strategy)
-        return self.train_key(settings)
+        return key
 
     def paths(self, settings):
         """The path each stateful layer took in the training step of

@@ -63,8 +63,14 @@ class WindowSchedule:
     @property
     def key(self):
         """What a step traced with this schedule is kept under: the window,
-        or `("any", reruns)` when the sizes are tensors."""
-        return self.window if isinstance(self.window, int) else ("any", self.reruns)
+        or `shared_key` when the sizes are tensors."""
+        return self.window if isinstance(self.window, int) else self.shared_key
+
+    @property
+    def shared_key(self):
+        """The key of a step that reads its sizes (`WindowVariables`): one
+        for every window, but for whether updates re-run."""
+        return ("any", self.reruns)
 
     def count(self, length):
         """Number of windows in `length` steps."""

@@ -70,20 +70,21 @@ class Checks:
         for detector in self.detectors:
             detector.begin_fit()
 
-    def optimizer_idle(self, step, readings=None):
+    def optimizer_idle(self, step, iterations):
         """Whether the model's optimizer made no update in this `fit` after
-        two steps or more: a custom `train_step` applies optimizers of its
-        own (a GAN's), so the compiled one's learning rate is not training's."""
+        two steps or more (`iterations`: its update count now): a custom
+        `train_step` applies optimizers of its own (a GAN's), so the
+        compiled one's learning rate is not training's."""
         if step - self._step_at_begin < 2 or self._model is None:
             return False
-        return _model_facts.iterations(self._model, readings) == self._iterations_at_begin
+        return iterations == self._iterations_at_begin
 
     def new_epoch(self):
         if self._step_loss is not None:
             self._step_loss.new_epoch()
 
     def step(self, logs, step, epoch, batch, add_step, update_ratios=None,
-             step_updates=None, clip=None, lr=None, readings=None):
+             step_updates=None, clip=None, lr=None, readings=None, iterations=None):
         """Records a step and checks what its logs show.
 
         Args:
@@ -100,7 +101,11 @@ class Checks:
             lr: The learning rate of the step's update, when known.
             readings: What the step read of the model
                 (`_train_step.StepReadings`), when it did.
+            iterations: The optimizer's update count after the step, if
+                read already (else read here).
         """
+        if iterations is None:
+            iterations = _model_facts.iterations(self._model, readings)
         instant = self._step_loss(_number(logs.get("loss")), batch, readings)
         grad_norm = _number(logs.get("grad_norm"))
         self.norm_logged = self.norm_logged or grad_norm is not None
@@ -110,7 +115,7 @@ class Checks:
         if skipped is None and scaled:
             # A LossScaleOptimizer skips non-finite steps without counting
             # them: they are the steps its iterations did not advance.
-            applied = _model_facts.iterations(self._model, readings) - self._iterations_at_begin
+            applied = iterations - self._iterations_at_begin
             skipped = self._skipped_before + (step - self._step_at_begin) - applied
         add_step(
             {
@@ -133,7 +138,7 @@ class Checks:
         if grad_norm is not None and math.isfinite(grad_norm):
             self.desk.step_norms.add(grad_norm)
         self.run(Evidence(
-            "step", step, epoch, updates=_model_facts.iterations(self._model, readings),
+            "step", step, epoch, updates=iterations,
             loss=instant, logged_losses=_logged_losses(logs), grad_norm=grad_norm,
             new_skips=new_skips, loss_scaled=scaled, lr=lr,
             update_ratios=update_ratios or None, step_updates=step_updates,

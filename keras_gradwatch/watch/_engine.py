@@ -272,18 +272,20 @@ class WatchEngine:
     def _check_step(self, logs):
         readings = self._step_readings = (
             self._readings.take() if self._readings is not None else None)
-        idle = self.desk.optimizer_idle = self.checks.optimizer_idle(self.step, readings)
+        iterations = self._iterations()  # read once for every check of the step
+        idle = self.desk.optimizer_idle = self.checks.optimizer_idle(self.step, iterations)
         rate = None if idle else self.learning_rate.read(readings)
         self.desk.learning_rates.add(self.step, rate)
         alerts_before = sum(self.desk.counts.values())
         ratios = updates = None
         if self.ratios.pending:
-            updates = self.ratios.updates(self._iterations())
+            updates = self.ratios.updates(iterations)
             ratios = self.ratios.ratios()
         self.checks.step(
             logs, self.step, self.epoch, self._batch,
             add_step=self.recorder.add_step, update_ratios=ratios, step_updates=updates,
             clip=self.interventions.clip_state(), lr=rate, readings=readings,
+            iterations=iterations,
         )
         healthy = sum(self.desk.counts.values()) == alerts_before and not self.checks.suspect
         self.interventions.after_step(logs, healthy)
